@@ -1,0 +1,150 @@
+"""Measured latency on this machine: each layer alone (forward, backward) and a whole training step."""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..costs.annotate import CostTable
+from .saved import set_trainable
+
+
+@dataclass(frozen=True)
+class LayerTiming:
+    fwd_ms: float
+    bwd_ms: float | None  # None where the layer has no backward under the scheme
+
+
+@dataclass(frozen=True)
+class Timings:
+    layers: dict[str, LayerTiming]
+    step_ms: float  # one whole training step: forward, loss, backward
+    repeats: int
+    threads: int
+
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+def _median_ms(fn: Callable[[], Any], warmup: int, repeats: int) -> float:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(samples)
+
+
+class _LayerBench(torch.fx.Interpreter):
+    """Runs the model node by node; times each costed node on copies of its real arguments."""
+
+    def __init__(self, gm: torch.fx.GraphModule, costs: CostTable, warmup: int, repeats: int, progress: Progress | None):
+        super().__init__(gm)
+        self.by_node = {layer.fx_node: (layer, cost) for layer, cost in zip(costs.graph.layers, costs.layers)}
+        self.warmup, self.repeats, self.progress = warmup, repeats, progress
+        self.timings: dict[str, LayerTiming] = {}
+        # whether each node's value requires grad under the scheme (the model input does not)
+        self.requires_grad = {layer.fx_node: cost.state.recorded for layer, cost in self.by_node.values()}
+
+    def run_node(self, n: torch.fx.Node) -> Any:
+        with torch.no_grad():
+            result = super().run_node(n)
+        entry = self.by_node.get(n.name)
+        if entry is not None:
+            layer, cost = entry
+            self.timings[layer.name] = self._time(n, cost)
+            if self.progress:
+                self.progress(len(self.timings), len(self.by_node))
+        return result
+
+    def _time(self, n: torch.fx.Node, cost: Any) -> LayerTiming:
+        leaves: list[torch.Tensor] = []
+
+        def fresh(node: torch.fx.Node) -> Any:
+            value = self.env[node]
+            if not isinstance(value, torch.Tensor):
+                return value
+            leaf = value.detach().clone().requires_grad_(self.requires_grad.get(node.name, False))
+            if leaf.requires_grad:
+                leaves.append(leaf)
+            return leaf.clone()  # a non-leaf copy: in-place ops may write it
+
+        def build() -> tuple[Any, Any]:
+            leaves.clear()
+            return torch.fx.node.map_arg(n.args, fresh), torch.fx.node.map_arg(n.kwargs, fresh)
+
+        target = self.fetch_attr(n.target) if n.op == "call_module" else n.target
+
+        def call(a: tuple[Any, ...], k: dict[str, Any]) -> Any:
+            if n.op == "call_method":
+                return getattr(a[0], n.target)(*a[1:], **k)
+            return target(*a, **k)
+
+        params = [p for p in target.parameters(recurse=False) if p.requires_grad] if isinstance(target, nn.Module) else []
+        has_backward = cost.state.recorded and (cost.state.needs_input_grad or bool(params))
+        fwd_samples, bwd_samples = [], []
+        for i in range(self.warmup + self.repeats):
+            a, k = build()
+            t0 = time.perf_counter()
+            out = call(a, k)  # with autograd recording, as in a training step
+            t1 = time.perf_counter()
+            if has_backward:
+                grad = torch.randn_like(out)
+                t2 = time.perf_counter()
+                torch.autograd.grad(out, leaves + params, grad, allow_unused=True)
+                t3 = time.perf_counter()
+            if i >= self.warmup:
+                fwd_samples.append((t1 - t0) * 1e3)
+                if has_backward:
+                    bwd_samples.append((t3 - t2) * 1e3)
+        fwd_ms = statistics.median(fwd_samples)
+        if not has_backward:
+            return LayerTiming(fwd_ms, None)
+        return LayerTiming(fwd_ms, statistics.median(bwd_samples))
+
+
+def measure_latency(
+    model: nn.Module,
+    costs: CostTable,
+    *,
+    warmup: int = 2,
+    repeats: int = 5,
+    progress: Progress | None = None,
+) -> Timings:
+    """Time every layer alone (median of ``repeats`` after ``warmup``) and a whole training step.
+
+    Layers are timed on copies of their real inputs, with the scheme's ``requires_grad`` set, so a
+    frozen layer's backward computes only the input gradient. Needs an fx-traceable model.
+    """
+    model = copy.deepcopy(model)  # training-mode runs update BN statistics: keep the caller's
+    set_trainable(model, costs.trainable)
+    model.train()
+    x = torch.randn(costs.graph.input_shape)
+    layers: dict[str, LayerTiming] = {}
+    if costs.graph.traced_by == "fx":
+        gm = torch.fx.symbolic_trace(model)
+        bench = _LayerBench(gm, costs, warmup, repeats, progress)
+        bench.run(x)
+        layers = bench.timings
+
+    trainable_any = any(p.requires_grad for p in model.parameters())
+
+    def step() -> None:
+        out = model(x)
+        if trainable_any:
+            target = torch.zeros(out.shape[0], dtype=torch.long)
+            F.cross_entropy(out, target).backward()
+            model.zero_grad(set_to_none=True)
+
+    step_ms = _median_ms(step, warmup=1, repeats=max(3, repeats // 2))
+    return Timings(layers=layers, step_ms=step_ms, repeats=repeats, threads=torch.get_num_threads())

@@ -1,0 +1,53 @@
+"""Measured bytes kept for backward: what autograd really saves, seen through saved-tensor hooks."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+import torch.nn as nn
+
+
+@dataclass(frozen=True)
+class SavedMeasurement:
+    saved_bytes: int  # distinct storages kept for backward, parameters and buffers excluded
+    tensors: int  # distinct storages counted
+
+
+def set_trainable(model: nn.Module, trainable: Iterable[str]) -> None:
+    """Plain PyTorch: ``requires_grad`` on exactly the named parameters, nothing else."""
+    names = set(trainable)
+    for name, p in model.named_parameters():
+        p.requires_grad_(name in names)
+
+
+def measure_saved_bytes(
+    model: nn.Module, input_shape: tuple[int, ...], trainable: Iterable[str], *, copy_model: bool = True
+) -> SavedMeasurement:
+    """Run one training-mode forward and count the storages autograd keeps for backward.
+
+    Each storage is counted once (a ReLU output that the next conv also keeps is one tensor), at its
+    full size; storages of the model's parameters and buffers are not counted. The model is copied
+    first unless ``copy_model`` is False, so the caller's BN statistics and flags are untouched.
+    """
+    if copy_model:
+        model = copy.deepcopy(model)
+    set_trainable(model, trainable)
+    model.train()
+    state_ptrs = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr and ptr not in state_ptrs:
+            storages[ptr] = storage.nbytes()
+        return t
+
+    x = torch.randn(input_shape)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(x)
+    del out
+    return SavedMeasurement(saved_bytes=sum(storages.values()), tensors=len(storages))

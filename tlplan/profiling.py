@@ -1,0 +1,196 @@
+"""``tlplan.profile``: trace, cost, simulate and optionally measure, into one frozen report."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+import torch.nn as nn
+
+from .costs.annotate import CostTable, annotate
+from .errors import BadInputError
+from .memory.timeline import MemoryBreakdown, simulate_peak
+from .plan.schemes import parse_scheme, trainable_params
+from .predict.devices import resolve_device
+from .trace import LayerGraph, trace_model
+
+RUNTIMES = ("eager",)
+
+#: What each kind of number is, so no report shows an estimate as a measurement.
+SOURCES = {
+    "params": "counted from the model",
+    "macs": "derived from shapes (conv and linear multiply-accumulates)",
+    "saved_bytes": "derived from PyTorch's autograd rules (eager runtime, fp32)",
+    "peak_bytes": "predicted by a simulated forward+backward timeline",
+    "latency_ms": "measured here",
+}
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    name: str
+    op: str
+    block: str | None
+    output_shape: tuple[int, ...]
+    params: int
+    trainable_params: int
+    macs_fwd: int
+    macs_bwd_input: int
+    macs_bwd_weight: int
+    saved_bytes: int
+    latency_ms: Mapping[str, float | None] | None = None  # {"fwd": ms, "bwd": ms or None}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["output_shape"] = list(self.output_shape)
+        d["latency_ms"] = dict(self.latency_ms) if self.latency_ms is not None else None
+        return d
+
+
+@dataclass(frozen=True)
+class ProfileReport:
+    """What training a model costs, layer by layer. Fields as in the JSON of ``tlplan profile``."""
+
+    model: str
+    input_shape: tuple[int, ...]
+    runtime: str
+    scheme: str
+    device: str | None
+    layers: tuple[LayerRow, ...]
+    totals: Mapping[str, Any]
+    memory: MemoryBreakdown
+    measured: Mapping[str, Any] | None  # where and how latencies were measured
+    sources: Mapping[str, str]
+    warnings: tuple[str, ...] = ()
+    costs: CostTable | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "input_shape": list(self.input_shape),
+            "runtime": self.runtime,
+            "scheme": self.scheme,
+            "device": self.device,
+            "layers": [row.to_dict() for row in self.layers],
+            "totals": dict(self.totals),
+            "memory": asdict(self.memory),
+            "measured": dict(self.measured) if self.measured else None,
+            "sources": dict(self.sources),
+            "warnings": list(self.warnings),
+        }
+
+
+def profile(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    scheme: str = "full",
+    runtime: str = "eager",
+    device: str | None = None,
+    *,
+    model_name: str | None = None,
+    measure: bool = False,
+    repeats: int = 5,
+    progress: Callable[[int, int], None] | None = None,
+) -> ProfileReport:
+    """Profile training ``model`` on inputs of ``input_shape`` under ``scheme``.
+
+    Args:
+        model: an ``nn.Module`` (see ``tlplan.load_model``); it is not modified.
+        input_shape: batch first, e.g. ``(8, 3, 224, 224)``.
+        scheme: ``full``, ``last``, ``bias``, ``norm+last`` or ``blocks:K``.
+        runtime: ``eager`` (plain PyTorch autograd with only ``requires_grad`` set).
+        device: a device profile name, reported with the results.
+        measure: also time every layer and a whole training step on this machine.
+
+    Returns:
+        A ProfileReport whose ``layers`` and ``totals`` carry the JSON contract's fields.
+
+    Example:
+        >>> import tlplan
+        >>> r = tlplan.profile(tlplan.load_model("mcunet-5fps"), (1, 3, 128, 128), scheme="bias")
+        >>> r.totals["saved_bytes"] > 0
+        True
+    """
+    if runtime not in RUNTIMES:
+        raise BadInputError(f"unknown runtime {runtime!r}; this version has: {', '.join(RUNTIMES)}")
+    device_name = resolve_device(device).name if device else None
+    parsed = parse_scheme(scheme)
+    graph = trace_model(model, tuple(input_shape), model_name or type(model).__name__)
+    costs = annotate(graph, trainable_params(graph, parsed), runtime)
+    memory = simulate_peak(costs)
+    timings = None
+    if measure:
+        from .measure.latency import measure_latency
+
+        timings = measure_latency(model, costs, repeats=repeats, progress=progress)
+    return _report(graph, costs, memory, parsed.text, device_name, timings)
+
+
+def _report(graph: LayerGraph, costs: CostTable, memory: MemoryBreakdown, scheme: str, device: str | None, timings: Any) -> ProfileReport:
+    rows = []
+    for cost in costs.layers:
+        latency = None
+        if timings is not None and cost.name in timings.layers:
+            t = timings.layers[cost.name]
+            latency = {"fwd": round(t.fwd_ms, 4), "bwd": None if t.bwd_ms is None else round(t.bwd_ms, 4)}
+        rows.append(
+            LayerRow(
+                name=cost.name,
+                op=cost.op,
+                block=cost.block,
+                output_shape=cost.output_shape,
+                params=cost.params,
+                trainable_params=cost.trainable_params,
+                macs_fwd=cost.macs_fwd,
+                macs_bwd_input=cost.macs_bwd_input,
+                macs_bwd_weight=cost.macs_bwd_weight,
+                saved_bytes=cost.saved_bytes,
+                latency_ms=latency,
+            )
+        )
+    totals: dict[str, Any] = dict(costs.totals)
+    totals["peak_bytes"] = memory.peak_bytes
+    measured = None
+    if timings is not None:
+        totals["latency_ms"] = {
+            "fwd": round(sum(t.fwd_ms for t in timings.layers.values()), 3),
+            "bwd": round(sum(t.bwd_ms or 0.0 for t in timings.layers.values()), 3),
+        }
+        totals["measured_step_ms"] = round(timings.step_ms, 3)
+        measured = {
+            "host": host_description(),
+            "threads": timings.threads,
+            "repeats": timings.repeats,
+            "statistic": "median after warm-up",
+            "torch": torch.__version__,
+        }
+    warnings = list(graph.warnings)
+    return ProfileReport(
+        model=graph.model_name,
+        input_shape=graph.input_shape,
+        runtime=costs.runtime,
+        scheme=scheme,
+        device=device,
+        layers=tuple(rows),
+        totals=totals,
+        memory=memory,
+        measured=measured,
+        sources=SOURCES if timings is not None else {k: v for k, v in SOURCES.items() if k != "latency_ms"},
+        warnings=tuple(warnings),
+        costs=costs,
+    )
+
+
+def host_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads"

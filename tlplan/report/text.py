@@ -1,0 +1,73 @@
+"""Profile reporters: a rich table for terminals, and JSON / CSV / markdown strings for scripts and CI."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from ..profiling import ProfileReport
+from . import profile_rows as pr
+
+
+def render_table(report: ProfileReport, console: Console) -> None:
+    """Print the per-layer table, its totals row and the summary into ``console``."""
+    table = Table(title=pr.title(report), caption=pr.KB_NOTE, show_footer=False, header_style="bold")
+    rows = pr.layer_cells(report)
+    totals = pr.total_cells(report)
+    for i, col in enumerate(pr.columns(report)):
+        numeric = col in pr.NUMERIC
+        # numbers never shrink or wrap (a narrow terminal scrolls instead); names may fold
+        widest = max([len(col), len(totals[i])] + [len(r[i]) for r in rows])
+        table.add_column(
+            col, justify="right" if numeric else "left", no_wrap=numeric,
+            min_width=widest if numeric else None, overflow="fold",
+        )
+    for cells in rows:
+        table.add_row(*cells)
+    table.add_section()
+    table.add_row(*totals, style="bold")
+    console.print(table)
+    for what, value, source in pr.summary_lines(report):
+        console.print(f"[bold]{what}[/bold]: {value}  [dim]({source})[/dim]", highlight=False)
+    for note in report.warnings:
+        console.print(f"[yellow]warning[/yellow]: {note}", highlight=False)
+
+
+def to_json(report: ProfileReport) -> str:
+    return json.dumps(report.to_dict(), indent=2) + "\n"
+
+
+def to_csv(report: ProfileReport) -> str:
+    records = pr.as_records(report)
+    out = io.StringIO()
+    if records:
+        writer = csv.DictWriter(out, fieldnames=list(records[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+    return out.getvalue()
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def to_markdown(report: ProfileReport) -> str:
+    """A GitHub-flavoured markdown table (fit for a CI job summary) and the summary as a list."""
+    cols = pr.columns(report)
+    lines = [f"### {_md_escape(pr.title(report))}", ""]
+    lines.append("| " + " | ".join(cols) + " |")
+    lines.append("|" + "|".join("---:" if c in pr.NUMERIC else "---" for c in cols) + "|")
+    for cells in pr.layer_cells(report):
+        lines.append("| " + " | ".join(_md_escape(c) for c in cells) + " |")
+    lines.append("| " + " | ".join(f"**{c}**" if c else "" for c in pr.total_cells(report)) + " |")
+    lines.append("")
+    for what, value, source in pr.summary_lines(report):
+        lines.append(f"- **{what}**: {_md_escape(value)} _({source})_")
+    lines.append(f"- {pr.KB_NOTE}")
+    for note in report.warnings:
+        lines.append(f"- warning: {_md_escape(note)}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,120 @@
+"""The layer graph: what every later stage reads. Frozen records, built once by a tracer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import networkx as nx
+
+#: Name of the pseudo-layer that stands for the model's input tensor.
+INPUT = "input"
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    """One parameter tensor a layer owns (counted once, at its first use)."""
+
+    name: str  # qualified name, as in ``model.named_parameters()``
+    role: str  # "weight", "bias", or the attribute name
+    shape: tuple[int, ...]
+    numel: int
+    dtype_bytes: int = 4
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One node of the layer graph: a module call or a functional op, with shapes."""
+
+    name: str
+    op: str  # op kind, the key of every rule table ("conv2d", "batch_norm", "add", ...)
+    target: str  # module type or function name, for display
+    module: str | None  # qualified module name of a module call
+    block: str | None  # the block (see ``LayerGraph.blocks``) the layer belongs to
+    inputs: tuple[str, ...]  # producing layers (or INPUT), in argument order
+    input_shapes: tuple[tuple[int, ...], ...]
+    output_shape: tuple[int, ...]
+    output_dtype_bytes: int = 4
+    params: tuple[ParamInfo, ...] = ()
+    attrs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    #: the output shares storage with this input (an in-place op or a view)
+    alias_of: str | None = None
+    #: the torch.fx node this layer came from (a fresh symbolic trace names nodes the same way)
+    fx_node: str | None = None
+
+    @property
+    def output_numel(self) -> int:
+        return _numel(self.output_shape)
+
+    @property
+    def param_count(self) -> int:
+        return sum(p.numel for p in self.params)
+
+    def param(self, role: str) -> ParamInfo | None:
+        for p in self.params:
+            if p.role == role:
+                return p
+        return None
+
+
+@dataclass(frozen=True)
+class LayerGraph:
+    """Layers in execution order plus the dataflow DiGraph between them."""
+
+    model_name: str
+    input_shape: tuple[int, ...]
+    layers: tuple[Layer, ...]
+    blocks: tuple[str, ...]  # block names in forward order
+    classifier: str | None  # module name of the final classifier, trained by every scheme
+    traced_by: str  # "fx" or "hooks"
+    warnings: tuple[str, ...] = ()
+    input_dtype_bytes: int = 4
+
+    @cached_property
+    def by_name(self) -> Mapping[str, Layer]:
+        return MappingProxyType({layer.name: layer for layer in self.layers})
+
+    @cached_property
+    def digraph(self) -> nx.DiGraph:
+        """Dataflow graph: an edge producer → consumer for each tensor argument."""
+        g = nx.DiGraph()
+        g.add_node(INPUT)
+        for layer in self.layers:
+            g.add_node(layer.name, op=layer.op, block=layer.block)
+            for src in layer.inputs:
+                g.add_edge(src, layer.name)
+        return g
+
+    def consumers(self, name: str) -> list[str]:
+        return list(self.digraph.successors(name))
+
+    def storage_root(self, name: str) -> str:
+        """The value whose storage ``name``'s output lives in (follows in-place ops and views)."""
+        while name != INPUT:
+            alias = self.by_name[name].alias_of
+            if alias is None:
+                return name
+            name = alias
+        return name
+
+    def value_bytes(self, name: str) -> int:
+        if name == INPUT:
+            return _numel(self.input_shape) * self.input_dtype_bytes
+        layer = self.by_name[name]
+        return layer.output_numel * layer.output_dtype_bytes
+
+    def layers_in_block(self, block: str) -> list[Layer]:
+        return [layer for layer in self.layers if layer.block == block]
+
+    @property
+    def param_count(self) -> int:
+        return sum(layer.param_count for layer in self.layers)
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n

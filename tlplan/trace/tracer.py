@@ -1,0 +1,251 @@
+"""Model → LayerGraph: torch.fx symbolic trace plus shape propagation, or module hooks as a fallback."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Any
+
+import torch
+import torch.fx
+import torch.nn as nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from ..errors import BadInputError, TraceError
+from . import ops
+from .graph import INPUT, Layer, LayerGraph, ParamInfo
+
+
+def trace_model(model: nn.Module, input_shape: tuple[int, ...], model_name: str = "model") -> LayerGraph:
+    """Trace ``model`` on an input of ``input_shape`` (batch first) into a LayerGraph.
+
+    Args:
+        model: any ``nn.Module``; it is not modified (shapes are propagated on the meta device).
+        input_shape: e.g. ``(8, 3, 224, 224)``.
+        model_name: the name reports show.
+
+    Returns:
+        A frozen LayerGraph. Models that torch.fx cannot trace are traced with module hooks
+        instead; the graph's ``warnings`` say what that loses.
+
+    Example:
+        >>> from tlplan.zoo import load_model
+        >>> g = trace_model(load_model("resnet18"), (1, 3, 224, 224), "resnet18")
+        >>> g.layers[0].name, g.layers[0].op
+        ('conv1', 'conv2d')
+    """
+    if len(input_shape) < 2 or any(int(d) <= 0 for d in input_shape):
+        raise BadInputError(f"input shape {tuple(input_shape)} is not valid: give a positive batch, channels and size")
+    input_shape = tuple(int(d) for d in input_shape)
+    try:
+        gm = torch.fx.symbolic_trace(model)
+    except Exception as exc:  # fx raises many kinds on dynamic control flow
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        from .hooks import trace_with_hooks
+
+        return trace_with_hooks(model, input_shape, model_name, reason)
+    _propagate_shapes(gm, input_shape)
+    return _graph_from_fx(model, gm, input_shape, model_name)
+
+
+class _ShapePropagation(nn.Module):
+    """Wrapper so ``torch.func.functional_call`` can swap in meta tensors for the parameters."""
+
+    def __init__(self, gm: torch.fx.GraphModule):
+        super().__init__()
+        self.gm = gm
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return ShapeProp(self.gm).propagate(x)
+
+
+def _propagate_shapes(gm: torch.fx.GraphModule, input_shape: tuple[int, ...]) -> None:
+    # Meta tensors: no arithmetic, no memory, and the caller's parameters and running
+    # statistics stay untouched (a real train-mode forward would update BN statistics).
+    wrapper = _ShapePropagation(gm)
+    state = {
+        name: torch.empty_like(t, device="meta")
+        for name, t in [*wrapper.named_parameters(), *wrapper.named_buffers()]
+    }
+    x = torch.empty(input_shape, device="meta")
+    try:
+        torch.func.functional_call(wrapper, state, (x,), strict=False)
+        return
+    except Exception:  # an op without a meta kernel: fall back to a real forward
+        pass
+    flags = {m: m.training for m in gm.modules()}
+    try:
+        gm.eval()
+        with torch.no_grad():
+            ShapeProp(gm).propagate(torch.zeros(input_shape))
+    except Exception as exc:
+        raise TraceError(
+            f"the model does not run on input {input_shape}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            " (check --resolution and the model's expected input)"
+        ) from None
+    finally:
+        for m, flag in flags.items():
+            m.train(flag)
+
+
+def _tensor_meta(node: torch.fx.Node) -> Any:
+    meta = node.meta.get("tensor_meta")
+    if meta is None or not hasattr(meta, "shape"):
+        return None
+    return meta
+
+
+def _innermost_module(node: torch.fx.Node) -> str | None:
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return None
+    return list(stack.values())[-1][0]
+
+
+def _graph_from_fx(
+    model: nn.Module, gm: torch.fx.GraphModule, input_shape: tuple[int, ...], model_name: str
+) -> LayerGraph:
+    modules = dict(model.named_modules())
+    param_names = {id(p): n for n, p in model.named_parameters()}
+    seen_params: set[str] = set()
+    blocks, classifier = _blocks_of(model)
+    values: dict[str, str] = {}  # fx node name -> layer name producing that tensor
+    call_count: dict[str, int] = {}
+    layers: list[Layer] = []
+    unsupported: list[str] = []
+    placeholders = 0
+
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            placeholders += 1
+            if placeholders > 1:
+                raise TraceError("the model's forward takes more than one input; tlplan profiles single-input models")
+            values[node.name] = INPUT
+            continue
+        if node.op in ("output", "get_attr"):
+            continue
+        meta = _tensor_meta(node)
+        if meta is None:  # sizes, tuples: not a tensor value, not a layer
+            continue
+
+        params: list[ParamInfo] = []
+        attrs: dict[str, Any] = {}
+        module_name: str | None = None
+        if node.op == "call_module":
+            module_name = str(node.target)
+            module = modules[module_name]
+            op = ops.module_op(module)
+            target = type(module).__name__
+            attrs = ops.module_attrs(module, op)
+            for pname, p in module.named_parameters(recurse=False):
+                qual = f"{module_name}.{pname}"
+                if qual not in seen_params:  # a module called twice owns its parameters once
+                    seen_params.add(qual)
+                    params.append(ParamInfo(qual, pname, tuple(p.shape), p.numel(), p.element_size()))
+            if op == ops.UNSUPPORTED and any(True for _ in module.parameters()):
+                attrs["has_params"] = True
+            count = call_count.get(module_name, 0)
+            call_count[module_name] = count + 1
+            name = module_name if count == 0 else f"{module_name}_{count}"
+            scope = module_name
+        else:
+            if node.op == "call_function":
+                op = ops.function_op(node.target)
+                target = getattr(node.target, "__name__", str(node.target))
+            else:  # call_method
+                op = ops.method_op(str(node.target))
+                target = f"Tensor.{node.target}"
+            if node.kwargs.get("inplace") or (node.op == "call_method" and str(node.target).endswith("_")):
+                attrs["inplace"] = True
+            if op == "dropout":
+                attrs["p"] = float(node.kwargs.get("p", node.args[1] if len(node.args) > 1 else 0.5))
+            scope = _innermost_module(node)
+            name = f"{scope}.{node.name}" if scope else node.name
+            # parameters used functionally (get_attr nodes) belong to their first consumer
+            for arg in node.all_input_nodes:
+                if arg.op == "get_attr":
+                    try:
+                        p = gm.get_parameter(str(arg.target))
+                    except AttributeError:
+                        continue
+                    qual = param_names.get(id(p), str(arg.target))
+                    if qual not in seen_params:
+                        seen_params.add(qual)
+                        params.append(ParamInfo(qual, qual.rsplit(".", 1)[-1], tuple(p.shape), p.numel(), p.element_size()))
+
+        inputs = []
+        input_shapes = []
+        for arg in node.all_input_nodes:
+            if arg.name in values:
+                inputs.append(values[arg.name])
+                input_shapes.append(tuple(_tensor_meta(arg).shape) if arg.op != "placeholder" else input_shape)
+        alias_of = None
+        if inputs and (op in ops.VIEW_OPS or attrs.get("inplace")):
+            alias_of = inputs[0]
+        if op == ops.UNSUPPORTED:
+            unsupported.append(f"{name} ({target})")
+        layer = Layer(
+            name=name,
+            op=op,
+            target=target,
+            module=module_name,
+            block=_block_for(scope, blocks),
+            inputs=tuple(inputs),
+            input_shapes=tuple(input_shapes),
+            output_shape=tuple(meta.shape),
+            output_dtype_bytes=torch.empty((), dtype=meta.dtype).element_size(),
+            params=tuple(params),
+            attrs=MappingProxyType(attrs),
+            alias_of=alias_of,
+            fx_node=node.name,
+        )
+        values[node.name] = name
+        layers.append(layer)
+
+    notes = []
+    if unsupported:
+        notes.append(
+            f"{len(unsupported)} op(s) have no cost rule and are counted as zero: "
+            + ", ".join(unsupported[:5])
+            + (" ..." if len(unsupported) > 5 else "")
+        )
+    if classifier is None:
+        classifier = next((layer.module for layer in reversed(layers) if layer.op == "linear"), None)
+    return LayerGraph(
+        model_name=model_name,
+        input_shape=input_shape,
+        layers=tuple(layers),
+        blocks=blocks,
+        classifier=classifier,
+        traced_by="fx",
+        warnings=tuple(notes),
+    )
+
+
+def _blocks_of(model: nn.Module) -> tuple[tuple[str, ...], str | None]:
+    """The model's blocks: declared by zoo models, inferred for others."""
+    declared = getattr(model, "tlplan_blocks", None)
+    classifier = getattr(model, "tlplan_classifier", None)
+    if declared:
+        return tuple(declared), classifier
+    # Inferred: children of top-level containers (``features.3``) that hold parameters,
+    # else top-level children holding parameters of more than one layer.
+    blocks: list[str] = []
+    for name, child in model.named_children():
+        if isinstance(child, (nn.Sequential, nn.ModuleList)):
+            for sub_name, sub in child.named_children():
+                if len(list(sub.children())) > 0 and any(True for _ in sub.parameters()):
+                    blocks.append(f"{name}.{sub_name}")
+        elif len(list(child.children())) > 0 and any(True for _ in child.parameters()):
+            blocks.append(name)
+    return tuple(blocks), classifier
+
+
+def _block_for(scope: str | None, blocks: tuple[str, ...]) -> str | None:
+    if not scope:
+        return None
+    best = None
+    for block in blocks:
+        if scope == block or scope.startswith(block + "."):
+            if best is None or len(block) > len(best):
+                best = block
+    return best
