@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
 import torch
 import torch.fx
 import torch.nn as nn
-from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import BadInputError, TraceError
 from . import ops
@@ -43,55 +43,64 @@ def trace_model(model: nn.Module, input_shape: tuple[int, ...], model_name: str 
         from .hooks import trace_with_hooks
 
         return trace_with_hooks(model, input_shape, model_name, reason)
-    _propagate_shapes(gm, input_shape)
-    return _graph_from_fx(model, gm, input_shape, model_name)
+    metas = _propagate_shapes(gm, input_shape)
+    return _graph_from_fx(model, gm, metas, input_shape, model_name)
 
 
-class _ShapePropagation(nn.Module):
-    """Wrapper so ``torch.func.functional_call`` can swap in meta tensors for the parameters."""
+@dataclass(frozen=True)
+class _Meta:
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+
+class _ShapeRecorder(torch.fx.Interpreter):
+    """Runs the graph and records each tensor-valued node's shape (torch's ShapeProp imports sympy)."""
 
     def __init__(self, gm: torch.fx.GraphModule):
-        super().__init__()
-        self.gm = gm
+        super().__init__(gm)
+        self.metas: dict[str, _Meta] = {}
 
-    def forward(self, x: torch.Tensor) -> Any:
-        return ShapeProp(self.gm).propagate(x)
+    def run_node(self, n: torch.fx.Node) -> Any:
+        result = super().run_node(n)
+        if isinstance(result, torch.Tensor):
+            self.metas[n.name] = _Meta(tuple(result.shape), result.dtype)
+        return result
 
 
-def _propagate_shapes(gm: torch.fx.GraphModule, input_shape: tuple[int, ...]) -> None:
-    # Meta tensors: no arithmetic, no memory, and the caller's parameters and running
-    # statistics stay untouched (a real train-mode forward would update BN statistics).
-    wrapper = _ShapePropagation(gm)
-    state = {
-        name: torch.empty_like(t, device="meta")
-        for name, t in [*wrapper.named_parameters(), *wrapper.named_buffers()]
-    }
-    x = torch.empty(input_shape, device="meta")
-    try:
-        torch.func.functional_call(wrapper, state, (x,), strict=False)
-        return
-    except Exception:  # an op without a meta kernel: fall back to a real forward
-        pass
+def _propagate_shapes(gm: torch.fx.GraphModule, input_shape: tuple[int, ...]) -> dict[str, _Meta]:
+    """Every tensor-valued node's output shape at batch ``input_shape[0]``.
+
+    Real forwards at batch 1 (and 2), in eval mode without grad so the caller's BN statistics stay
+    untouched; then each dimension is extrapolated linearly in the batch size: exact for anything
+    whose size is proportional to the batch (flattened views too), and the cost does not grow
+    with the batch.
+    """
+    batch, rest = input_shape[0], input_shape[1:]
     flags = {m: m.training for m in gm.modules()}
     try:
         gm.eval()
         with torch.no_grad():
-            ShapeProp(gm).propagate(torch.zeros(input_shape))
+            at_one = _ShapeRecorder(gm)
+            at_one.run(torch.zeros((1, *rest)))
+            if batch == 1:
+                return at_one.metas
+            at_two = _ShapeRecorder(gm)
+            at_two.run(torch.zeros((2, *rest)))
     except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise TraceError(
-            f"the model does not run on input {input_shape}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-            " (check --resolution and the model's expected input)"
+            f"the model does not run on input {input_shape}: {first} (check --resolution and the model's expected input)"
         ) from None
     finally:
         for m, flag in flags.items():
             m.train(flag)
-
-
-def _tensor_meta(node: torch.fx.Node) -> Any:
-    meta = node.meta.get("tensor_meta")
-    if meta is None or not hasattr(meta, "shape"):
-        return None
-    return meta
+    metas = {}
+    for name, two in at_two.metas.items():
+        one = at_one.metas.get(name)
+        if one is not None and len(one.shape) == len(two.shape):
+            shape = tuple(a + (b - a) * (batch - 1) for a, b in zip(one.shape, two.shape))
+            metas[name] = _Meta(shape, two.dtype)
+    return metas
 
 
 def _innermost_module(node: torch.fx.Node) -> str | None:
@@ -102,7 +111,7 @@ def _innermost_module(node: torch.fx.Node) -> str | None:
 
 
 def _graph_from_fx(
-    model: nn.Module, gm: torch.fx.GraphModule, input_shape: tuple[int, ...], model_name: str
+    model: nn.Module, gm: torch.fx.GraphModule, metas: dict[str, _Meta], input_shape: tuple[int, ...], model_name: str
 ) -> LayerGraph:
     modules = dict(model.named_modules())
     param_names = {id(p): n for n, p in model.named_parameters()}
@@ -123,7 +132,7 @@ def _graph_from_fx(
             continue
         if node.op in ("output", "get_attr"):
             continue
-        meta = _tensor_meta(node)
+        meta = metas.get(node.name)
         if meta is None:  # sizes, tuples: not a tensor value, not a layer
             continue
 
@@ -177,7 +186,7 @@ def _graph_from_fx(
         for arg in node.all_input_nodes:
             if arg.name in values:
                 inputs.append(values[arg.name])
-                input_shapes.append(tuple(_tensor_meta(arg).shape) if arg.op != "placeholder" else input_shape)
+                input_shapes.append(metas[arg.name].shape if arg.op != "placeholder" else input_shape)
         alias_of = None
         if inputs and (op in ops.VIEW_OPS or attrs.get("inplace")):
             alias_of = inputs[0]
