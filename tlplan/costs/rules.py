@@ -78,7 +78,7 @@ def _linear_macs(layer: Layer) -> int:
 #: Ops that are not multiply-accumulates of a weight (elementwise, pooling, data movement).
 #: Published MAC figures count only conv and linear layers, and so does tlplan.
 NO_MAC_OPS = (
-    "batch_norm", "group_norm", "layer_norm", "relu", "hardtanh", "hardswish", "hardsigmoid",
+    "batch_norm", "group_norm", "layer_norm", "relu", "relu6", "hardtanh", "hardswish", "hardsigmoid",
     "sigmoid", "silu", "gelu", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "mean",
     "flatten", "view", "identity", "dropout", "add", "sub", "mul", "cat", "interpolate",
 )
@@ -130,7 +130,7 @@ def _saves_output(layer: Layer, state: GradState) -> list[SavedTensor]:
     return [_output(layer)] if state.needs_input_grad else []
 
 
-@EAGER_SAVED.register("hardtanh", "hardswish", "hardsigmoid", "silu", "gelu", "avg_pool2d")
+@EAGER_SAVED.register("hardtanh", "relu6", "hardswish", "hardsigmoid", "silu", "gelu", "avg_pool2d")
 def _saves_input(layer: Layer, state: GradState) -> list[SavedTensor]:
     if not state.needs_input_grad:
         return []

@@ -24,7 +24,7 @@ MODULE_OPS: dict[type, str] = {
     nn.GroupNorm: "group_norm",
     nn.LayerNorm: "layer_norm",
     nn.ReLU: "relu",
-    nn.ReLU6: "hardtanh",  # ReLU6 is Hardtanh(0, 6) in PyTorch, with Hardtanh's autograd
+    nn.ReLU6: "relu6",  # a Hardtanh(0, 6) subclass: found first in the MRO
     nn.Hardtanh: "hardtanh",
     nn.Hardswish: "hardswish",
     nn.Hardsigmoid: "hardsigmoid",
@@ -45,7 +45,7 @@ FUNCTION_OPS: dict[Callable[..., Any], str] = {
     F.linear: "linear",
     F.relu: "relu",
     torch.relu: "relu",
-    F.relu6: "hardtanh",
+    F.relu6: "relu6",
     F.hardtanh: "hardtanh",
     F.hardswish: "hardswish",
     F.hardsigmoid: "hardsigmoid",

@@ -236,15 +236,16 @@ def _blocks_of(model: nn.Module) -> tuple[tuple[str, ...], str | None]:
     classifier = getattr(model, "tlplan_classifier", None)
     if declared:
         return tuple(declared), classifier
-    # Inferred: children of top-level containers (``features.3``) that hold parameters,
-    # else top-level children holding parameters of more than one layer.
+    # Inferred: a top-level child holding parameters in sub-modules is a block, unless it is a
+    # container of such children (``features`` of a MobileNet), whose children are the blocks.
+    def composite(m: nn.Module) -> bool:
+        return next(m.children(), None) is not None and any(True for _ in m.parameters())
+
     blocks: list[str] = []
     for name, child in model.named_children():
-        if isinstance(child, (nn.Sequential, nn.ModuleList)):
-            for sub_name, sub in child.named_children():
-                if len(list(sub.children())) > 0 and any(True for _ in sub.parameters()):
-                    blocks.append(f"{name}.{sub_name}")
-        elif len(list(child.children())) > 0 and any(True for _ in child.parameters()):
+        if isinstance(child, (nn.Sequential, nn.ModuleList)) and any(composite(s) for s in child.children()):
+            blocks.extend(f"{name}.{sub_name}" for sub_name, sub in child.named_children() if composite(sub))
+        elif composite(child):
             blocks.append(name)
     return tuple(blocks), classifier
 
