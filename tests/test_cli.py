@@ -118,14 +118,8 @@ def test_profile_table(run):
     assert "ms fwd" not in out and "measured here" not in out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with stdout not a TTY and COLUMNS=60 the table is squeezed to 60 columns: the layer, op "
-    "and output columns collapse to nothing and right-hand numbers are cropped (e.g. kept KB '48.0' -> '48'), "
-    "although report/text.py promises numbers never shrink or wrap",
-)
 def test_profile_table_narrow_log_keeps_rows_whole(run, monkeypatch):
-    monkeypatch.setenv("COLUMNS", "300")
+    monkeypatch.setenv("COLUMNS", "60")
     code, out, err = run("profile", "resnet18", "--resolution", "64", "--no-measure")
     assert code == 0, err
     report = tlplan.profile(tlplan.load_model("resnet18"), (1, 3, 64, 64))
@@ -256,11 +250,6 @@ def test_output_file_table(run, tmp_path):
     assert "first_conv.conv" in text and "630,224" in text and "KB = 1024 bytes" in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an --output path that cannot be written (missing folder, a directory) escapes main() as "
-    "an OSError traceback with exit 1 instead of a one-line error",
-)
 @pytest.mark.parametrize("where", ["missing/dir/out.json", "."])
 def test_output_unwritable_is_one_line_error(run, tmp_path, where):
     code, out, err = run("profile", MCU, "--no-measure", "--format", "json", "-o", str(tmp_path / where))
@@ -361,7 +350,6 @@ CLICK_BUG = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=CLICK_BUG)
 @pytest.mark.parametrize(
     "args",
     [
@@ -380,7 +368,6 @@ def test_usage_error_exit_2(run, args):
     assert err.strip()
 
 
-@pytest.mark.xfail(strict=True, reason=CLICK_BUG)
 def test_no_arguments_shows_help(run):
     code, out, err = run()
     assert "Traceback" not in out + err
@@ -388,11 +375,6 @@ def test_no_arguments_shows_help(run):
     assert code in (0, 2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: `tlplan --version` fails with 'Missing command.' (the callback is not eager/invoked without "
-    "a command), which then hits the click import bug: traceback, exit 1",
-)
 def test_version(run):
     code, out, err = run("--version")
     assert code == 0, err
@@ -476,9 +458,22 @@ def test_device_in_table_summary(run):
 
 
 def test_device_ambiguous_prefix(run):
-    code, out, err = run("profile", MCU, "--no-measure", "--device", "jetson")
+    code, out, err = run("profile", MCU, "--no-measure", "--device", "jetson-")
     line = assert_one_line_error(code, out, err)
     assert "ambiguous" in line
     for name in ("jetson-nano", "jetson-orin-nano", "jetson-tx2"):
         assert name in line
     assert "stm32" not in line
+
+
+def test_device_family_name_resolves_to_the_default_and_says_so(run):
+    code, out, err = run("profile", MCU, "--no-measure", "--format", "json", "--device", "jetson")
+    assert code == 0, err
+    assert json.loads(out)["device"] == "jetson-orin-nano"
+    assert err.strip() == "device 'jetson' is jetson-orin-nano (the default Jetson profile, datasheet)"
+
+
+def test_device_prefix_says_which(run):
+    code, out, err = run("profile", MCU, "--no-measure", "--format", "json", "--device", "rpi")
+    assert code == 0, err
+    assert json.loads(out)["device"] == "rpi4" and "device 'rpi' is rpi4" in err

@@ -59,6 +59,14 @@ def profile(
     res = resolution if resolution is not None else zoo.default_resolution(model) or 224
     if res <= 0:
         raise BadInputError(f"--resolution must be a positive number of pixels, not {res}")
+    if device is not None:
+        from ..predict.devices import resolution_note, resolve_device
+
+        found = resolve_device(device)
+        note = resolution_note(device, found)
+        if note and not quiet:
+            output.stderr_console().print(note)
+        device = found.name
     net = zoo.load_model(model, num_classes=num_classes)
     with output.progress_bar("timing layers", quiet) as progress:
         report = profiling.profile(
@@ -128,7 +136,7 @@ def zoo_command() -> None:
     output.stdout_console().print(table)
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _root(
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
 ) -> None:
@@ -140,24 +148,13 @@ def _root(
 
 
 def main() -> None:
-    """Console entry point: one line on stderr and an exit code for every TlplanError."""
+    """Console entry point: one line on stderr and an exit code for every TlplanError.
+
+    Usage errors (unknown option, missing argument) are typer's own: a usage line, exit code 2.
+    """
     warnings.filterwarnings("ignore", module="fvcore")
     try:
-        app(standalone_mode=False)
+        app(standalone_mode=True)
     except TlplanError as exc:
         output.stderr_console().print(f"[bold red]error[/bold red]: {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        sys.exit(130)
-    except KeyboardInterrupt:
-        output.stderr_console().print("interrupted")
-        sys.exit(130)
-    except Exception as exc:  # click's usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise

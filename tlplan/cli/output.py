@@ -12,6 +12,8 @@ from typing import Callable, Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ..errors import BadInputError
+
 
 def stdout_console() -> Console:
     """A terminal gets rich's own width; a log or pipe gets ``$COLUMNS`` or room for any table."""
@@ -33,7 +35,12 @@ def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temp file in the same folder and a rename."""
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    if path.is_dir():
+        raise BadInputError(f"cannot write {path}: it is a directory; give a file name")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise BadInputError(f"cannot write {path}: {exc.strerror or exc}; check that the folder exists and is writable") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

@@ -82,17 +82,35 @@ def list_devices(root: Path | None = None) -> list[Device]:
     return [load_device(p) for p in sorted(root.glob("*/device.json"))]
 
 
+#: names people use for a family, resolved to the profile a new user most likely has
+ALIASES = {"jetson": "jetson-orin-nano"}
+
+
 def resolve_device(name: str, root: Path | None = None) -> Device:
-    """A device by exact name or unique prefix; otherwise a one-line error listing the known ones."""
+    """A device by exact name, family alias (``jetson``) or unique prefix (case-insensitive).
+
+    Anything else is a one-line UnknownDeviceError listing the known (or the matching) names.
+    """
     devices = list_devices(root)
     wanted = name.strip().lower()
-    for d in devices:
-        if d.name == wanted:
-            return d
-    matches = [d for d in devices if d.name.startswith(wanted)] if wanted else []
+    by_name = {d.name.lower(): d for d in devices}
+    if wanted in by_name:
+        return by_name[wanted]
+    alias = ALIASES.get(wanted)
+    if alias in by_name:
+        return by_name[alias]
+    matches = [d for key, d in by_name.items() if key.startswith(wanted)] if wanted else []
     if len(matches) == 1:
         return matches[0]
     known = ", ".join(d.name for d in devices) or "none installed"
     if len(matches) > 1:
-        raise UnknownDeviceError(f"device {name!r} is ambiguous: {', '.join(d.name for d in matches)}")
+        raise UnknownDeviceError(f"device {name!r} is ambiguous: {', '.join(d.name for d in matches)}; give more of the name")
     raise UnknownDeviceError(f"unknown device {name!r}; known devices: {known} (see `tlplan devices`)")
+
+
+def resolution_note(name: str, device: Device) -> str | None:
+    """One line saying which profile a short or family name resolved to (None for an exact name)."""
+    if name.strip().lower() == device.name.lower():
+        return None
+    why = "the default Jetson profile" if name.strip().lower() in ALIASES else "unique prefix"
+    return f"device {name!r} is {device.name} ({why}, {device.source})"

@@ -30,11 +30,24 @@ def render_table(report: ProfileReport, console: Console) -> None:
         table.add_row(*cells)
     table.add_section()
     table.add_row(*totals, style="bold")
-    console.print(table)
+    if console.is_terminal:
+        console.print(table)
+    else:
+        # a log or a file: as wide as the table needs, so no name folds and no number wraps
+        probe = Console(file=io.StringIO(), width=10_000, no_color=True)
+        probe.print(table)
+        natural = max(len(line.rstrip()) for line in probe.file.getvalue().splitlines())
+        width = console.width
+        console.width = max(width, natural)
+        try:
+            console.print(table)
+        finally:
+            console.width = width
     for what, value, source in pr.summary_lines(report):
-        console.print(f"[bold]{what}[/bold]: {value}  [dim]({source})[/dim]", highlight=False)
+        # soft wrap: a long line is left whole for the terminal to wrap, never broken inside a number
+        console.print(f"[bold]{what}[/bold]: {value}  [dim]({source})[/dim]", highlight=False, soft_wrap=True)
     for note in report.warnings:
-        console.print(f"[yellow]warning[/yellow]: {note}", highlight=False)
+        console.print(f"[yellow]warning[/yellow]: {note}", highlight=False, soft_wrap=True)
 
 
 def to_json(report: ProfileReport) -> str:

@@ -1,0 +1,199 @@
+"""Tests of the profile reporters (table, JSON, CSV, markdown) and the number formatting they share."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+
+import pytest
+from rich.console import Console
+
+import tlplan
+from tlplan.report import profile_rows as pr
+from tlplan.report import text, units
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+
+SHAPE = (1, 3, 128, 128)
+
+
+@pytest.fixture(scope="module")
+def report():
+    return tlplan.profile(tlplan.load_model("mcunet-5fps"), SHAPE, scheme="bias")
+
+
+def _render(report, width: int = 300) -> str:
+    buf = io.StringIO()
+    text.render_table(report, Console(file=buf, width=width, no_color=True))
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- the report itself
+
+
+def test_report_fields(report):
+    assert report.scheme == "bias" and report.runtime == "eager" and report.device is None
+    assert report.input_shape == SHAPE
+    assert report.measured is None
+    assert report.totals["params"] == sum(row.params for row in report.layers) == 630_224
+    assert report.totals["trainable_params"] == sum(row.trainable_params for row in report.layers)
+    assert report.totals["saved_bytes"] == sum(row.saved_bytes for row in report.layers)
+    # bias: the classifier and every bias; no weight gradient anywhere but the classifier
+    for row in report.layers:
+        if row.name != "classifier":
+            assert row.macs_bwd_weight == 0, row.name
+    d = report.to_dict()
+    assert d["layers"][0]["output_shape"] == list(report.layers[0].output_shape)
+    assert d["totals"] == dict(report.totals)
+
+
+# --------------------------------------------------------------------------- table
+
+
+def test_render_table(report):
+    out = _render(report)
+    assert "\x1b[" not in out
+    assert pr.title(report) in out
+    lines = out.splitlines()
+    rows = [ln for ln in lines if "│" in ln]
+    assert len(rows) == len(report.layers) + 1
+    for ln, row in zip(rows, report.layers):
+        cells = [c.strip() for c in ln.split("│")[1:-1]]
+        assert cells[0] == row.name
+        assert cells[1] == row.op
+        assert cells[2] == units.shape(row.output_shape)
+        assert cells[7] == (units.kb(row.saved_bytes) if row.saved_bytes else "")
+    total = [c.strip() for c in rows[-1].split("│")[1:-1]]
+    assert total == pr.total_cells(report)
+    assert total[3] == "630,224" and total[4] == f"{report.totals['trainable_params']:,}"
+    for what, value, source in pr.summary_lines(report):
+        assert f"{what}: {value}  ({source})" in out
+    assert pr.KB_NOTE in out
+
+
+def test_render_table_measured_columns(report):
+    """The ms columns appear only when the report was measured, and then with the numbers."""
+    import dataclasses
+
+    fake = dataclasses.replace(
+        report,
+        layers=tuple(dataclasses.replace(r, latency_ms={"fwd": 0.5, "bwd": None}) for r in report.layers),
+        totals={**report.totals, "latency_ms": {"fwd": 40.0, "bwd": 0.0}, "measured_step_ms": 12.5},
+        measured={"host": "test host", "threads": 1, "repeats": 3, "statistic": "median after warm-up"},
+    )
+    assert "ms fwd" not in _render(report)
+    out = _render(fake)
+    assert "ms fwd" in out and "ms bwd" in out
+    assert "training step 12.500 ms" in out
+    assert "measured here: test host, median after warm-up of 3" in out
+    rows = [ln for ln in out.splitlines() if "│" in ln]
+    cells = [c.strip() for c in rows[0].split("│")[1:-1]]
+    assert cells[-2:] == ["0.500", "-"]
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def test_to_markdown_structure(report):
+    md = text.to_markdown(report)
+    lines = md.splitlines()
+    n_layers = len(report.layers)
+    n_summary = len(pr.summary_lines(report))
+    assert n_summary == 4  # params, MACs, kept for backward, peak memory (no timing, no device)
+    # title, blank, header, separator, layers, totals, blank, summary items, KB note, warnings
+    assert len(lines) == 2 + 2 + n_layers + 1 + 1 + n_summary + 1 + len(report.warnings)
+    assert md.endswith("\n") and not md.endswith("\n\n")
+    assert lines[0] == f"### {pr.title(report)}"
+    table = lines[2 : 2 + 2 + n_layers + 1]
+    assert all(ln.startswith("| ") or ln.startswith("|-") for ln in table)
+    assert re.fullmatch(r"\|(---:?\|)+", table[1])
+    width = table[0].count("|")
+    assert width == len(pr.columns(report)) + 1
+    assert all(len(re.findall(r"(?<!\\)\|", ln)) == width for ln in table)
+    assert table[-1].startswith("| **total** |")
+    assert f"**{units.kb(report.totals['saved_bytes'])}**" in table[-1]
+    assert lines[-1] == f"- {pr.KB_NOTE}"
+    # numeric columns right-aligned, text columns left
+    aligns = table[1].strip("|").split("|")
+    assert [a.endswith(":") for a in aligns] == [c in pr.NUMERIC for c in pr.columns(report)]
+
+
+def test_to_markdown_escapes_pipes(report):
+    import dataclasses
+
+    odd = dataclasses.replace(report, layers=(dataclasses.replace(report.layers[0], name="a|b"),) + report.layers[1:])
+    md = text.to_markdown(odd)
+    row = [ln for ln in md.splitlines() if "a\\|b" in ln]
+    assert len(row) == 1
+    header = md.splitlines()[2]
+    assert len(re.findall(r"(?<!\\)\|", row[0])) == header.count("|")
+
+
+# --------------------------------------------------------------------------- csv / json
+
+
+def test_to_csv_round_trip(report):
+    rows = list(csv.DictReader(io.StringIO(text.to_csv(report))))
+    assert len(rows) == len(report.layers)
+    for got, row in zip(rows, report.layers):
+        assert got["name"] == row.name and got["op"] == row.op
+        assert got["block"] == (row.block or "")
+        assert got["output_shape"] == units.shape(row.output_shape)
+        for key in ("params", "trainable_params", "macs_fwd", "macs_bwd_input", "macs_bwd_weight", "saved_bytes"):
+            assert int(got[key]) == getattr(row, key), (row.name, key)
+        assert got["latency_ms_fwd"] == "" and got["latency_ms_bwd"] == ""
+    assert sum(int(r["saved_bytes"]) for r in rows) == report.totals["saved_bytes"]
+
+
+def test_to_json_round_trip(report):
+    s = text.to_json(report)
+    assert s.endswith("\n")
+    assert json.loads(s) == report.to_dict()
+    d = json.loads(s)
+    assert d["scheme"] == "bias" and d["input_shape"] == list(SHAPE)
+    assert [r["saved_bytes"] for r in d["layers"]] == [r.saved_bytes for r in report.layers]
+
+
+# --------------------------------------------------------------------------- units
+
+
+@pytest.mark.parametrize(
+    "n, want",
+    [(1536, "1.5"), (0, "0.0"), (1024, "1.0"), (512, "0.5"), (1024 * 1024, "1,024.0"), (6_189_696, "6,044.6")],
+)
+def test_kb(n, want):
+    assert units.kb(n) == want
+
+
+@pytest.mark.parametrize(
+    "n, want",
+    [
+        (0, "0 B"),
+        (1000, "1,000 B"),  # 1024-based: 1000 bytes are not yet a KB
+        (1023, "1,023 B"),
+        (1024, "1.00 KB"),
+        (1536, "1.50 KB"),
+        (327_680, "320.00 KB"),  # STM32F746 SRAM as on its datasheet
+        (1024**2, "1.00 MB"),
+        (int(2.5 * 1024**2), "2.50 MB"),
+        (1024**3, "1.00 GB"),
+        (4 * 1024**3, "4.00 GB"),
+        (2048 * 1024**3, "2,048.00 GB"),  # GB is the largest unit
+    ],
+)
+def test_human_bytes(n, want):
+    assert units.human_bytes(n) == want
+
+
+def test_other_units():
+    assert units.mmacs(22_613_504) == "22.61"
+    assert units.mmacs(1_234_567_890) == "1,234.57"
+    assert units.count(630_224) == "630,224"
+    assert units.count(0) == "0"
+    assert units.ms(None) == "-"
+    assert units.ms(1.23456) == "1.235"
+    assert units.ms(1234.5) == "1,234.500"
+    assert units.shape((1, 3, 128, 128)) == "1×3×128×128"
+    assert units.shape([1, 1000]) == "1×1000"
