@@ -90,7 +90,7 @@ def test_profile_table(run):
     code, out, err = run("profile", MCU, "--no-measure")
     assert code == 0, err
     assert "Traceback" not in err
-    assert "mcunet-5fps · input 1×3×128×128 · scheme full · runtime eager" in out
+    assert "mcunet-5fps · input 1×3×128×128 · scheme full · runtime tlplan" in out
     assert "\x1b[" not in out and "\x1b[" not in err  # stdout is not a terminal: no ANSI codes
 
     lines = out.splitlines()
@@ -142,7 +142,7 @@ def test_profile_json_contract(run):
     assert TOP_FIELDS <= set(d)
     assert d["model"] == MCU
     assert d["input_shape"] == [1, 3, 128, 128]
-    assert d["runtime"] == "eager" and d["scheme"] == "full" and d["device"] is None
+    assert d["runtime"] == "tlplan" and d["scheme"] == "full" and d["device"] is None
     assert [row["name"] for row in d["layers"]] == list(mcu_layer_names())
     for row in d["layers"]:
         assert LAYER_FIELDS <= set(row), row

@@ -13,7 +13,7 @@ import tlplan
 from tlplan.costs import EAGER_SAVED, MACS_FWD, annotate
 from tlplan.costs.registry import RuleTable
 from tlplan.errors import SchemeError
-from tlplan.plan.schemes import parse_scheme, trainable_params
+from tlplan.plan.schemes import options_for_params, parse_scheme, scheme_options, trainable_params
 from tlplan.trace import trace_model
 from tlplan.trace import ops
 
@@ -22,7 +22,7 @@ def costs_for(name: str, scheme: str, res: int | None = None, batch: int = 1):
     model = tlplan.load_model(name)
     res = res or tlplan.default_resolution(name)
     graph = trace_model(model, (batch, 3, res, res), name)
-    return model, graph, annotate(graph, trainable_params(graph, parse_scheme(scheme)))
+    return model, graph, annotate(graph, scheme_options(graph, parse_scheme(scheme)), "eager")
 
 
 @pytest.mark.parametrize("name,res", [("resnet18", 96), ("mobilenet_v2", 96), ("mobilenet_v3_small", 96), ("mcunet-5fps", 128)])
@@ -88,14 +88,14 @@ def test_trainable_sets_of_schemes() -> None:
     model = tlplan.load_model("resnet18")
     graph = trace_model(model, (1, 3, 64, 64))
     names = {n for n, _ in model.named_parameters()}
-    assert trainable_params(graph, parse_scheme("full")) == names
-    assert trainable_params(graph, parse_scheme("last")) == {"fc.weight", "fc.bias"}
-    assert trainable_params(graph, parse_scheme("bias")) == {n for n in names if n.endswith(".bias")} | {"fc.weight"}
-    norm = trainable_params(graph, parse_scheme("norm+last"))
+    assert trainable_params(graph, scheme_options(graph, parse_scheme("full"))) == names
+    assert trainable_params(graph, scheme_options(graph, parse_scheme("last"))) == {"fc.weight", "fc.bias"}
+    assert trainable_params(graph, scheme_options(graph, parse_scheme("bias"))) == {n for n in names if n.endswith(".bias")} | {"fc.weight"}
+    norm = trainable_params(graph, scheme_options(graph, parse_scheme("norm+last")))
     assert "layer1.0.bn1.weight" in norm and "layer1.0.conv1.weight" not in norm and "fc.weight" in norm
-    top2 = trainable_params(graph, parse_scheme("blocks:2"))
+    top2 = trainable_params(graph, scheme_options(graph, parse_scheme("blocks:2")))
     assert top2 == {n for n in names if n.startswith(("layer4.0.", "layer4.1.", "fc."))}
-    assert trainable_params(graph, parse_scheme("blocks:0")) == {"fc.weight", "fc.bias"}
+    assert trainable_params(graph, scheme_options(graph, parse_scheme("blocks:0"))) == {"fc.weight", "fc.bias"}
 
 
 @pytest.mark.parametrize("bad", ["", "bogus", "blocks", "blocks:x", "blocks:-1", "full:2"])
@@ -107,13 +107,13 @@ def test_bad_scheme_names(bad: str) -> None:
 def test_scheme_with_too_many_blocks() -> None:
     graph = trace_model(tlplan.load_model("resnet18"), (1, 3, 64, 64))
     with pytest.raises(SchemeError, match="has 8 blocks"):
-        trainable_params(graph, parse_scheme("blocks:9"))
+        trainable_params(graph, scheme_options(graph, parse_scheme("blocks:9")))
 
 
 def test_scheme_needs_a_classifier() -> None:
     graph = trace_model(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), (1, 3, 8, 8))
     with pytest.raises(SchemeError, match="no Linear classifier"):
-        trainable_params(graph, parse_scheme("last"))
+        trainable_params(graph, scheme_options(graph, parse_scheme("last")))
 
 
 def test_registry_refuses_duplicates() -> None:
@@ -141,6 +141,6 @@ def test_unsupported_op_is_reported_not_hidden() -> None:
             return torch.sin(self.shuffle(self.conv(x)))
 
     graph = trace_model(Odd(), (1, 3, 4, 4))
-    costs = annotate(graph, set())
+    costs = annotate(graph, {})
     assert sorted(costs.unsupported) == ["shuffle", "sin"]
     assert any("no cost rule" in w for w in graph.warnings)

@@ -9,13 +9,13 @@ import tlplan
 from tlplan.costs import annotate
 from tlplan.measure.latency import measure_latency
 from tlplan.measure.saved import measure_saved_bytes
-from tlplan.plan.schemes import parse_scheme, trainable_params
+from tlplan.plan.schemes import options_for_params, parse_scheme, scheme_options, trainable_params
 from tlplan.trace import trace_model
 
 
 def _costs(model, shape, scheme):
     graph = trace_model(model, shape)
-    return annotate(graph, trainable_params(graph, parse_scheme(scheme)))
+    return annotate(graph, scheme_options(graph, parse_scheme(scheme)), "eager")
 
 
 def test_every_layer_timed_and_backward_only_where_there_is_one() -> None:

@@ -34,7 +34,7 @@ def _render(report, width: int = 300) -> str:
 
 
 def test_report_fields(report):
-    assert report.scheme == "bias" and report.runtime == "eager" and report.device is None
+    assert report.scheme == "bias" and report.runtime == "tlplan" and report.device is None
     assert report.input_shape == SHAPE
     assert report.measured is None
     assert report.totals["params"] == sum(row.params for row in report.layers) == 630_224

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import tlplan
 from tlplan.costs import annotate
 from tlplan.measure.saved import measure_saved_bytes
-from tlplan.plan.schemes import parse_scheme, trainable_params
+from tlplan.plan.schemes import options_for_params, parse_scheme, scheme_options, trainable_params
 from tlplan.trace import trace_model
 
 SCHEMES = ["full", "last", "bias", "norm+last", "blocks:1", "blocks:3"]
@@ -22,7 +22,7 @@ SCHEMES = ["full", "last", "bias", "norm+last", "blocks:1", "blocks:3"]
 
 def predicted_and_measured(model: nn.Module, shape: tuple[int, ...], trainable) -> tuple[int, int]:
     graph = trace_model(model, shape)
-    predicted = annotate(graph, trainable).totals["saved_bytes"]
+    predicted = annotate(graph, options_for_params(graph, trainable), "eager").totals["saved_bytes"]
     return predicted, measure_saved_bytes(model, shape, trainable).saved_bytes
 
 
@@ -33,8 +33,9 @@ def test_zoo_models_every_scheme_exact(name: str) -> None:
     shape = (2, 3, res, res)  # batch 2: activations scale with the batch, BN statistics do not
     graph = trace_model(model, shape, name)
     for scheme in SCHEMES:
-        trainable = trainable_params(graph, parse_scheme(scheme))
-        predicted = annotate(graph, trainable).totals["saved_bytes"]
+        options = scheme_options(graph, parse_scheme(scheme))
+        predicted = annotate(graph, options, "eager").totals["saved_bytes"]
+        trainable = trainable_params(graph, options)
         measured = measure_saved_bytes(model, shape, trainable).saved_bytes
         assert predicted == measured, f"{name} {scheme}: predicted {predicted} != measured {measured}"
 
@@ -42,7 +43,7 @@ def test_zoo_models_every_scheme_exact(name: str) -> None:
 def test_full_keeps_more_than_bias_keeps_more_than_last() -> None:
     model = tlplan.load_model("mobilenet_v2")
     graph = trace_model(model, (1, 3, 224, 224))
-    kept = {s: annotate(graph, trainable_params(graph, parse_scheme(s))).totals["saved_bytes"] for s in ("full", "bias", "last")}
+    kept = {s: annotate(graph, scheme_options(graph, parse_scheme(s)), "eager").totals["saved_bytes"] for s in ("full", "bias", "last")}
     # TinyTL's observation: in plain PyTorch, bias-only keeps almost everything full training keeps
     assert kept["full"] > kept["bias"] > 0.9 * kept["full"]
     assert kept["last"] == 1280 * 4  # only the classifier's input

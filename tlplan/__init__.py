@@ -9,7 +9,11 @@ Python API (the command line is a thin layer over it)::
 """
 
 from .errors import TlplanError
+from .plan.options import LayerOptions
+from .plan.plan import Plan, load_plan
+from .planning import plan_from_scheme
 from .profiling import ProfileReport, profile
+from .runtime import apply_plan
 from .trace import LayerGraph, trace_model
 from .zoo import default_resolution, load_model, zoo_names
 
@@ -17,6 +21,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "LayerGraph",
+    "LayerOptions",
+    "Plan",
+    "apply_plan",
+    "load_plan",
+    "plan_from_scheme",
     "ProfileReport",
     "TlplanError",
     "default_resolution",

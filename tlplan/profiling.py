@@ -12,17 +12,18 @@ import torch.nn as nn
 from .costs.annotate import CostTable, annotate
 from .errors import BadInputError
 from .memory.timeline import MemoryBreakdown, simulate_peak
-from .plan.schemes import parse_scheme, trainable_params
+from .plan.schemes import parse_scheme, scheme_options
 from .predict.devices import resolve_device
 from .trace import LayerGraph, trace_model
 
-RUNTIMES = ("eager",)
+RUNTIMES = ("eager", "tlplan", "mcu")
+PRECISIONS = ("fp32", "fp16")
 
 #: What each kind of number is, so no report shows an estimate as a measurement.
 SOURCES = {
     "params": "counted from the model",
     "macs": "derived from shapes (conv and linear multiply-accumulates)",
-    "saved_bytes": "derived from PyTorch's autograd rules (eager runtime, fp32)",
+    "saved_bytes": "derived from the runtime's rules (eager: PyTorch autograd; tlplan: tlplan's ops; mcu: an int8 engine)",
     "peak_bytes": "predicted by a simulated forward+backward timeline",
     "latency_ms": "measured here",
 }
@@ -86,9 +87,10 @@ def profile(
     model: nn.Module,
     input_shape: tuple[int, ...],
     scheme: str = "full",
-    runtime: str = "eager",
+    runtime: str = "tlplan",
     device: str | None = None,
     *,
+    precision: str = "fp32",
     model_name: str | None = None,
     measure: bool = False,
     repeats: int = 5,
@@ -99,8 +101,11 @@ def profile(
     Args:
         model: an ``nn.Module`` (see ``tlplan.load_model``); it is not modified.
         input_shape: batch first, e.g. ``(8, 3, 224, 224)``.
-        scheme: ``full``, ``last``, ``bias``, ``norm+last`` or ``blocks:K``.
-        runtime: ``eager`` (plain PyTorch autograd with only ``requires_grad`` set).
+        scheme: ``full``, ``last``, ``bias``, ``norm+last``, ``blocks:K``, ``mobiletl:K``,
+            ``gradfilter:K:R`` or ``sparse:FILE``.
+        runtime: ``tlplan`` (tlplan's runtime ops), ``eager`` (plain PyTorch autograd with only
+            ``requires_grad`` set) or ``mcu`` (an int8 training engine; analytic, not measurable here).
+        precision: activations kept by the tlplan runtime, ``fp32`` or ``fp16``.
         device: a device profile name, reported with the results.
         measure: also time every layer and a whole training step on this machine.
 
@@ -114,13 +119,17 @@ def profile(
         True
     """
     if runtime not in RUNTIMES:
-        raise BadInputError(f"unknown runtime {runtime!r}; this version has: {', '.join(RUNTIMES)}")
+        raise BadInputError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+    if precision not in PRECISIONS:
+        raise BadInputError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     device_name = resolve_device(device).name if device else None
     parsed = parse_scheme(scheme)
     graph = trace_model(model, tuple(input_shape), model_name or type(model).__name__)
-    costs = annotate(graph, trainable_params(graph, parsed), runtime)
+    costs = annotate(graph, scheme_options(graph, parsed), runtime, "int8" if runtime == "mcu" else precision)
     memory = simulate_peak(costs)
     timings = None
+    if measure and runtime == "mcu":
+        raise BadInputError("the mcu runtime is an int8 engine's accounting and cannot be timed here; add --no-measure")
     if measure:
         from .measure.latency import measure_latency
 

@@ -35,8 +35,9 @@ def profile(
     resolution: Annotated[Optional[int], typer.Option(help="Input height and width (default: the model's own, 224 or 128).")] = None,
     batch: Annotated[int, typer.Option(help="Batch size.")] = 1,
     num_classes: Annotated[int, typer.Option(help="Classes of the classifier.")] = 1000,
-    scheme: Annotated[str, typer.Option(help="What to train: full, last, bias, norm+last, blocks:K.")] = "full",
-    runtime: Annotated[str, typer.Option(help="Memory accounting: eager (plain PyTorch autograd).")] = "eager",
+    scheme: Annotated[str, typer.Option(help="What to train: full, last, bias, norm+last, blocks:K, mobiletl:K, gradfilter:K:R, sparse:FILE.")] = "full",
+    runtime: Annotated[str, typer.Option(help="Memory accounting: tlplan (tlplan's runtime ops), eager (plain PyTorch autograd), mcu (an int8 engine).")] = "tlplan",
+    precision: Annotated[str, typer.Option(help="Activations the tlplan runtime keeps: fp32 or fp16.")] = "fp32",
     device: Annotated[Optional[str], typer.Option(help="Device profile name or unique prefix (see `tlplan devices`).")] = None,
     no_measure: Annotated[bool, typer.Option("--no-measure", help="Skip timing the layers on this machine.")] = False,
     repeats: Annotated[int, typer.Option(help="Timed runs per layer (median reported).")] = 5,
@@ -70,8 +71,8 @@ def profile(
     net = zoo.load_model(model, num_classes=num_classes)
     with output.progress_bar("timing layers", quiet) as progress:
         report = profiling.profile(
-            net, (batch, 3, res, res), scheme=scheme, runtime=runtime, device=device,
-            model_name=model, measure=not no_measure, repeats=repeats, progress=progress,
+            net, (batch, 3, res, res), scheme=scheme, runtime=runtime, device=device, precision=precision,
+            model_name=model, measure=not no_measure and runtime != "mcu", repeats=repeats, progress=progress,
         )
     if strict and report.costs is not None and report.costs.unsupported:
         raise UnsupportedOpError(f"no cost rule for: {', '.join(report.costs.unsupported)} (drop --strict to count them as zero)")

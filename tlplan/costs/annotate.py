@@ -1,26 +1,32 @@
-"""The walker: one pass over the layer graph, applying the rule tables under a set of trained params."""
+"""The walker: one pass over the layer graph, applying the rule tables under per-layer options."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Iterable
+from typing import Mapping
 
-from ..trace.graph import INPUT, Layer, LayerGraph
+from ..plan.options import LayerOptions
+from ..trace.graph import INPUT, LayerGraph
 from .rules import EAGER_SAVED, LINEAR_MAP_OPS, MACS_FWD, GradState, SavedTensor
+from .runtime_rules import mcu_saved, tlplan_saved, trained_channels
+
+RUNTIMES = ("eager", "tlplan", "mcu")
+#: bytes per element of the activations each runtime keeps, by precision
+ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 
 
 @dataclass(frozen=True)
 class LayerCost:
-    """Costs of one layer under one training configuration (analytic: derived, not measured)."""
+    """Costs of one layer under one plan and runtime (analytic: derived, not measured)."""
 
     name: str
     op: str
     block: str | None
     output_shape: tuple[int, ...]
     params: int
-    trainable_params: int
-    trainable_param_bytes: int
+    trainable_params: int  # of a partial weight, only its trained channels
+    trainable_param_bytes: int  # in the runtime's precision for trained parameters
     macs_fwd: int
     macs_bwd_input: int
     macs_bwd_weight: int
@@ -33,12 +39,18 @@ class LayerCost:
     def macs_bwd(self) -> int:
         return self.macs_bwd_input + self.macs_bwd_weight
 
+    @property
+    def mask_bytes(self) -> int:
+        return sum(t.private_bytes for t in self.saved if t.what == "mask")
+
 
 @dataclass(frozen=True)
 class CostTable:
     graph: LayerGraph
-    trainable: frozenset[str]
+    options: Mapping[str, LayerOptions]
+    trainable: frozenset[str]  # parameters with requires_grad
     runtime: str
+    precision: str
     layers: tuple[LayerCost, ...]
 
     @cached_property
@@ -59,29 +71,43 @@ class CostTable:
         return [c.name for c in self.layers if not c.supported]
 
 
-RUNTIMES = ("eager",)
-
-
-def annotate(graph: LayerGraph, trainable: Iterable[str], runtime: str = "eager") -> CostTable:
-    """Per-layer costs of training ``graph`` with the named parameters trainable.
+def annotate(
+    graph: LayerGraph,
+    options: Mapping[str, LayerOptions],
+    runtime: str = "eager",
+    precision: str = "fp32",
+) -> CostTable:
+    """Per-layer costs of training ``graph`` with per-layer ``options`` on ``runtime``.
 
     The input gradient of a layer is needed only when something below it is trained (the value it
     reads requires grad); a frozen layer needs no weight gradient; nothing below the lowest trained
-    layer is recorded by autograd, so nothing is kept there.
+    layer is recorded by autograd, so nothing is kept there. ``eager`` sees only which parameters
+    are trained (``requires_grad``); ``tlplan`` and ``mcu`` honour every option.
     """
-    trainable = frozenset(trainable)
+    from ..plan.schemes import trainable_params
+
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}")
+    element_bytes = 1 if runtime == "mcu" else ELEMENT_BYTES[precision]
+    trainable = trainable_params(graph, options)
     requires_grad: dict[str, bool] = {INPUT: False}
     seen_storages: set[str] = set()
     costs: list[LayerCost] = []
     for layer in graph.layers:
+        opts = options.get(layer.name, LayerOptions())
         trained = frozenset(p.role for p in layer.params if p.name in trainable)
-        state = GradState(tuple(requires_grad.get(src, False) for src in layer.inputs), trained)
+        state = GradState(tuple(requires_grad.get(src, False) for src in layer.inputs), trained, opts)
         requires_grad[layer.name] = state.recorded
         macs_rule = MACS_FWD.get(layer.op)
-        saved_rule = EAGER_SAVED.get(layer.op)
-        supported = macs_rule is not None and saved_rule is not None
+        eager_rule = EAGER_SAVED.get(layer.op)
+        supported = macs_rule is not None and eager_rule is not None
         macs_fwd = macs_rule(layer) if macs_rule else 0
-        saved = tuple(saved_rule(layer, state)) if saved_rule else ()
+        if runtime == "eager":
+            saved = tuple(eager_rule(layer, state)) if eager_rule else ()
+        elif runtime == "tlplan":
+            saved = tuple(tlplan_saved(layer, state, element_bytes))
+        else:
+            saved = tuple(mcu_saved(layer, state))
         saved_bytes = 0
         for t in saved:
             if t.value is None:
@@ -90,8 +116,32 @@ def annotate(graph: LayerGraph, trainable: Iterable[str], runtime: str = "eager"
             root = graph.storage_root(t.value)
             if root not in seen_storages:
                 seen_storages.add(root)
-                saved_bytes += graph.value_bytes(root)
+                # PyTorch keeps shared values as they are; the MCU engine's activations are int8
+                saved_bytes += graph.value_bytes(root, element_bytes if runtime == "mcu" else None)
+        weight_fraction = 1.0
+        if "weight" in trained and runtime != "eager" and opts.weight < 1.0:
+            full = layer.input_shapes[0][1] if layer.op == "conv2d" else layer.input_shapes[0][-1]
+            weight_fraction = trained_channels(layer, opts.weight) / full
+        trainable_count = 0
+        trainable_bytes = 0
+        for p in layer.params:
+            if p.name not in trainable:
+                continue
+            count = round(p.numel * weight_fraction) if p.role == "weight" else p.numel
+            trainable_count += count
+            # the MCU engine updates an int8 copy of a weight and 32-bit biases
+            trainable_bytes += count * (1 if runtime == "mcu" and p.role == "weight" else p.dtype_bytes)
         linear_map = layer.op in LINEAR_MAP_OPS
+        macs_x = macs_fwd if linear_map and state.needs_input_grad else 0
+        macs_w = macs_fwd if linear_map and "weight" in trained else 0
+        if runtime != "eager" and linear_map:
+            if opts.grad_filter and layer.op == "conv2d":
+                # gradient filtering works on the patch grid: one MAC per patch and channel pair
+                patched = _filtered_macs(layer, opts.grad_filter)
+                macs_x = patched if macs_x else 0
+                macs_w = patched if macs_w else 0
+            else:
+                macs_w = round(macs_w * weight_fraction)
         costs.append(
             LayerCost(
                 name=layer.name,
@@ -99,15 +149,21 @@ def annotate(graph: LayerGraph, trainable: Iterable[str], runtime: str = "eager"
                 block=layer.block,
                 output_shape=layer.output_shape,
                 params=layer.param_count,
-                trainable_params=sum(p.numel for p in layer.params if p.name in trainable),
-                trainable_param_bytes=sum(p.numel * p.dtype_bytes for p in layer.params if p.name in trainable),
+                trainable_params=trainable_count,
+                trainable_param_bytes=trainable_bytes,
                 macs_fwd=macs_fwd,
-                macs_bwd_input=macs_fwd if linear_map and state.needs_input_grad else 0,
-                macs_bwd_weight=macs_fwd if linear_map and "weight" in trained else 0,
+                macs_bwd_input=macs_x,
+                macs_bwd_weight=macs_w,
                 saved_bytes=saved_bytes,
                 saved=saved,
                 state=state,
                 supported=supported,
             )
         )
-    return CostTable(graph=graph, trainable=trainable, runtime=runtime, layers=tuple(costs))
+    return CostTable(graph=graph, options=options, trainable=trainable, runtime=runtime, precision=precision, layers=tuple(costs))
+
+
+def _filtered_macs(layer, r: int) -> int:
+    n, c_out, h, w = layer.output_shape
+    c_in, groups = layer.input_shapes[0][1], layer.attrs.get("groups", 1)
+    return n * -(-h // r) * -(-w // r) * c_out * (c_in // groups)

@@ -7,9 +7,10 @@ CPU, checked op by op against ``saved_tensors_hooks`` in ``tests/test_saved_byte
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
+from ..plan.options import LayerOptions
 from ..trace.graph import Layer, _numel
 from .registry import RuleTable
 
@@ -20,6 +21,7 @@ class GradState:
 
     inputs_require_grad: tuple[bool, ...]
     trained: frozenset[str]  # roles ("weight", "bias") of the layer's parameters that are trained
+    options: LayerOptions = field(default_factory=LayerOptions)
 
     @property
     def needs_input_grad(self) -> bool:

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..costs.annotate import CostTable
+from ..trace.ops import symbolic_trace
 from .saved import set_trainable
 
 
@@ -113,6 +114,20 @@ class _LayerBench(torch.fx.Interpreter):
         return LayerTiming(fwd_ms, statistics.median(bwd_samples))
 
 
+def prepared_copy(model: nn.Module, costs: CostTable) -> nn.Module:
+    """A copy of ``model`` set up to train as ``costs`` assumes (the caller's model is untouched)."""
+    model = copy.deepcopy(model)  # training-mode runs update BN statistics: keep the caller's
+    if costs.runtime == "tlplan":
+        from ..plan.plan import Plan
+        from ..runtime import apply_plan
+
+        graph = costs.graph
+        plan = Plan(graph.model_name, graph.input_shape, costs.options, runtime="tlplan", precision=costs.precision)
+        return apply_plan(model, plan)
+    set_trainable(model, costs.trainable)
+    return model
+
+
 def measure_latency(
     model: nn.Module,
     costs: CostTable,
@@ -126,13 +141,12 @@ def measure_latency(
     Layers are timed on copies of their real inputs, with the scheme's ``requires_grad`` set, so a
     frozen layer's backward computes only the input gradient. Needs an fx-traceable model.
     """
-    model = copy.deepcopy(model)  # training-mode runs update BN statistics: keep the caller's
-    set_trainable(model, costs.trainable)
+    model = prepared_copy(model, costs)
     model.train()
     x = torch.randn(costs.graph.input_shape)
     layers: dict[str, LayerTiming] = {}
     if costs.graph.traced_by == "fx":
-        gm = torch.fx.symbolic_trace(model)
+        gm = symbolic_trace(model)
         bench = _LayerBench(gm, costs, warmup, repeats, progress)
         bench.run(x)
         layers = bench.timings

@@ -24,17 +24,19 @@ def set_trainable(model: nn.Module, trainable: Iterable[str]) -> None:
 
 
 def measure_saved_bytes(
-    model: nn.Module, input_shape: tuple[int, ...], trainable: Iterable[str], *, copy_model: bool = True
+    model: nn.Module, input_shape: tuple[int, ...], trainable: Iterable[str] | None = None, *, copy_model: bool = True
 ) -> SavedMeasurement:
     """Run one training-mode forward and count the storages autograd keeps for backward.
 
     Each storage is counted once (a ReLU output that the next conv also keeps is one tensor), at its
     full size; storages of the model's parameters and buffers are not counted. The model is copied
     first unless ``copy_model`` is False, so the caller's BN statistics and flags are untouched.
+    ``trainable`` sets ``requires_grad`` (None: as the model has it, e.g. after ``apply_plan``).
     """
     if copy_model:
         model = copy.deepcopy(model)
-    set_trainable(model, trainable)
+    if trainable is not None:
+        set_trainable(model, trainable)
     model.train()
     state_ptrs = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
     storages: dict[int, int] = {}

@@ -1,30 +1,47 @@
-"""Schemes: named presets of what to train (``full``, ``last``, ``bias``, ``norm+last``, ``blocks:K``)."""
+"""Schemes: named presets of per-layer options (``full``, ``bias``, ``blocks:K``, ``mobiletl:K`` ...)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import yaml
 
 from ..errors import SchemeError
-from ..trace.graph import LayerGraph
-
-NORM_OPS = frozenset({"batch_norm", "group_norm", "layer_norm"})
+from ..trace.graph import Layer, LayerGraph
+from .options import EXACT_MASK_OPS, FILTER_SIZES, MASK_OPS, NORM_OPS, WEIGHT_OPS, LayerOptions
 
 SCHEME_HELP = (
-    "full (everything), last (classifier only), bias (all biases + classifier), "
-    "norm+last (norm layers + classifier), blocks:K (last K blocks + classifier)"
+    "full, last (classifier only), bias (all biases + classifier), norm+last, blocks:K (last K blocks), "
+    "mobiletl:K, gradfilter:K:R (last K convs, patch R), sparse:FILE (a 256KB-paper backward_config)"
 )
-#: presets that need the tlplan runtime's own ops; parsed, but not available in this version
-_LATER = ("mobiletl", "gradfilter", "sparse")
 
 
 @dataclass(frozen=True)
 class Scheme:
-    kind: str  # "full", "last", "bias", "norm+last", "blocks"
+    kind: str  # full, last, bias, norm+last, blocks, mobiletl, gradfilter, sparse
     k: int | None = None
+    r: int | None = None
+    path: str | None = None
 
     @property
     def text(self) -> str:
+        if self.kind == "sparse":
+            return f"sparse:{self.path}"
+        if self.kind == "gradfilter":
+            return f"gradfilter:{self.k}:{self.r}"
         return f"{self.kind}:{self.k}" if self.k is not None else self.kind
+
+
+def _whole(raw: str, part: str, what: str) -> int:
+    try:
+        value = int(part)
+    except ValueError:
+        raise SchemeError(f"scheme {raw!r}: {what} must be a whole number") from None
+    if value < 0:
+        raise SchemeError(f"scheme {raw!r}: {what} must be 0 or more")
+    return value
 
 
 def parse_scheme(text: str) -> Scheme:
@@ -34,39 +51,221 @@ def parse_scheme(text: str) -> Scheme:
     head = head.lower()
     if head in ("full", "last", "bias", "norm+last") and not rest:
         return Scheme(head)
-    if head == "blocks":
-        try:
-            k = int(rest)
-        except ValueError:
-            raise SchemeError(f"scheme {raw!r}: blocks:K needs a whole number of blocks, e.g. blocks:4") from None
-        if k < 0:
-            raise SchemeError(f"scheme {raw!r}: K must be 0 or more")
-        return Scheme("blocks", k)
-    if head in _LATER:
-        raise SchemeError(f"scheme {raw!r} needs the tlplan runtime, which this version does not have yet; use {SCHEME_HELP}")
+    if head in ("blocks", "mobiletl"):
+        if not rest:
+            raise SchemeError(f"scheme {raw!r}: give the number of blocks, e.g. {head}:4")
+        return Scheme(head, _whole(raw, rest, "K (blocks)"))
+    if head == "gradfilter":
+        parts = rest.split(":")
+        if len(parts) != 2:
+            raise SchemeError(f"scheme {raw!r}: use gradfilter:K:R, e.g. gradfilter:4:2 (last 4 convs, 2×2 patches)")
+        k, r = _whole(raw, parts[0], "K (convs)"), _whole(raw, parts[1], "R (patch)")
+        if r not in FILTER_SIZES:
+            raise SchemeError(f"scheme {raw!r}: patch size R must be one of {', '.join(map(str, FILTER_SIZES))}")
+        return Scheme("gradfilter", k, r)
+    if head == "sparse":
+        if not rest:
+            raise SchemeError(f"scheme {raw!r}: give the backward_config file, e.g. sparse:config.yaml")
+        return Scheme("sparse", path=rest)
     raise SchemeError(f"unknown scheme {raw!r}; use {SCHEME_HELP}")
 
 
-def trainable_params(graph: LayerGraph, scheme: Scheme) -> frozenset[str]:
-    """Qualified names of the parameters the scheme trains on this graph."""
-    all_params = [(layer, p) for layer in graph.layers for p in layer.params]
-    classifier = frozenset(
-        p.name for layer, p in all_params if graph.classifier is not None and layer.module == graph.classifier
-    )
+# ---- from a scheme to per-layer options -----------------------------------------------------------
+
+
+def _has_bias(layer: Layer) -> bool:
+    return layer.param("bias") is not None
+
+
+def classifier_layers(graph: LayerGraph) -> list[Layer]:
+    return [layer for layer in graph.layers if graph.classifier is not None and layer.module == graph.classifier]
+
+
+def conv_layers(graph: LayerGraph) -> list[Layer]:
+    """Convolutions in forward order (the 256KB paper's conv index; the classifier excluded)."""
+    return [layer for layer in graph.layers if layer.op == "conv2d"]
+
+
+def _train_all(layer: Layer) -> LayerOptions | None:
+    if layer.op in WEIGHT_OPS:
+        return LayerOptions(weight=1.0, bias=_has_bias(layer))
+    if layer.op in NORM_OPS and layer.params:
+        return LayerOptions(norm="affine")
+    return None
+
+
+def scheme_options(graph: LayerGraph, scheme: Scheme) -> dict[str, LayerOptions]:
+    """Per-layer options of a scheme on this graph (layers left out are frozen)."""
+    classifier = classifier_layers(graph)
     if scheme.kind != "full" and not classifier:
         raise SchemeError(f"scheme {scheme.text!r}: {graph.model_name} has no Linear classifier to train")
+    options: dict[str, LayerOptions] = {}
+
+    def train(layers: Iterable[Layer]) -> None:
+        for layer in layers:
+            opts = _train_all(layer)
+            if opts is not None:
+                options[layer.name] = opts
+
     if scheme.kind == "full":
-        return frozenset(p.name for _, p in all_params)
-    if scheme.kind == "last":
-        return classifier
-    if scheme.kind == "bias":
-        return classifier | {p.name for _, p in all_params if p.role == "bias"}
-    if scheme.kind == "norm+last":
-        return classifier | {p.name for layer, p in all_params if layer.op in NORM_OPS}
-    assert scheme.kind == "blocks" and scheme.k is not None
+        train(graph.layers)
+    elif scheme.kind == "bias":
+        for layer in graph.layers:
+            if layer.op in WEIGHT_OPS and _has_bias(layer):
+                options[layer.name] = LayerOptions(bias=True)
+            elif layer.op in NORM_OPS and layer.param("bias") is not None:
+                options[layer.name] = LayerOptions(norm="shift")
+    elif scheme.kind == "norm+last":
+        train(layer for layer in graph.layers if layer.op in NORM_OPS)
+    elif scheme.kind in ("blocks", "mobiletl"):
+        top = _top_blocks(graph, scheme)
+        in_top = [layer for layer in graph.layers if layer.block in top]
+        train(in_top)
+        if scheme.kind == "mobiletl":
+            _mobiletl_norms(in_top, top, options)
+    elif scheme.kind == "gradfilter":
+        convs = conv_layers(graph)
+        if scheme.k > len(convs):
+            raise SchemeError(f"scheme {scheme.text!r}: {graph.model_name} has {len(convs)} convolutions; choose K up to {len(convs)}")
+        for layer in convs[len(convs) - scheme.k :] if scheme.k else []:
+            options[layer.name] = LayerOptions(weight=1.0, bias=_has_bias(layer), grad_filter=scheme.r)
+    elif scheme.kind == "sparse":
+        options.update(sparse_options(graph, load_backward_config(scheme.path)))
+    train(classifier)
+    _masks(graph, options, surrogate=scheme.kind == "mobiletl")
+    return options
+
+
+def _top_blocks(graph: LayerGraph, scheme: Scheme) -> set[str]:
     if scheme.k > len(graph.blocks):
         raise SchemeError(
             f"scheme {scheme.text!r}: {graph.model_name} has {len(graph.blocks)} blocks; choose K from 0 to {len(graph.blocks)}"
         )
-    top = set(graph.blocks[len(graph.blocks) - scheme.k :]) if scheme.k else set()
-    return classifier | {p.name for layer, p in all_params if layer.block in top}
+    return set(graph.blocks[len(graph.blocks) - scheme.k :]) if scheme.k else set()
+
+
+def _mobiletl_norms(in_top: list[Layer], top: set[str], options: dict[str, LayerOptions]) -> None:
+    """MobileTL: the internal norms of a fine-tuned block train their shift only; the last one all."""
+    for block in top:
+        norms = [layer for layer in in_top if layer.block == block and layer.op in NORM_OPS and layer.params]
+        for layer in norms[:-1]:
+            options[layer.name] = LayerOptions(norm="shift")
+
+
+def _masks(graph: LayerGraph, options: dict[str, LayerOptions], surrogate: bool) -> None:
+    """ReLU and ReLU6 back-propagate from 1-bit masks (exact); h-swish only under MobileTL.
+
+    A ReLU's exact backward keeps its output, which costs nothing extra when a consumer keeps that
+    output anyway (a fully trained conv or linear reading it, a pooling): then it stays exact.
+    """
+    # a module called several times (ResNet's one ReLU per block) takes one setting for all calls
+    calls: dict[str, list[Layer]] = {}
+    for layer in graph.layers:
+        calls.setdefault(layer.module or layer.name, []).append(layer)
+    for layer in graph.layers:
+        if layer.op == "relu" and all(_output_kept_by_consumer(graph, c, options) for c in calls[layer.module or layer.name]):
+            continue
+        if layer.op in EXACT_MASK_OPS or (surrogate and layer.op in MASK_OPS):
+            options[layer.name] = LayerOptions(mask=True)
+
+
+def _output_kept_by_consumer(graph: LayerGraph, layer: Layer, options: Mapping[str, LayerOptions]) -> bool:
+    root = graph.storage_root(layer.name)
+    for other in graph.layers:
+        if not other.inputs or graph.storage_root(other.inputs[0]) != root:
+            continue
+        if other.op in ("max_pool2d", "avg_pool2d"):
+            return True
+        opts = options.get(other.name)
+        if other.op in WEIGHT_OPS and opts is not None and opts.weight == 1.0 and not opts.grad_filter:
+            return True
+    return False
+
+
+def trainable_params(graph: LayerGraph, options: Mapping[str, LayerOptions]) -> frozenset[str]:
+    """Qualified names of the parameters the options train (all of a partially trained weight)."""
+    names = set()
+    for layer in graph.layers:
+        opts = options.get(layer.name)
+        if opts is None:
+            continue
+        roles = opts.trained_roles(layer.op, _has_bias(layer))
+        names.update(p.name for p in layer.params if p.role in roles)
+    return frozenset(names)
+
+
+def options_for_params(graph: LayerGraph, names: Iterable[str]) -> dict[str, LayerOptions]:
+    """Options that train exactly the named parameters (what ``requires_grad`` alone expresses)."""
+    names = set(names)
+    options = {}
+    for layer in graph.layers:
+        trained = {p.role for p in layer.params if p.name in names}
+        if not trained:
+            continue
+        if layer.op in NORM_OPS:
+            options[layer.name] = LayerOptions(norm="affine" if "weight" in trained else "shift")
+        else:
+            options[layer.name] = LayerOptions(weight=1.0 if "weight" in trained else 0.0, bias="bias" in trained)
+    return options
+
+
+# ---- the 256KB paper's backward_config ------------------------------------------------------------
+
+_CONFIG_FIELDS = {"n_bias_update", "manual_weight_idx", "weight_update_ratio", "weight_select_criteria"}
+
+
+def load_backward_config(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SchemeError(f"backward_config {path}: cannot read it ({exc.strerror or exc})") from None
+    except yaml.YAMLError:
+        raise SchemeError(f"backward_config {path}: not valid YAML") from None
+    if isinstance(data, dict) and "backward_config" in data:
+        data = data["backward_config"]
+    if not isinstance(data, dict):
+        raise SchemeError(f"backward_config {path}: expected a mapping with n_bias_update, manual_weight_idx, weight_update_ratio")
+    unknown = set(data) - _CONFIG_FIELDS - {"enable_backward_config", "freeze_fc", "train_scale", "quantize_gradient"}
+    if unknown:
+        raise SchemeError(f"backward_config {path}: unknown field(s) {', '.join(sorted(unknown))}")
+    data = dict(data)
+    data["_where"] = f"backward_config {path}"
+    return data
+
+
+def sparse_options(graph: LayerGraph, config: dict) -> dict[str, LayerOptions]:
+    """Per-layer options from a backward_config: biases of the last n convs, chosen weights at ratios."""
+    where = config.get("_where", "backward_config")
+    convs = conv_layers(graph)
+    n_bias = config.get("n_bias_update", 0)
+    if not isinstance(n_bias, int) or isinstance(n_bias, bool) or not 0 <= n_bias <= len(convs):
+        raise SchemeError(f"{where}: n_bias_update must be a whole number from 0 to {len(convs)} (the model's convs)")
+    idx = config.get("manual_weight_idx") or []
+    if isinstance(idx, int):
+        idx = [idx]
+    ratios = config.get("weight_update_ratio", 1)
+    if not isinstance(ratios, list):
+        ratios = [ratios] * len(idx)
+    if len(ratios) != len(idx):
+        raise SchemeError(f"{where}: weight_update_ratio has {len(ratios)} entries for {len(idx)} manual_weight_idx")
+    select = config.get("weight_select_criteria", "magnitude+")
+    select = {"magnitude+": "magnitude", "random": "first", "first": "first", "magnitude": "magnitude"}.get(select)
+    if select is None:
+        raise SchemeError(f"{where}: weight_select_criteria must be magnitude+ or random")
+    options: dict[str, LayerOptions] = {}
+    for layer in convs[len(convs) - n_bias :] if n_bias else []:
+        options[layer.name] = LayerOptions(bias=_has_bias(layer))
+        if not _has_bias(layer):  # a conv without a bias: its norm's shift plays that part
+            follower = next((c for c in graph.consumers(layer.name)), None)
+            if follower and graph.by_name[follower].op in NORM_OPS:
+                options[follower] = LayerOptions(norm="shift")
+    for i, ratio in zip(idx, ratios):
+        if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < len(convs):
+            raise SchemeError(f"{where}: manual_weight_idx {i!r} is out of range: the model has convs 0 to {len(convs) - 1}")
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
+            raise SchemeError(f"{where}: weight_update_ratio {ratio!r} for conv {i} is outside (0, 1]")
+        layer = convs[i]
+        prev = options.get(layer.name, LayerOptions())
+        options[layer.name] = LayerOptions(weight=float(ratio), select=select, bias=prev.bias)
+    return options

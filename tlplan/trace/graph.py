@@ -99,11 +99,14 @@ class LayerGraph:
             name = alias
         return name
 
-    def value_bytes(self, name: str) -> int:
-        if name == INPUT:
-            return _numel(self.input_shape) * self.input_dtype_bytes
-        layer = self.by_name[name]
-        return layer.output_numel * layer.output_dtype_bytes
+    def value_numel(self, name: str) -> int:
+        return _numel(self.input_shape) if name == INPUT else self.by_name[name].output_numel
+
+    def value_bytes(self, name: str, element_bytes: int | None = None) -> int:
+        """Bytes of a layer's output (or the input), at its dtype or at ``element_bytes`` each."""
+        if element_bytes is None:
+            element_bytes = self.input_dtype_bytes if name == INPUT else self.by_name[name].output_dtype_bytes
+        return self.value_numel(name) * element_bytes
 
     def layers_in_block(self, block: str) -> list[Layer]:
         return [layer for layer in self.layers if layer.block == block]

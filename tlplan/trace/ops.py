@@ -11,10 +11,26 @@ import operator
 from typing import Any, Callable
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
 UNSUPPORTED = "unsupported"
+
+
+class LeafModule:
+    """Marker: trace a module of this class as one layer (as torch.nn's own modules are)."""
+
+
+class LeafTracer(torch.fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, LeafModule) or super().is_leaf_module(m, module_qualified_name)
+
+
+def symbolic_trace(model: nn.Module) -> torch.fx.GraphModule:
+    """``torch.fx.symbolic_trace`` that keeps tlplan's runtime modules whole."""
+    graph = LeafTracer().trace(model)
+    return torch.fx.GraphModule(model, graph, type(model).__name__)
 
 MODULE_OPS: dict[type, str] = {
     nn.Conv2d: "conv2d",

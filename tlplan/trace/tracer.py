@@ -37,7 +37,7 @@ def trace_model(model: nn.Module, input_shape: tuple[int, ...], model_name: str 
         raise BadInputError(f"input shape {tuple(input_shape)} is not valid: give a positive batch, channels and size")
     input_shape = tuple(int(d) for d in input_shape)
     try:
-        gm = torch.fx.symbolic_trace(model)
+        gm = ops.symbolic_trace(model)
     except Exception as exc:  # fx raises many kinds on dynamic control flow
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         from .hooks import trace_with_hooks
@@ -76,16 +76,17 @@ def _propagate_shapes(gm: torch.fx.GraphModule, input_shape: tuple[int, ...]) ->
     with the batch.
     """
     batch, rest = input_shape[0], input_shape[1:]
+    dtype = next((p.dtype for p in gm.parameters() if p.is_floating_point()), torch.float32)
     flags = {m: m.training for m in gm.modules()}
     try:
         gm.eval()
         with torch.no_grad():
             at_one = _ShapeRecorder(gm)
-            at_one.run(torch.zeros((1, *rest)))
+            at_one.run(torch.zeros((1, *rest), dtype=dtype))
             if batch == 1:
                 return at_one.metas
             at_two = _ShapeRecorder(gm)
-            at_two.run(torch.zeros((2, *rest)))
+            at_two.run(torch.zeros((2, *rest), dtype=dtype))
     except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise TraceError(
@@ -227,6 +228,7 @@ def _graph_from_fx(
         classifier=classifier,
         traced_by="fx",
         warnings=tuple(notes),
+        input_dtype_bytes=metas[next(iter(metas))].dtype.itemsize if metas else 4,
     )
 
 

@@ -1,0 +1,156 @@
+"""The plan: what to train in each layer, for which model, input and runtime. A versioned YAML file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import yaml
+
+from ..errors import BadInputError
+from ..fileio import write_atomic
+from .options import LayerOptions
+
+PLAN_VERSION = 1
+RUNTIMES = ("eager", "tlplan", "mcu")
+PRECISIONS = ("fp32", "fp16", "int8")
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    name: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+    @property
+    def state_slots(self) -> int:
+        """Optimizer state tensors kept per trained parameter (momentum buffer; Adam's two moments)."""
+        if self.name == "adam":
+            return 2
+        return 1 if self.momentum else 0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to train, layer by layer. ``layers`` lists only layers whose options are not frozen."""
+
+    model: str
+    input_shape: tuple[int, ...]
+    layers: Mapping[str, LayerOptions]
+    runtime: str = "tlplan"
+    precision: str = "fp32"
+    optimizer: Optimizer = Optimizer()
+    scheme: str | None = None  # the preset it came from, if any
+    num_classes: int = 1000
+    budget_bytes: int | None = None
+    device: str | None = None
+    predicted: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    version: int = PLAN_VERSION
+
+    def options(self, layer: str) -> LayerOptions:
+        return self.layers.get(layer, LayerOptions())
+
+    def with_predicted(self, predicted: Mapping[str, Any]) -> "Plan":
+        return replace(self, predicted=MappingProxyType(dict(predicted)))
+
+    # ---- YAML ----------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "model": self.model,
+            "num_classes": self.num_classes,
+            "input_shape": list(self.input_shape),
+            "runtime": self.runtime,
+            "precision": self.precision,
+            "optimizer": {
+                "name": self.optimizer.name, "lr": self.optimizer.lr,
+                "momentum": self.optimizer.momentum, "weight_decay": self.optimizer.weight_decay,
+            },
+            "scheme": self.scheme,
+            "budget_bytes": self.budget_bytes,
+            "device": self.device,
+            "layers": {name: opts.to_dict() for name, opts in self.layers.items()},
+            "predicted": dict(self.predicted),
+        }
+
+    def save(self, path: str | Path) -> None:
+        """Write the plan as YAML, atomically (a temp file in the same folder, then a rename)."""
+        write_atomic(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None))
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "plan") -> "Plan":
+        if not isinstance(data, dict):
+            raise BadInputError(f"{where}: expected a mapping at the top level")
+        known = {"version", "model", "num_classes", "input_shape", "runtime", "precision", "optimizer",
+                 "scheme", "budget_bytes", "device", "layers", "predicted"}
+        unknown = set(data) - known
+        if unknown:
+            raise BadInputError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+        version = data.get("version")
+        if version != PLAN_VERSION:
+            raise BadInputError(f"{where}: version {version!r} is not supported (this tlplan reads version {PLAN_VERSION})")
+        model = data.get("model")
+        if not isinstance(model, str) or not model:
+            raise BadInputError(f"{where}: 'model' must name a zoo model or package.module:factory")
+        shape = data.get("input_shape")
+        if not (isinstance(shape, list) and len(shape) == 4 and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
+            raise BadInputError(f"{where}: 'input_shape' must be four positive whole numbers [batch, channels, height, width]")
+        runtime = data.get("runtime", "tlplan")
+        if runtime not in RUNTIMES:
+            raise BadInputError(f"{where}: runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+        precision = data.get("precision", "fp32")
+        if precision not in PRECISIONS:
+            raise BadInputError(f"{where}: precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+        opt = data.get("optimizer") or {}
+        if not isinstance(opt, dict) or set(opt) - {"name", "lr", "momentum", "weight_decay"}:
+            raise BadInputError(f"{where}: optimizer must be a mapping of name, lr, momentum, weight_decay")
+        name = opt.get("name", "sgd")
+        if name not in OPTIMIZERS:
+            raise BadInputError(f"{where}: optimizer {name!r}; use one of {', '.join(OPTIMIZERS)}")
+        try:
+            optimizer = Optimizer(name, float(opt.get("lr", 0.01)), float(opt.get("momentum", 0.0)), float(opt.get("weight_decay", 0.0)))
+        except (TypeError, ValueError):
+            raise BadInputError(f"{where}: optimizer lr, momentum and weight_decay must be numbers") from None
+        layers_in = data.get("layers") or {}
+        if not isinstance(layers_in, dict):
+            raise BadInputError(f"{where}: 'layers' must map layer names to options")
+        layers = {}
+        for layer, opts in layers_in.items():
+            if not isinstance(opts, dict):
+                raise BadInputError(f"{where}: layers.{layer} must be a mapping of options")
+            layers[str(layer)] = LayerOptions.from_dict(opts, f"{where}: layers.{layer}")
+        num_classes = data.get("num_classes", 1000)
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes <= 0:
+            raise BadInputError(f"{where}: 'num_classes' must be a positive whole number")
+        budget = data.get("budget_bytes")
+        if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0):
+            raise BadInputError(f"{where}: 'budget_bytes' must be a positive whole number of bytes")
+        predicted = data.get("predicted") or {}
+        if not isinstance(predicted, dict):
+            raise BadInputError(f"{where}: 'predicted' must be a mapping")
+        return cls(
+            model=model, input_shape=tuple(shape), layers=MappingProxyType(layers), runtime=runtime,
+            precision=precision, optimizer=optimizer, scheme=data.get("scheme"), num_classes=num_classes,
+            budget_bytes=budget, device=data.get("device"), predicted=MappingProxyType(predicted),
+        )
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read and validate a plan file (YAML, loaded with ``safe_load``)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BadInputError(f"cannot read plan {path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise BadInputError(f"plan {path} is not valid YAML{at}; fix or regenerate it") from None
+    return Plan.from_dict(data, where=f"plan {path}")

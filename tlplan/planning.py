@@ -1,0 +1,69 @@
+"""Making plans: from a named scheme (the solver comes later), with their predicted costs."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Any
+
+import torch.nn as nn
+
+from .costs.annotate import CostTable, annotate
+from .memory.timeline import simulate_peak
+from .plan.plan import Optimizer, Plan
+from .plan.schemes import parse_scheme, scheme_options
+from .trace import LayerGraph, trace_model
+
+
+def predicted_costs(costs: CostTable) -> dict[str, Any]:
+    """The numbers a plan file records about itself (all derived or predicted, none measured)."""
+    memory = simulate_peak(costs)
+    t = costs.totals
+    return {
+        "saved_bytes": t["saved_bytes"],
+        "peak_bytes": memory.peak_bytes,
+        "param_bytes": memory.param_bytes,
+        "trainable_params": t["trainable_params"],
+        "trainable_param_bytes": t["trainable_param_bytes"],
+        "grad_bytes": memory.grad_bytes,
+        "optimizer_bytes": memory.optimizer_bytes,
+        "macs_fwd": t["macs_fwd"],
+        "macs_bwd": t["macs_bwd"],
+    }
+
+
+def plan_from_scheme(
+    model: nn.Module | LayerGraph,
+    input_shape: tuple[int, ...],
+    scheme: str,
+    runtime: str = "tlplan",
+    precision: str = "fp32",
+    *,
+    model_name: str | None = None,
+    optimizer: Optimizer | None = None,
+    num_classes: int = 1000,
+) -> Plan:
+    """The plan of a named scheme (``full``, ``bias``, ``mobiletl:5``, ``sparse:FILE`` ...).
+
+    Example:
+        >>> import tlplan
+        >>> model = tlplan.load_model("mobilenet_v2")
+        >>> plan = tlplan.plan_from_scheme(model, (8, 3, 224, 224), "mobiletl:5", model_name="mobilenet_v2")
+        >>> plan.save("plan.yaml")  # doctest: +SKIP
+    """
+    graph = model if isinstance(model, LayerGraph) else trace_model(model, tuple(input_shape), model_name or type(model).__name__)
+    parsed = parse_scheme(scheme)
+    options = scheme_options(graph, parsed)
+    precision = "int8" if runtime == "mcu" else precision
+    optimizer = optimizer or Optimizer()
+    costs = annotate(graph, options, runtime, precision)
+    return Plan(
+        model=model_name or graph.model_name,
+        input_shape=tuple(input_shape),
+        layers=MappingProxyType(dict(options)),
+        runtime=runtime,
+        precision=precision,
+        optimizer=optimizer,
+        scheme=parsed.text,
+        num_classes=num_classes,
+        predicted=MappingProxyType(predicted_costs(costs)),
+    )

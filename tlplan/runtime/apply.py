@@ -1,0 +1,60 @@
+"""``apply_plan``: turn a model and a plan into a model whose training keeps what the plan predicts."""
+
+from __future__ import annotations
+
+import torch.nn as nn
+
+from ..errors import BadInputError
+from ..plan.options import LayerOptions
+from ..plan.plan import Plan
+from ..plan.schemes import trainable_params
+from ..plan.validate import validate_options
+from ..trace import trace_model
+from .modules import make_planned, planned_class
+
+
+def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
+    """Set up ``model`` (in place) to train as ``plan`` says; returns it.
+
+    ``eager`` plans only set ``requires_grad``. ``tlplan`` plans also swap conv, linear, batch-norm
+    and ReLU / ReLU6 / h-swish modules for the runtime's versions (same parameter objects, same
+    state_dict keys), so a training step keeps exactly the bytes the ``tlplan`` runtime predicts.
+
+    Example:
+        >>> import tlplan
+        >>> model = tlplan.load_model("mcunet-5fps")
+        >>> plan = tlplan.plan_from_scheme(model, (1, 3, 128, 128), "bias")
+        >>> model = tlplan.apply_plan(model, plan)
+    """
+    if plan.runtime == "mcu":
+        raise BadInputError(
+            "the mcu runtime is the accounting of an int8 training engine and does not run in PyTorch; "
+            "make the plan with --runtime tlplan to train it here"
+        )
+    graph = trace_model(model, plan.input_shape, plan.model)
+    validate_options(graph, plan.layers, f"plan for {plan.model}")
+    trainable = trainable_params(graph, plan.layers)
+    if plan.runtime == "tlplan":
+        per_module: dict[str, LayerOptions] = {}
+        modules = dict(model.named_modules())
+        for layer in graph.layers:
+            if layer.module is None or planned_class(modules[layer.module]) is None:
+                continue
+            opts = plan.options(layer.name)
+            if layer.module in per_module and per_module[layer.module] != opts:
+                raise BadInputError(
+                    f"plan for {plan.model}: module {layer.module!r} runs more than once with different options; "
+                    "give every call the same options"
+                )
+            per_module[layer.module] = opts
+        for name, opts in per_module.items():
+            _replace(model, name, make_planned(modules[name], opts, plan.precision))
+    for name, p in model.named_parameters():
+        p.requires_grad_(name in trainable)
+    return model
+
+
+def _replace(model: nn.Module, qualified: str, new: nn.Module) -> None:
+    parent_name, _, child = qualified.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)

@@ -1,0 +1,276 @@
+"""Autograd ops that keep for backward only what a plan says — and only through ``save_for_backward``.
+
+Every tensor an op keeps goes through ``ctx.save_for_backward``, so saved-tensor hooks (and so
+checkpointing, offloading and tlplan's own measurement) see every byte. Hyper-parameters travel as
+plain Python values on ``ctx``. Parameters and running statistics are saved as they are (they are
+resident anyway); activations are saved in the plan's precision (``store_dtype``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.nn.grad import conv2d_input, conv2d_weight
+
+_SHIFTS = torch.arange(8, dtype=torch.uint8)
+
+
+# ---- 1-bit masks --------------------------------------------------------------------------------
+
+
+def pack_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Bool tensor → uint8 tensor of ⌈numel/8⌉ bytes (bit i of byte j is element 8j+i)."""
+    flat = mask.reshape(-1)
+    pad = (-flat.numel()) % 8
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros(pad)])
+    bits = flat.view(-1, 8).to(torch.uint8)
+    packed = bits[:, 0].clone()
+    for i in range(1, 8):
+        packed |= bits[:, i] << i
+    return packed
+
+
+def unpack_mask(packed: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    numel = math.prod(shape)
+    bits = (packed.unsqueeze(1) >> _SHIFTS) & 1
+    return bits.reshape(-1)[:numel].view(shape).bool()
+
+
+def mask_bytes(numel: int) -> int:
+    return (numel + 7) // 8
+
+
+class MaskedActivation(torch.autograd.Function):
+    """ReLU, ReLU6 (exact) or h-swish (sign surrogate) keeping a packed 1-bit mask."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, kind: str) -> torch.Tensor:
+        if kind == "relu":
+            y, mask = F.relu(x), x > 0
+        elif kind == "relu6":
+            y, mask = F.hardtanh(x, 0.0, 6.0), (x > 0) & (x < 6)
+        elif kind == "hardswish":
+            # MobileTL: h-swish's derivative approximated by a step at 0, so one bit suffices
+            y, mask = F.hardswish(x), x > 0
+        else:
+            raise ValueError(f"no masked backward for {kind}")
+        ctx.shape = x.shape
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(pack_mask(mask))
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None]:
+        (packed,) = ctx.saved_tensors
+        return grad * unpack_mask(packed, ctx.shape).to(grad.dtype), None
+
+
+# ---- norm with frozen statistics ----------------------------------------------------------------
+
+
+class FrozenNorm(torch.autograd.Function):
+    """BatchNorm with running statistics: ``y = x·a + b``, a = γ/√(var+ε), b = β − mean·a.
+
+    Keeps no activation: the input gradient is ``g·a`` and β's gradient is ``Σ g``; γ is never
+    trained here (training γ needs the normalised input: that is the ``affine`` mode).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x, weight, bias, running_mean, running_var, eps: float):
+        a = torch.rsqrt(running_var + eps)
+        if weight is not None:
+            a = a * weight
+        b = -running_mean * a
+        if bias is not None:
+            b = b + bias
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        ctx.eps, ctx.has_weight = eps, weight is not None
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(running_var, weight) if weight is not None else ctx.save_for_backward(running_var)
+        return x * a.view(shape) + b.view(shape)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor):
+        grad_x = grad_bias = None
+        dims = [0] + list(range(2, grad.dim()))
+        if ctx.needs_input_grad[2]:
+            grad_bias = grad.sum(dims)
+        if ctx.needs_input_grad[0]:
+            saved = ctx.saved_tensors
+            a = torch.rsqrt(saved[0] + ctx.eps)
+            if ctx.has_weight:
+                a = a * saved[1]
+            grad_x = grad * a.view((1, -1) + (1,) * (grad.dim() - 2))
+        return grad_x, None, grad_bias, None, None, None
+
+
+# ---- conv and linear with partial weights, bias only, gradient filtering --------------------------
+
+
+def channel_index(weight: torch.Tensor, ratio: float, select: str, groups: int = 1) -> torch.Tensor | None:
+    """Indices of the trained input channels (None: all of them).
+
+    Dense weights (C_out, C_in, ...) select along dim 1; a depthwise conv's input channel c is its
+    group c, so there the selection runs along dim 0.
+    """
+    depthwise = groups > 1
+    c_in = weight.shape[0] if depthwise else weight.shape[1]
+    k = max(1, int(round(ratio * c_in)))
+    if k >= c_in:
+        return None
+    if select == "first":
+        return torch.arange(k)
+    keep_dim = 0 if depthwise else 1
+    scores = weight.detach().abs().sum(dim=[d for d in range(weight.dim()) if d != keep_dim])
+    return torch.sort(torch.topk(scores, k).indices).values
+
+
+def _save_for_weight(ctx: Any, weight: torch.Tensor, store_dtype: torch.dtype | None, kept) -> None:
+    """Keep what the weight gradient needs (only if the weight is trained), and the weight."""
+    if ctx.needs_input_grad[1]:
+        keep = kept()
+        ctx.save_for_backward(keep if store_dtype is None else keep.to(store_dtype), weight)
+    elif ctx.needs_input_grad[0]:
+        ctx.save_for_backward(weight)
+
+
+class PlannedConv2d(torch.autograd.Function):
+    """conv2d whose backward keeps only what the plan needs.
+
+    - weight trained on all channels: the input (shared with whoever else keeps it);
+    - on a subset of input channels: a compact copy of those channels;
+    - with gradient filter r: the r·stride patch sums of the input;
+    - bias only, or frozen on the backward path: nothing (the input gradient needs the weight only).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x, weight, bias, stride, padding, dilation, groups: int,
+                index: torch.Tensor | None, grad_filter: int, store_dtype: torch.dtype | None):
+        y = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+        ctx.conf = (x.shape, stride, padding, dilation, groups, grad_filter, x.dtype)
+        ctx.index = index  # the module's own index tensor: resident, not a new allocation
+
+        def kept() -> torch.Tensor:
+            if grad_filter:
+                return _patch_sums(x, y.shape[-2:], stride, grad_filter)
+            # (depthwise: input channel c is group c, the same selection)
+            return x if index is None else x.index_select(1, index)
+
+        _save_for_weight(ctx, weight, store_dtype, kept)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor):
+        x_shape, stride, padding, dilation, groups, r, dtype = ctx.conf
+        saved = ctx.saved_tensors
+        weight = saved[-1]
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[2]:
+            grad_b = grad.sum((0, 2, 3))
+        if r:
+            g_avg = _patch_average(grad, r)
+            if ctx.needs_input_grad[0]:
+                grad_x = _filtered_input_grad(g_avg, weight, groups, x_shape, stride, r)
+            if ctx.needs_input_grad[1]:
+                grad_w = _filtered_weight_grad(g_avg, saved[0].to(dtype), weight, groups)
+            return grad_x, grad_w, grad_b, None, None, None, None, None, None, None
+        if ctx.needs_input_grad[0]:
+            grad_x = conv2d_input(x_shape, weight, grad, stride, padding, dilation, groups)
+        if ctx.needs_input_grad[1]:
+            kept = saved[0].to(dtype)
+            index = ctx.index
+            if index is None:
+                grad_w = conv2d_weight(kept, weight.shape, grad, stride, padding, dilation, groups)
+            elif groups == 1:
+                part = conv2d_weight(kept, (weight.shape[0], len(index), *weight.shape[2:]), grad, stride, padding, dilation, 1)
+                grad_w = weight.new_zeros(weight.shape)
+                grad_w[:, index] = part
+            else:  # depthwise: the trained channels are whole groups
+                g_sel = grad.index_select(1, index)
+                part = conv2d_weight(kept, (len(index), 1, *weight.shape[2:]), g_sel, stride, padding, dilation, len(index))
+                grad_w = weight.new_zeros(weight.shape)
+                grad_w[index] = part
+        return grad_x, grad_w, grad_b, None, None, None, None, None, None, None
+
+
+def filtered_grid(out_hw: tuple[int, int], r: int) -> tuple[int, int]:
+    return math.ceil(out_hw[0] / r), math.ceil(out_hw[1] / r)
+
+
+def _patch_sums(x: torch.Tensor, out_hw, stride, r: int) -> torch.Tensor:
+    """Sums of x over r·stride windows, one per r×r patch of the output (Yang et al.)."""
+    ph, pw = filtered_grid(tuple(out_hw), r)
+    wh, ww = r * stride[0], r * stride[1]
+    pad_h, pad_w = math.ceil((ph * wh - x.shape[-2]) / 2), math.ceil((pw * ww - x.shape[-1]) / 2)
+    pad_h, pad_w = max(pad_h, 0), max(pad_w, 0)
+    sums = F.avg_pool2d(x, (wh, ww), (wh, ww), padding=(pad_h, pad_w), ceil_mode=False, divisor_override=1)
+    return sums[..., :ph, :pw].contiguous()
+
+
+def _patch_average(grad: torch.Tensor, r: int) -> torch.Tensor:
+    ph, pw = filtered_grid(tuple(grad.shape[-2:]), r)
+    pad_h, pad_w = math.ceil((ph * r - grad.shape[-2]) / 2), math.ceil((pw * r - grad.shape[-1]) / 2)
+    return F.avg_pool2d(grad, r, r, padding=(pad_h, pad_w), count_include_pad=False)[..., :ph, :pw]
+
+
+def _filtered_input_grad(g_avg, weight, groups, x_shape, stride, r):
+    """Per patch: the channel product with the spatially summed kernel, spread over the patch."""
+    n, c_out, ph, pw = g_avg.shape
+    w_sum = weight.sum((2, 3))  # (C_out, C_in/groups)
+    if groups == 1:
+        gx = torch.einsum("ncp,ci->nip", g_avg.reshape(n, c_out, -1), w_sum).reshape(n, -1, ph, pw)
+    else:  # depthwise
+        gx = g_avg * w_sum.view(1, c_out, 1, 1)
+    wh, ww = r * stride[0], r * stride[1]
+    full = gx.repeat_interleave(wh, dim=2).repeat_interleave(ww, dim=3)
+    h, w = x_shape[-2:]
+    off_h, off_w = max(math.ceil((ph * wh - h) / 2), 0), max(math.ceil((pw * ww - w) / 2), 0)
+    out = full[..., off_h : off_h + h, off_w : off_w + w]
+    if out.shape[-2] < h or out.shape[-1] < w:  # windows cover less than the input: zero the rest
+        out = F.pad(out, (0, w - out.shape[-1], 0, h - out.shape[-2]))
+    return out.contiguous()
+
+
+def _filtered_weight_grad(g_avg, x_sums, weight, groups):
+    """The same gradient for every kernel tap: Σ over batch and patches of ĝ · x̃."""
+    c_out = weight.shape[0]
+    if groups == 1:
+        gw = torch.einsum("ncp,nip->ci", g_avg.flatten(2), x_sums.flatten(2))
+    else:
+        gw = (g_avg * x_sums).sum((0, 2, 3)).view(c_out, 1)
+    return gw[:, :, None, None].expand(weight.shape).contiguous()
+
+
+class PlannedLinear(torch.autograd.Function):
+    """linear whose backward keeps the input only for a trained weight (a subset of its features)."""
+
+    @staticmethod
+    def forward(ctx: Any, x, weight, bias, index: torch.Tensor | None, store_dtype: torch.dtype | None):
+        y = F.linear(x, weight, bias)
+        ctx.index, ctx.dtype = index, x.dtype
+        _save_for_weight(ctx, weight, store_dtype, lambda: x if index is None else x.index_select(-1, index))
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor):
+        saved = ctx.saved_tensors
+        weight = saved[-1]
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad @ weight
+        if ctx.needs_input_grad[2]:
+            grad_b = grad.reshape(-1, grad.shape[-1]).sum(0)
+        if ctx.needs_input_grad[1]:
+            kept = saved[0].to(ctx.dtype)
+            g2 = grad.reshape(-1, grad.shape[-1])
+            part = g2.t() @ kept.reshape(-1, kept.shape[-1])
+            if ctx.index is None:
+                grad_w = part
+            else:
+                grad_w = weight.new_zeros(weight.shape)
+                grad_w[:, ctx.index] = part
+        return grad_x, grad_w, grad_b, None, None

@@ -1,0 +1,106 @@
+"""Drop-in module classes that run a layer with its plan options (same parameters, same names)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..plan.options import LayerOptions
+from ..trace.ops import LeafModule
+from .functional import FrozenNorm, MaskedActivation, PlannedConv2d, PlannedLinear, channel_index
+
+#: dtype of the activations the runtime keeps (None: as computed, e.g. fp32 or a float64 test model)
+DTYPES = {"fp32": None, "fp16": torch.float16}
+
+
+class PlannedModule(LeafModule):
+    """The runtime's module classes (traced as one layer each, like torch.nn's own)."""
+
+    options: LayerOptions
+    store_dtype: torch.dtype | None
+
+
+class PlannedConv2dModule(nn.Conv2d, PlannedModule):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.padding_mode != "zeros" or isinstance(self.padding, str):
+            raise RuntimeError("tlplan's conv runs zero padding given as numbers only")
+        index = self.channel_index if self.options.weight > 0 else None
+        return PlannedConv2d.apply(
+            x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
+            index, self.options.grad_filter, self.store_dtype,
+        )
+
+
+class PlannedLinearModule(nn.Linear, PlannedModule):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        index = self.channel_index if self.options.weight > 0 else None
+        return PlannedLinear.apply(x, self.weight, self.bias, index, self.store_dtype)
+
+
+class PlannedBatchNorm2d(nn.BatchNorm2d, PlannedModule):
+    """``affine``: standard batch-statistics training; ``frozen`` / ``shift``: running statistics."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.options.norm == "affine":
+            return super().forward(x)
+        return FrozenNorm.apply(x, self.weight, self.bias, self.running_mean, self.running_var, self.eps)
+
+
+class _MaskedActivationMixin(PlannedModule):
+    kind: str
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.options.mask:
+            return MaskedActivation.apply(x, self.kind)
+        # exact backward, out of place: in place, PyTorch would keep a clone of the input anyway
+        return {"relu": F.relu, "relu6": F.relu6, "hardswish": F.hardswish}[self.kind](x)
+
+
+class PlannedReLU(_MaskedActivationMixin, nn.ReLU):
+    kind = "relu"
+
+
+class PlannedReLU6(_MaskedActivationMixin, nn.ReLU6):
+    kind = "relu6"
+
+
+class PlannedHardswish(_MaskedActivationMixin, nn.Hardswish):
+    kind = "hardswish"
+
+
+#: original class → planned class, most specific first (ReLU6 is a Hardtanh)
+REPLACEMENTS: list[tuple[type[nn.Module], type[nn.Module]]] = [
+    (nn.Conv2d, PlannedConv2dModule),
+    (nn.Linear, PlannedLinearModule),
+    (nn.BatchNorm2d, PlannedBatchNorm2d),
+    (nn.ReLU6, PlannedReLU6),
+    (nn.ReLU, PlannedReLU),
+    (nn.Hardswish, PlannedHardswish),
+]
+
+
+def planned_class(module: nn.Module) -> type[nn.Module] | None:
+    for original, planned in REPLACEMENTS:
+        if type(module) is original:
+            return planned
+    return None
+
+
+def make_planned(module: nn.Module, options: LayerOptions, precision: str) -> nn.Module:
+    """The module, re-classed to run with ``options``; its parameters are the same objects."""
+    cls = planned_class(module)
+    if cls is None:
+        raise TypeError(f"no planned version of {type(module).__name__}")
+    new = module.__new__(cls)
+    new.__dict__ = module.__dict__.copy()
+    new._parameters = module._parameters  # the very same Parameter objects (optimizers, state_dict)
+    new._buffers = module._buffers
+    new.options = options
+    new.store_dtype = DTYPES[precision]
+    if cls in (PlannedConv2dModule, PlannedLinearModule):
+        new.channel_index = (
+            channel_index(module.weight, options.weight, options.select, getattr(module, "groups", 1))
+            if options.weight > 0 else None
+        )
+    return new
