@@ -76,7 +76,7 @@ class ProfileReport:
             "device": self.device,
             "layers": [row.to_dict() for row in self.layers],
             "totals": dict(self.totals),
-            "memory": asdict(self.memory),
+            "memory": {k: v for k, v in asdict(self.memory).items() if k != "timeline"},
             "measured": dict(self.measured) if self.measured else None,
             "sources": dict(self.sources),
             "warnings": list(self.warnings),

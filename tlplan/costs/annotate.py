@@ -119,7 +119,7 @@ def annotate(
                 # PyTorch keeps shared values as they are; the MCU engine's activations are int8
                 saved_bytes += graph.value_bytes(root, element_bytes if runtime == "mcu" else None)
         weight_fraction = 1.0
-        if "weight" in trained and runtime != "eager" and opts.weight < 1.0:
+        if "weight" in trained and runtime != "eager" and layer.op in LINEAR_MAP_OPS and opts.weight < 1.0:
             full = layer.input_shapes[0][1] if layer.op == "conv2d" else layer.input_shapes[0][-1]
             weight_fraction = trained_channels(layer, opts.weight) / full
         trainable_count = 0

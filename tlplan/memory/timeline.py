@@ -1,101 +1,158 @@
-"""Predicted peak memory of one training step: a simulated forward + backward timeline.
+"""Predicted peak memory of one training step: a simulated forward + backward + optimizer timeline.
 
-Eager assumptions (plain PyTorch, SGD without momentum): every parameter is resident; the input
-batch lives through the step; a forward value lives until its last consumer ran, or until the
-backward of the earliest layer keeping it; in backward, the gradient of each value lives from the
-first consumer's backward that produces it until its producer's backward ran; parameter gradients
-are allocated at their layer's backward and kept until the optimizer step. Workspace buffers of
-individual kernels are not modelled.
+What is resident through the step: the parameters (the MCU engine keeps frozen weights in flash:
+only trained parameters count), buffers, the input batch, and the optimizer state. Then, in order:
+- forward: each layer allocates its output and what it keeps for backward, plus a moment of
+  workspace (``transients.py``); a value is freed after its last consumer unless it is kept, and
+  a kept value lives until the backward of the earliest layer keeping it;
+- backward, in reverse: each recorded layer holds its output gradient, allocates its input
+  gradients and workspace, and the gradients of trained parameters (kept until the optimizer step;
+  the MCU engine applies them in place at once);
+- the optimizer step: the parameter gradients and the optimizer's own temporaries.
+Measured against torch.profiler's memory events in ``tests/test_memory.py``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..costs.annotate import CostTable
+from ..costs.annotate import ELEMENT_BYTES, CostTable
+from ..plan.plan import Optimizer
 from ..trace.graph import INPUT
+from .transients import BACKWARD_WS, FORWARD_WS, Setting
 
 
 @dataclass(frozen=True)
 class MemoryBreakdown:
-    param_bytes: int  # all parameters, resident
+    param_bytes: int  # parameters resident in RAM (all of them; for the MCU engine the trained ones)
+    frozen_param_bytes: int  # frozen parameters (in flash on the MCU engine, in RAM otherwise)
     trainable_param_bytes: int
+    buffer_bytes: int  # running statistics
     grad_bytes: int  # gradients of the trained parameters
-    optimizer_bytes: int  # optimizer state (none for plain SGD)
+    optimizer_bytes: int  # optimizer state (momentum, Adam moments)
     saved_bytes: int  # activations kept for backward
+    mask_bytes: int  # of which 1-bit masks
     input_bytes: int
+    resident_bytes: int  # before the step starts
     peak_bytes: int  # the simulated peak, everything above included at that moment
-    peak_at: str  # where it happens: "forward <layer>" or "backward <layer>"
+    peak_at: str  # where it happens: "forward <layer>", "backward <layer>" or "optimizer step"
+    timeline: tuple[tuple[str, int], ...] = ()  # (moment, bytes in use) through the step
 
 
-def simulate_peak(costs: CostTable) -> MemoryBreakdown:
+def simulate_peak(costs: CostTable, optimizer: Optimizer = Optimizer()) -> MemoryBreakdown:
     graph = costs.graph
-    param_bytes = sum(p.numel * p.dtype_bytes for layer in graph.layers for p in layer.params)
-    grad_total = costs.totals["trainable_param_bytes"]
-    last_use: dict[str, int] = {}  # storage root -> index of its last forward consumer
+    runtime = costs.runtime
+    mcu = runtime == "mcu"
+    value_bytes = (lambda name: graph.value_bytes(name, 1)) if mcu else graph.value_bytes
+    setting = Setting(runtime, 1 if mcu else ELEMENT_BYTES.get(costs.precision, 4))
+
+    all_params = sum(p.numel * p.dtype_bytes for layer in graph.layers for p in layer.params)
+    trained_full = sum(p.numel * p.dtype_bytes for layer in graph.layers for p in layer.params if p.name in costs.trainable)
+    trainable_bytes = costs.totals["trainable_param_bytes"]
+    param_bytes = trainable_bytes if mcu else all_params
+    buffers = 0 if mcu else sum(layer.buffer_bytes for layer in graph.layers)
+    # the runtime allocates a full-size gradient even for a partially trained weight
+    grad_total = 0 if mcu else trained_full
+    trained_tensors = sum(1 for layer in graph.layers for p in layer.params if p.name in costs.trainable)
+    # momentum buffers / Adam's two moments, plus Adam's step count (a float per parameter tensor)
+    optimizer_bytes = 0 if mcu else optimizer.state_slots * trained_full + (4 * trained_tensors if optimizer.name == "adam" else 0)
+    input_bytes = value_bytes(INPUT)
+    resident = param_bytes + buffers + input_bytes + optimizer_bytes
+
+    # a block's forward holds its argument until it returns (Python keeps the reference), so a
+    # value entering a block lives at least to the block's last layer
+    block_end = {layer.block: i for i, layer in enumerate(graph.layers) if layer.block}
+    producer_block = {layer.name: layer.block for layer in graph.layers}
+    last_use: dict[str, int] = {}
     for i, layer in enumerate(graph.layers):
         for src in layer.inputs:
-            last_use[graph.storage_root(src)] = i
-    # earliest forward layer keeping each storage: its backward releases it
-    kept_until: dict[str, int] = {}
-    private_saved: dict[int, int] = {}
+            end = i
+            if layer.block and producer_block.get(src) != layer.block:
+                end = max(end, block_end[layer.block])
+            root = graph.storage_root(src)
+            last_use[root] = max(last_use.get(root, end), end)
+    release_after: dict[int, list[str]] = {}
+    for root, i in last_use.items():
+        release_after.setdefault(i, []).append(root)
+    kept_until: dict[str, int] = {}  # storage root -> earliest layer keeping it (its backward frees it)
+    private: dict[int, int] = {}
     for i, cost in enumerate(costs.layers):
         for t in cost.saved:
             if t.value is None:
-                private_saved[i] = private_saved.get(i, 0) + t.private_bytes
+                private[i] = private.get(i, 0) + t.private_bytes
             else:
                 root = graph.storage_root(t.value)
                 kept_until[root] = min(kept_until.get(root, i), i)
 
-    # ---- forward
-    live: dict[str, int] = {INPUT: graph.value_bytes(INPUT)}
-    private_live = 0
-    base = param_bytes
-    peak, peak_at = 0, "start"
-    out_root = graph.storage_root(graph.layers[-1].name) if graph.layers else INPUT
-    for i, layer in enumerate(graph.layers):
-        root = graph.storage_root(layer.name)
-        if root not in live:
-            live[root] = graph.value_bytes(layer.name)
-        private_live += private_saved.get(i, 0)
-        now = base + sum(live.values()) + private_live
+    peak, peak_at = resident, "start"
+    timeline: list[tuple[str, int]] = []
+
+    def check(now: int, where: str) -> None:
+        nonlocal peak, peak_at
+        timeline.append((where, now))
         if now > peak:
-            peak, peak_at = now, f"forward {layer.name}"
-        for src in set(layer.inputs):
-            r = graph.storage_root(src)
-            if last_use.get(r) == i and r not in kept_until and r not in (INPUT, out_root):
+            peak, peak_at = now, where
+
+    # ---- forward
+    live: dict[str, int] = {}
+    private_live = 0
+    out_root = graph.storage_root(graph.layers[-1].name) if graph.layers else INPUT
+    for i, (layer, cost) in enumerate(zip(graph.layers, costs.layers)):
+        root = graph.storage_root(layer.name)
+        if root != INPUT and root not in live:
+            live[root] = value_bytes(layer.name)
+        private_live += private.get(i, 0)
+        ws = FORWARD_WS.get(layer.op)(layer, cost, setting) if layer.op in FORWARD_WS else 0
+        check(resident + sum(live.values()) + private_live + (0 if mcu else ws), f"forward {layer.name}")
+        for r in release_after.get(i, ()):
+            if r not in kept_until and r not in (INPUT, out_root):
                 live.pop(r, None)
 
     # ---- backward, in reverse; only recorded layers run
     grads: dict[str, int] = {}
     if costs.layers and costs.layers[-1].state.recorded:
-        grads[graph.layers[-1].name] = graph.value_bytes(graph.layers[-1].name)
+        grads[graph.layers[-1].name] = value_bytes(graph.layers[-1].name)
     param_grads = 0
     for i in range(len(graph.layers) - 1, -1, -1):
         layer, cost = graph.layers[i], costs.layers[i]
         if not cost.state.recorded:
             continue
-        param_grads += cost.trainable_param_bytes
-        new_grads = 0
+        layer_grads = sum(p.numel * p.dtype_bytes for p in layer.params if p.name in costs.trainable)
+        param_grads += layer_grads
         for src, rg in zip(layer.inputs, cost.state.inputs_require_grad):
             if rg and src not in grads:
-                grads[src] = graph.value_bytes(src)
-                new_grads += graph.value_bytes(src)
-        now = base + param_grads + sum(live.values()) + private_live + sum(grads.values())
-        if now > peak:
-            peak, peak_at = now, f"backward {layer.name}"
+                grads[src] = value_bytes(src)
+        ws = BACKWARD_WS.get(layer.op)(layer, cost, setting) if layer.op in BACKWARD_WS else 0
+        held_param_grads = layer_grads if mcu else param_grads  # the MCU engine applies them at once
+        check(resident + held_param_grads + sum(live.values()) + private_live + sum(grads.values()) + (0 if mcu else ws),
+              f"backward {layer.name}")
         grads.pop(layer.name, None)
-        private_live -= private_saved.get(i, 0)
+        private_live -= private.get(i, 0)
         for r, first in list(kept_until.items()):
             if first == i:
                 live.pop(r, None)
+
+    # ---- optimizer step: gradients still held, plus the optimizer's temporaries (Adam's update)
+    if not mcu:
+        # on CPU the optimizers update one parameter at a time: Adam's temporaries are about two
+        # copies of the largest trained parameter; SGD (with momentum too) works in place
+        largest = max((p.numel * p.dtype_bytes for layer in graph.layers for p in layer.params if p.name in costs.trainable), default=0)
+        step_temp = 2 * largest if optimizer.name == "adam" else 0
+        check(resident + grad_total + step_temp, "optimizer step")
+
+    saved_total = costs.totals["saved_bytes"]
     return MemoryBreakdown(
         param_bytes=param_bytes,
-        trainable_param_bytes=costs.totals["trainable_param_bytes"],
+        frozen_param_bytes=all_params - trained_full,
+        trainable_param_bytes=trainable_bytes,
+        buffer_bytes=buffers,
         grad_bytes=grad_total,
-        optimizer_bytes=0,
-        saved_bytes=costs.totals["saved_bytes"],
-        input_bytes=graph.value_bytes(INPUT),
+        optimizer_bytes=optimizer_bytes,
+        saved_bytes=saved_total,
+        mask_bytes=sum(c.mask_bytes for c in costs.layers),
+        input_bytes=input_bytes,
+        resident_bytes=resident,
         peak_bytes=peak,
         peak_at=peak_at,
+        timeline=tuple(timeline),
     )

@@ -13,12 +13,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.nn.grad import conv2d_input, conv2d_weight
-
-_SHIFTS = torch.arange(8, dtype=torch.uint8)
-
 
 # ---- 1-bit masks --------------------------------------------------------------------------------
+
+
+_BITS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
 
 
 def pack_mask(mask: torch.Tensor) -> torch.Tensor:
@@ -27,17 +26,17 @@ def pack_mask(mask: torch.Tensor) -> torch.Tensor:
     pad = (-flat.numel()) % 8
     if pad:
         flat = torch.cat([flat, flat.new_zeros(pad)])
-    bits = flat.view(-1, 8).to(torch.uint8)
+    bits = flat.view(torch.uint8).view(-1, 8)  # a bool is one byte: a view, no copy
     packed = bits[:, 0].clone()
     for i in range(1, 8):
-        packed |= bits[:, i] << i
+        packed.bitwise_or_(bits[:, i] << i)
     return packed
 
 
 def unpack_mask(packed: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     numel = math.prod(shape)
-    bits = (packed.unsqueeze(1) >> _SHIFTS) & 1
-    return bits.reshape(-1)[:numel].view(shape).bool()
+    bits = packed.unsqueeze(1).bitwise_and(_BITS) != 0
+    return bits.reshape(-1)[:numel].view(shape)
 
 
 def mask_bytes(numel: int) -> int:
@@ -45,28 +44,39 @@ def mask_bytes(numel: int) -> int:
 
 
 class MaskedActivation(torch.autograd.Function):
-    """ReLU, ReLU6 (exact) or h-swish (sign surrogate) keeping a packed 1-bit mask."""
+    """ReLU, ReLU6 (exact) or h-swish (sign surrogate) keeping a packed 1-bit mask.
+
+    In place when the module it replaces was (the input is overwritten, as the model's author
+    chose); the mask is computed only when a gradient will be asked for.
+    """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, kind: str) -> torch.Tensor:
-        if kind == "relu":
-            y, mask = F.relu(x), x > 0
-        elif kind == "relu6":
-            y, mask = F.hardtanh(x, 0.0, 6.0), (x > 0) & (x < 6)
-        elif kind == "hardswish":
-            # MobileTL: h-swish's derivative approximated by a step at 0, so one bit suffices
-            y, mask = F.hardswish(x), x > 0
-        else:
-            raise ValueError(f"no masked backward for {kind}")
+    def forward(ctx: Any, x: torch.Tensor, kind: str, inplace: bool) -> torch.Tensor:
         ctx.shape = x.shape
         if ctx.needs_input_grad[0]:
+            if kind == "relu6":
+                mask = x > 0
+                mask.logical_and_(x < 6)
+            else:  # relu exactly; h-swish by MobileTL's step surrogate of its derivative
+                mask = x > 0
             ctx.save_for_backward(pack_mask(mask))
+            del mask
+        if kind == "relu":
+            y = F.relu(x, inplace=inplace)
+        elif kind == "relu6":
+            y = F.hardtanh(x, 0.0, 6.0, inplace=inplace)
+        elif kind == "hardswish":
+            y = F.hardswish(x, inplace=inplace)
+        else:
+            raise ValueError(f"no masked backward for {kind}")
+        if inplace:
+            ctx.mark_dirty(y)
         return y
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
         (packed,) = ctx.saved_tensors
-        return grad * unpack_mask(packed, ctx.shape).to(grad.dtype), None
+        return torch.where(unpack_mask(packed, ctx.shape), grad, 0.0), None, None
 
 
 # ---- norm with frozen statistics ----------------------------------------------------------------
@@ -91,7 +101,7 @@ class FrozenNorm(torch.autograd.Function):
         ctx.eps, ctx.has_weight = eps, weight is not None
         if ctx.needs_input_grad[0]:
             ctx.save_for_backward(running_var, weight) if weight is not None else ctx.save_for_backward(running_var)
-        return x * a.view(shape) + b.view(shape)
+        return torch.addcmul(b.view(shape), x, a.view(shape))  # one allocation: the output
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor):
@@ -166,8 +176,8 @@ class PlannedConv2d(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor):
         x_shape, stride, padding, dilation, groups, r, dtype = ctx.conf
-        saved = ctx.saved_tensors
-        weight = saved[-1]
+        saved = ctx.saved_tensors  # empty when only the bias is trained and no input gradient is needed
+        weight = saved[-1] if saved else None
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[2]:
             grad_b = grad.sum((0, 2, 3))
@@ -178,23 +188,44 @@ class PlannedConv2d(torch.autograd.Function):
             if ctx.needs_input_grad[1]:
                 grad_w = _filtered_weight_grad(g_avg, saved[0].to(dtype), weight, groups)
             return grad_x, grad_w, grad_b, None, None, None, None, None, None, None
+        index = ctx.index
+        if ctx.needs_input_grad[1] and index is None:
+            # one convolution_backward for both gradients, as PyTorch's own conv does
+            grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
+                grad, saved[0].to(dtype), weight, None, stride, padding, dilation, False, (0, 0), groups,
+                (ctx.needs_input_grad[0], True, False),
+            )
+            return grad_x, grad_w, grad_b, None, None, None, None, None, None, None
         if ctx.needs_input_grad[0]:
-            grad_x = conv2d_input(x_shape, weight, grad, stride, padding, dilation, groups)
-        if ctx.needs_input_grad[1]:
+            grad_x = _conv_input_grad(grad, weight, x_shape, stride, padding, dilation, groups)
+        if ctx.needs_input_grad[1]:  # a subset of the input channels
             kept = saved[0].to(dtype)
-            index = ctx.index
-            if index is None:
-                grad_w = conv2d_weight(kept, weight.shape, grad, stride, padding, dilation, groups)
-            elif groups == 1:
-                part = conv2d_weight(kept, (weight.shape[0], len(index), *weight.shape[2:]), grad, stride, padding, dilation, 1)
-                grad_w = weight.new_zeros(weight.shape)
-                grad_w[:, index] = part
+            if groups == 1:
+                part_w, g_part, part_groups = weight.index_select(1, index), grad, 1
             else:  # depthwise: the trained channels are whole groups
-                g_sel = grad.index_select(1, index)
-                part = conv2d_weight(kept, (len(index), 1, *weight.shape[2:]), g_sel, stride, padding, dilation, len(index))
-                grad_w = weight.new_zeros(weight.shape)
+                part_w, g_part, part_groups = weight.index_select(0, index), grad.index_select(1, index), len(index)
+            part = torch.ops.aten.convolution_backward(
+                g_part, kept, part_w, None, stride, padding, dilation, False, (0, 0), part_groups, (False, True, False)
+            )[1]
+            grad_w = weight.new_zeros(weight.shape)
+            if groups == 1:
+                grad_w[:, index] = part
+            else:
                 grad_w[index] = part
         return grad_x, grad_w, grad_b, None, None, None, None, None, None, None
+
+
+def _conv_input_grad(grad, weight, x_shape, stride, padding, dilation, groups):
+    """dx of a conv as the transposed conv of its output gradient.
+
+    (``torch.nn.grad.conv2d_input`` would materialise an input-sized dummy for oneDNN: one whole
+    input of memory more at the worst moment of backward.)
+    """
+    output_padding = tuple(
+        x_shape[2 + i] - ((grad.shape[2 + i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (weight.shape[2 + i] - 1) + 1)
+        for i in range(2)
+    )
+    return F.conv_transpose2d(grad, weight, None, stride, padding, output_padding, groups, dilation)
 
 
 def filtered_grid(out_hw: tuple[int, int], r: int) -> tuple[int, int]:
@@ -258,7 +289,7 @@ class PlannedLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor):
         saved = ctx.saved_tensors
-        weight = saved[-1]
+        weight = saved[-1] if saved else None
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_x = grad @ weight

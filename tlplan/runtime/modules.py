@@ -51,10 +51,10 @@ class _MaskedActivationMixin(PlannedModule):
     kind: str
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        inplace = bool(getattr(self, "inplace", False))
         if self.options.mask:
-            return MaskedActivation.apply(x, self.kind)
-        # exact backward, out of place: in place, PyTorch would keep a clone of the input anyway
-        return {"relu": F.relu, "relu6": F.relu6, "hardswish": F.hardswish}[self.kind](x)
+            return MaskedActivation.apply(x, self.kind, inplace)
+        return {"relu": F.relu, "relu6": F.relu6, "hardswish": F.hardswish}[self.kind](x, inplace=inplace)
 
 
 class PlannedReLU(_MaskedActivationMixin, nn.ReLU):

@@ -43,6 +43,7 @@ class Layer:
     alias_of: str | None = None
     #: the torch.fx node this layer came from (a fresh symbolic trace names nodes the same way)
     fx_node: str | None = None
+    buffer_bytes: int = 0  # running statistics and other buffers the layer's module holds
 
     @property
     def output_numel(self) -> int:

@@ -61,6 +61,7 @@ def trace_with_hooks(model: nn.Module, input_shape: tuple[int, ...], model_name:
                 params.append(ParamInfo(qual, pname, tuple(p.shape), p.numel(), p.element_size()))
         count = call_count.get(module_name, 0)
         call_count[module_name] = count + 1
+        buffer_bytes = 0 if count else sum(b.numel() * b.element_size() for _, b in module.named_buffers(recurse=False))
         name = module_name if count == 0 else f"{module_name}_{count}"
         attrs = ops.module_attrs(module, op)
         inputs = tuple(producers.get(t.data_ptr(), INPUT) for t in tensors)
@@ -79,6 +80,7 @@ def trace_with_hooks(model: nn.Module, input_shape: tuple[int, ...], model_name:
                 params=tuple(params),
                 attrs=MappingProxyType(attrs),
                 alias_of=alias_of,
+                buffer_bytes=buffer_bytes,
             )
         )
         producers[output.data_ptr()] = name

@@ -140,6 +140,7 @@ def _graph_from_fx(
         params: list[ParamInfo] = []
         attrs: dict[str, Any] = {}
         module_name: str | None = None
+        buffer_bytes = 0
         if node.op == "call_module":
             module_name = str(node.target)
             module = modules[module_name]
@@ -157,6 +158,8 @@ def _graph_from_fx(
             call_count[module_name] = count + 1
             name = module_name if count == 0 else f"{module_name}_{count}"
             scope = module_name
+            if count == 0:
+                buffer_bytes = sum(b.numel() * b.element_size() for _, b in module.named_buffers(recurse=False))
         else:
             if node.op == "call_function":
                 op = ops.function_op(node.target)
@@ -207,6 +210,7 @@ def _graph_from_fx(
             attrs=MappingProxyType(attrs),
             alias_of=alias_of,
             fx_node=node.name,
+            buffer_bytes=buffer_bytes,
         )
         values[node.name] = name
         layers.append(layer)

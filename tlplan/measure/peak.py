@@ -1,0 +1,69 @@
+"""Measured peak memory of one training step on CPU, from torch.profiler's memory events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+
+from ..plan.plan import Optimizer
+
+
+@dataclass(frozen=True)
+class PeakMeasurement:
+    resident_bytes: int  # before the step: parameters, buffers, the input batch, optimizer state (not the labels)
+    step_peak_bytes: int  # the most the step allocated on top of that at any moment
+    peak_bytes: int  # resident + step peak
+
+
+def make_optimizer(params: list[torch.nn.Parameter], spec: Optimizer) -> torch.optim.Optimizer:
+    if spec.name == "adam":
+        return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+
+
+def _storage_bytes(tensors) -> int:
+    seen: dict[int, int] = {}
+    for t in tensors:
+        if isinstance(t, torch.Tensor) and t.numel():
+            s = t.untyped_storage()
+            seen[s.data_ptr()] = s.nbytes()
+    return sum(seen.values())
+
+
+def measure_peak(model: nn.Module, input_shape: tuple[int, ...], optimizer: Optimizer = Optimizer()) -> PeakMeasurement:
+    """Peak bytes of a training step (forward, cross-entropy, backward, optimizer step, zero_grad).
+
+    ``model`` is used as it is (apply a plan first). A first step runs unprofiled, so the optimizer
+    state exists; the second step is profiled and every allocation and free is replayed in order.
+    """
+    model.train()
+    x = torch.randn(input_shape)
+    target = torch.zeros(input_shape[0], dtype=torch.long)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    opt = make_optimizer(trained, optimizer) if trained else None
+
+    def step() -> None:
+        out = model(x)
+        loss = F.cross_entropy(out, target)
+        if trained:
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    step()
+    state = [t for s in (opt.state.values() if opt else []) for t in s.values() if isinstance(t, torch.Tensor)]
+    resident = _storage_bytes([*model.parameters(), *model.buffers(), x, *state])
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = sorted(
+        (e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"
+    )
+    now = peak = 0
+    for _, delta in events:
+        now += delta
+        peak = max(peak, now)
+    return PeakMeasurement(resident_bytes=resident, step_peak_bytes=peak, peak_bytes=resident + target.nbytes + peak)
