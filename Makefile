@@ -17,13 +17,14 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/tlplan profile mcunet-5fps --scheme bias
-	$(BIN)/tlplan profile resnet50 --no-measure --scheme blocks:3 --format markdown --output resnet50-blocks3.md
+	$(BIN)/tlplan compare mobilenet_v2 --batch 8 --resolution 160 --schemes full,bias,blocks:5,mobiletl:5,gradfilter:4:2
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/profile_speed.py
+	$(BIN)/python benchmarks/gradfilter_speed.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

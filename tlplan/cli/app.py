@@ -44,6 +44,7 @@ def profile(
     strict: Annotated[bool, typer.Option(help="Fail on ops that have no cost rule.")] = False,
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
     out: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to FILE (atomically) instead of stdout.")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Also write a PNG: bytes kept per layer, by kind, against full.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no warnings.")] = False,
 ) -> None:
     """Per-layer training cost: params, MACs forward/backward, bytes kept for backward, measured ms."""
@@ -51,15 +52,8 @@ def profile(
     from ..errors import UnsupportedOpError
     from ..report import text
 
-    if batch <= 0:
-        raise BadInputError(f"--batch must be a positive whole number, not {batch}")
-    if repeats <= 0:
-        raise BadInputError(f"--repeats must be a positive whole number, not {repeats}")
-    if num_classes <= 0:
-        raise BadInputError(f"--num-classes must be positive, not {num_classes}")
-    res = resolution if resolution is not None else zoo.default_resolution(model) or 224
-    if res <= 0:
-        raise BadInputError(f"--resolution must be a positive number of pixels, not {res}")
+    shape = _input_shape(model, resolution, batch)
+    _positive(repeats=repeats, num_classes=num_classes)
     if device is not None:
         from ..predict.devices import resolution_note, resolve_device
 
@@ -71,35 +65,85 @@ def profile(
     net = zoo.load_model(model, num_classes=num_classes)
     with output.progress_bar("timing layers", quiet) as progress:
         report = profiling.profile(
-            net, (batch, 3, res, res), scheme=scheme, runtime=runtime, device=device, precision=precision,
+            net, shape, scheme=scheme, runtime=runtime, device=device, precision=precision,
             model_name=model, measure=not no_measure and runtime != "mcu", repeats=repeats, progress=progress,
         )
     if strict and report.costs is not None and report.costs.unsupported:
         raise UnsupportedOpError(f"no cost rule for: {', '.join(report.costs.unsupported)} (drop --strict to count them as zero)")
-    _emit(report, fmt, out, quiet)
+    if plot is not None:
+        from ..report.plot import plot_kept_bytes
+
+        full = profiling.profile(net, shape, scheme="full", runtime=runtime, precision=precision, model_name=model)
+        plot_kept_bytes(report, full, plot)
+        if not quiet:
+            output.stderr_console().print(f"wrote {plot}")
+    _emit(report, text, fmt, out, quiet)
 
 
-def _emit(report, fmt: Format, out: Optional[Path], quiet: bool) -> None:
-    from ..report import text
-
+def _emit(report, reporter, fmt: Format, out: Optional[Path], quiet: bool) -> None:
+    """Render ``report`` with ``reporter`` (a module of render_table / to_json / to_csv / to_markdown)."""
     if fmt is Format.table:
         if out is None:
-            text.render_table(report, output.stdout_console())
+            reporter.render_table(report, output.stdout_console())
             return
-        from rich.console import Console
         import io
 
+        from rich.console import Console
+
         buf = io.StringIO()
-        text.render_table(report, Console(file=buf, width=200, no_color=True, highlight=False))
+        reporter.render_table(report, Console(file=buf, width=200, no_color=True, highlight=False))
         rendered = buf.getvalue()
     else:
-        rendered = {Format.json: text.to_json, Format.csv: text.to_csv, Format.markdown: text.to_markdown}[fmt](report)
+        rendered = {Format.json: reporter.to_json, Format.csv: reporter.to_csv, Format.markdown: reporter.to_markdown}[fmt](report)
     if out is None:
         sys.stdout.write(rendered)
     else:
         output.write_atomic(out, rendered)
         if not quiet:
             output.stderr_console().print(f"wrote {out}")
+
+
+@app.command()
+def compare(
+    model: Annotated[str, typer.Argument(help="Zoo name (see `tlplan zoo`) or package.module:factory.")],
+    schemes: Annotated[str, typer.Option(help="Comma-separated schemes; full is added as the reference.")] = "full,bias,blocks:5,mobiletl:5,gradfilter:4:2",
+    resolution: Annotated[Optional[int], typer.Option(help="Input height and width (default: the model's own).")] = None,
+    batch: Annotated[int, typer.Option(help="Batch size.")] = 1,
+    num_classes: Annotated[int, typer.Option(help="Classes of the classifier.")] = 1000,
+    no_measure: Annotated[bool, typer.Option("--no-measure", help="Skip timing a training step per scheme.")] = False,
+    repeats: Annotated[int, typer.Option(help="Timed training steps per scheme (median reported).")] = 3,
+    fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
+    out: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to FILE (atomically) instead of stdout.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """One row per scheme: kept bytes (plain PyTorch and tlplan runtime), peak, params, MACs, ms; ratios to full."""
+    from .. import comparing, zoo
+    from ..report import compare as reporter
+
+    shape = _input_shape(model, resolution, batch)
+    _positive(repeats=repeats, num_classes=num_classes)
+    net = zoo.load_model(model, num_classes=num_classes)
+    names = [s.strip() for s in schemes.split(",") if s.strip()]
+    with output.progress_bar("measuring schemes", quiet or no_measure) as progress:
+        report = comparing.compare(net, shape, names, model_name=model, measure=not no_measure, repeats=repeats, progress=progress)
+    _emit(report, reporter, fmt, out, quiet)
+
+
+def _input_shape(model: str, resolution: Optional[int], batch: int) -> tuple[int, int, int, int]:
+    from .. import zoo
+
+    if batch <= 0:
+        raise BadInputError(f"--batch must be a positive whole number, not {batch}")
+    res = resolution if resolution is not None else zoo.default_resolution(model) or 224
+    if res <= 0:
+        raise BadInputError(f"--resolution must be a positive number of pixels, not {res}")
+    return (batch, 3, res, res)
+
+
+def _positive(**values: int) -> None:
+    for name, value in values.items():
+        if value <= 0:
+            raise BadInputError(f"--{name.replace('_', '-')} must be a positive whole number, not {value}")
 
 
 @app.command()

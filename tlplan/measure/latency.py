@@ -151,14 +151,21 @@ def measure_latency(
         bench.run(x)
         layers = bench.timings
 
+    step_ms = time_step(model, costs.graph.input_shape, repeats=max(3, repeats // 2))
+    return Timings(layers=layers, step_ms=step_ms, repeats=repeats, threads=torch.get_num_threads())
+
+
+def time_step(model: nn.Module, input_shape: tuple[int, ...], *, repeats: int = 3) -> float:
+    """Median ms of a training step (forward, cross-entropy, backward) of a model set up to train."""
+    model.train()
+    x = torch.randn(input_shape)
+    target = torch.zeros(input_shape[0], dtype=torch.long)
     trainable_any = any(p.requires_grad for p in model.parameters())
 
     def step() -> None:
         out = model(x)
         if trainable_any:
-            target = torch.zeros(out.shape[0], dtype=torch.long)
             F.cross_entropy(out, target).backward()
             model.zero_grad(set_to_none=True)
 
-    step_ms = _median_ms(step, warmup=1, repeats=max(3, repeats // 2))
-    return Timings(layers=layers, step_ms=step_ms, repeats=repeats, threads=torch.get_num_threads())
+    return _median_ms(step, warmup=1, repeats=repeats)

@@ -123,7 +123,8 @@ def simulate_peak(costs: CostTable, optimizer: Optimizer = Optimizer()) -> Memor
             if rg and src not in grads:
                 grads[src] = value_bytes(src)
         ws = BACKWARD_WS.get(layer.op)(layer, cost, setting) if layer.op in BACKWARD_WS else 0
-        held_param_grads = layer_grads if mcu else param_grads  # the MCU engine applies them at once
+        # the MCU engine applies each gradient at once, in the precision of what it trains
+        held_param_grads = cost.trainable_param_bytes if mcu else param_grads
         check(resident + held_param_grads + sum(live.values()) + private_live + sum(grads.values()) + (0 if mcu else ws),
               f"backward {layer.name}")
         grads.pop(layer.name, None)

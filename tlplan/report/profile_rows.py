@@ -64,6 +64,20 @@ def title(report: ProfileReport) -> str:
     return f"{report.model} · input {shape} · scheme {report.scheme} · runtime {report.runtime}"
 
 
+KEPT_SOURCE = {
+    "eager": "derived from PyTorch's autograd rules",
+    "tlplan": "derived from the tlplan runtime's rules",
+    "mcu": "derived from an int8 engine's accounting (256KB paper)",
+}
+
+
+def _param_note(report: ProfileReport) -> str:
+    m = report.memory
+    if report.runtime == "mcu":
+        return f"trained, in SRAM; frozen {units.human_bytes(m.frozen_param_bytes)} in flash"
+    return f"trained {units.human_bytes(m.trainable_param_bytes)}"
+
+
 def summary_lines(report: ProfileReport) -> list[tuple[str, str, str]]:
     """(what, value, where the number comes from) for the summary under the table."""
     t, m = report.totals, report.memory
@@ -73,10 +87,13 @@ def summary_lines(report: ProfileReport) -> list[tuple[str, str, str]]:
         ("MACs", f"forward {units.mmacs(t['macs_fwd'])} M; backward {units.mmacs(t['macs_bwd'])} M "
          f"(input-grad {units.mmacs(t['macs_bwd_input'])} M, weight-grad {units.mmacs(t['macs_bwd_weight'])} M)",
          "derived from shapes"),
-        ("kept for backward", units.human_bytes(t["saved_bytes"]), f"derived from autograd rules ({report.runtime}, fp32)"),
-        ("peak memory", f"{units.human_bytes(m.peak_bytes)} at {m.peak_at} (params {units.human_bytes(m.param_bytes)}, "
-         f"grads {units.human_bytes(m.grad_bytes)}, input {units.human_bytes(m.input_bytes)})",
-         "predicted by a simulated timeline"),
+        ("kept for backward", f"{units.human_bytes(t['saved_bytes'])} (1-bit masks {units.human_bytes(m.mask_bytes)})",
+         KEPT_SOURCE.get(report.runtime, "derived")),
+        ("memory", f"params {units.human_bytes(m.param_bytes)} ({_param_note(report)}), "
+         f"grads {units.human_bytes(m.grad_bytes)}, optimizer {units.human_bytes(m.optimizer_bytes)}, "
+         f"buffers {units.human_bytes(m.buffer_bytes)}, input {units.human_bytes(m.input_bytes)}",
+         "counted"),
+        ("peak memory", f"{units.human_bytes(m.peak_bytes)} at {m.peak_at}", "predicted by a simulated timeline"),
     ]
     if report.measured:
         lat = t.get("latency_ms", {})

@@ -1,0 +1,95 @@
+"""``tlplan.compare``: several schemes side by side, with their ratios to ``full``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch.nn as nn
+
+from .costs.annotate import annotate
+from .errors import BadInputError
+from .memory.timeline import simulate_peak
+from .plan.schemes import parse_scheme, scheme_options
+from .trace import trace_model
+
+
+@dataclass(frozen=True)
+class SchemeRow:
+    scheme: str
+    kept_eager_bytes: int  # what plain PyTorch keeps for backward (derived, exact)
+    kept_tlplan_bytes: int  # what the tlplan runtime keeps (derived, exact)
+    peak_bytes: int  # tlplan runtime, predicted
+    trainable_params: int
+    macs_bwd: int
+    step_ms: float | None  # tlplan runtime, measured here
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class CompareReport:
+    model: str
+    input_shape: tuple[int, ...]
+    rows: tuple[SchemeRow, ...]
+    reference: str  # the row ratios are taken against ("full")
+    measured: str | None  # where step times were measured
+
+    def ratio(self, row: SchemeRow, field: str) -> float | None:
+        ref = next(r for r in self.rows if r.scheme == self.reference)
+        a, b = getattr(row, field), getattr(ref, field)
+        return None if a is None or not b else a / b
+
+    def to_dict(self) -> dict[str, Any]:
+        rows = []
+        for row in self.rows:
+            d = row.to_dict()
+            d["ratio_to_full"] = {f: self.ratio(row, f) for f in ("kept_tlplan_bytes", "peak_bytes", "macs_bwd", "step_ms")}
+            rows.append(d)
+        return {"model": self.model, "input_shape": list(self.input_shape), "reference": self.reference,
+                "measured": self.measured, "schemes": rows}
+
+
+def compare(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    schemes: Sequence[str],
+    *,
+    model_name: str | None = None,
+    measure: bool = True,
+    repeats: int = 3,
+    progress: Callable[[int, int], None] | None = None,
+) -> CompareReport:
+    """One row per scheme: kept bytes (plain PyTorch and tlplan runtime), peak, params, MACs, ms."""
+    if not schemes:
+        raise BadInputError("give at least one scheme, e.g. --schemes full,bias,blocks:5")
+    parsed = [parse_scheme(s) for s in schemes]
+    names = [p.text for p in parsed]
+    if "full" not in names:
+        parsed.insert(0, parse_scheme("full"))  # the reference every ratio is taken against
+    graph = trace_model(model, tuple(input_shape), model_name or type(model).__name__)
+    rows = []
+    for i, scheme in enumerate(parsed):
+        options = scheme_options(graph, scheme)
+        eager = annotate(graph, options, "eager")
+        costs = annotate(graph, options, "tlplan")
+        step_ms = None
+        if measure:
+            from .measure.latency import prepared_copy, time_step
+
+            step_ms = round(time_step(prepared_copy(model, costs), graph.input_shape, repeats=repeats), 3)
+        rows.append(SchemeRow(
+            scheme=scheme.text,
+            kept_eager_bytes=eager.totals["saved_bytes"],
+            kept_tlplan_bytes=costs.totals["saved_bytes"],
+            peak_bytes=simulate_peak(costs).peak_bytes,
+            trainable_params=costs.totals["trainable_params"],
+            macs_bwd=costs.totals["macs_bwd"],
+            step_ms=step_ms,
+        ))
+        if progress:
+            progress(i + 1, len(parsed))
+    from .profiling import host_description
+
+    return CompareReport(graph.model_name, graph.input_shape, tuple(rows), "full", host_description() if measure else None)
