@@ -155,3 +155,15 @@ def test_profile_runtimes_and_precision(run) -> None:
     assert kept["--runtime mcu"][1] < kept["--runtime tlplan"][1] / 4
     code, out, err = run("profile", "mcunet-5fps", "--runtime", "gpu", "--no-measure")
     assert code == 2 and "unknown runtime" in err
+
+
+def test_a_plan_file_is_a_scheme(run, tmp_path) -> None:
+    model = tlplan.load_model("mcunet-5fps")
+    plan = tlplan.plan_from_scheme(model, (1, 3, 128, 128), "mobiletl:3", model_name="mcunet-5fps")
+    path = tmp_path / "plan.yaml"
+    plan.save(path)
+    code, out, err = run("profile", "mcunet-5fps", "--no-measure", "--format", "json", "--scheme", str(path))
+    assert code == 0, err
+    assert json.loads(out)["totals"]["saved_bytes"] == plan.predicted["saved_bytes"]
+    code, out, err = run("profile", "resnet18", "--no-measure", "--scheme", str(path))
+    assert code == 2 and "is not in" in err  # the plan's layers do not exist in another model

@@ -14,7 +14,8 @@ from .options import EXACT_MASK_OPS, FILTER_SIZES, MASK_OPS, NORM_OPS, WEIGHT_OP
 
 SCHEME_HELP = (
     "full, last (classifier only), bias (all biases + classifier), norm+last, blocks:K (last K blocks), "
-    "mobiletl:K, gradfilter:K:R (last K convs, patch R), sparse:FILE (a 256KB-paper backward_config)"
+    "mobiletl:K, gradfilter:K:R (last K convs, patch R), sparse:FILE (a 256KB-paper backward_config), "
+    "or a plan file (plan.yaml)"
 )
 
 
@@ -27,6 +28,8 @@ class Scheme:
 
     @property
     def text(self) -> str:
+        if self.kind == "plan":
+            return str(self.path)
         if self.kind == "sparse":
             return f"sparse:{self.path}"
         if self.kind == "gradfilter":
@@ -67,6 +70,10 @@ def parse_scheme(text: str) -> Scheme:
         if not rest:
             raise SchemeError(f"scheme {raw!r}: give the backward_config file, e.g. sparse:config.yaml")
         return Scheme("sparse", path=rest)
+    if raw.endswith((".yaml", ".yml")):
+        if not Path(raw).is_file():
+            raise SchemeError(f"plan file {raw!r} does not exist")
+        return Scheme("plan", path=raw)
     raise SchemeError(f"unknown scheme {raw!r}; use {SCHEME_HELP}")
 
 
@@ -96,6 +103,13 @@ def _train_all(layer: Layer) -> LayerOptions | None:
 
 def scheme_options(graph: LayerGraph, scheme: Scheme) -> dict[str, LayerOptions]:
     """Per-layer options of a scheme on this graph (layers left out are frozen)."""
+    if scheme.kind == "plan":
+        from .plan import load_plan
+        from .validate import validate_options
+
+        plan = load_plan(scheme.path)
+        validate_options(graph, plan.layers, f"plan {scheme.path}")
+        return dict(plan.layers)
     classifier = classifier_layers(graph)
     if scheme.kind != "full" and not classifier:
         raise SchemeError(f"scheme {scheme.text!r}: {graph.model_name} has no Linear classifier to train")
