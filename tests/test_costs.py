@@ -13,7 +13,7 @@ import tlplan
 from tlplan.costs import EAGER_SAVED, MACS_FWD, annotate
 from tlplan.costs.registry import RuleTable
 from tlplan.errors import SchemeError
-from tlplan.plan.schemes import options_for_params, parse_scheme, scheme_options, trainable_params
+from tlplan.plan.schemes import parse_scheme, scheme_options, trainable_params
 from tlplan.trace import trace_model
 from tlplan.trace import ops
 

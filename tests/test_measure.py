@@ -9,7 +9,7 @@ import tlplan
 from tlplan.costs import annotate
 from tlplan.measure.latency import measure_latency
 from tlplan.measure.saved import measure_saved_bytes
-from tlplan.plan.schemes import options_for_params, parse_scheme, scheme_options, trainable_params
+from tlplan.plan.schemes import parse_scheme, scheme_options
 from tlplan.trace import trace_model
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 import yaml
@@ -13,23 +12,6 @@ from tlplan.errors import BadInputError, SchemeError
 from tlplan.plan.plan import load_plan
 from tlplan.plan.schemes import load_backward_config, parse_scheme, scheme_options, sparse_options
 from tlplan.trace import trace_model
-
-
-@pytest.fixture
-def run(monkeypatch, capsys):
-    from tlplan.cli import main
-
-    def _run(*args):
-        monkeypatch.setattr(sys, "argv", ["tlplan", *args])
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code or 0
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return _run
 
 
 def test_plan_roundtrip(tmp_path) -> None:

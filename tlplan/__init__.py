@@ -14,6 +14,7 @@ from .plan.plan import Plan, load_plan
 from .planning import plan_from_scheme
 from .profiling import ProfileReport, profile
 from .runtime import apply_plan
+from .solve import solve  # the function (the subpackage stays importable as tlplan.solve.*)
 from .trace import LayerGraph, trace_model
 from .zoo import default_resolution, load_model, zoo_names
 
@@ -26,6 +27,7 @@ __all__ = [
     "apply_plan",
     "load_plan",
     "plan_from_scheme",
+    "solve",
     "ProfileReport",
     "TlplanError",
     "default_resolution",

@@ -14,9 +14,9 @@ from .plan.schemes import parse_scheme, scheme_options
 from .trace import LayerGraph, trace_model
 
 
-def predicted_costs(costs: CostTable) -> dict[str, Any]:
+def predicted_costs(costs: CostTable, optimizer: Optimizer | None = None) -> dict[str, Any]:
     """The numbers a plan file records about itself (all derived or predicted, none measured)."""
-    memory = simulate_peak(costs)
+    memory = simulate_peak(costs, optimizer or Optimizer())
     t = costs.totals
     return {
         "saved_bytes": t["saved_bytes"],
@@ -65,5 +65,5 @@ def plan_from_scheme(
         optimizer=optimizer,
         scheme=parsed.text,
         num_classes=num_classes,
-        predicted=MappingProxyType(predicted_costs(costs)),
+        predicted=MappingProxyType(predicted_costs(costs, optimizer)),
     )

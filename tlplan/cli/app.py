@@ -54,14 +54,7 @@ def profile(
 
     shape = _input_shape(model, resolution, batch)
     _positive(repeats=repeats, num_classes=num_classes)
-    if device is not None:
-        from ..predict.devices import resolution_note, resolve_device
-
-        found = resolve_device(device)
-        note = resolution_note(device, found)
-        if note and not quiet:
-            output.stderr_console().print(note)
-        device = found.name
+    device = _device(device, quiet)
     net = zoo.load_model(model, num_classes=num_classes)
     with output.progress_bar("timing layers", quiet) as progress:
         report = profiling.profile(
@@ -127,6 +120,82 @@ def compare(
     with output.progress_bar("measuring schemes", quiet or no_measure) as progress:
         report = comparing.compare(net, shape, names, model_name=model, measure=not no_measure, repeats=repeats, progress=progress)
     _emit(report, reporter, fmt, out, quiet)
+
+
+@app.command()
+def solve(
+    model: Annotated[str, typer.Argument(help="Zoo name (see `tlplan zoo`) or package.module:factory.")],
+    ram: Annotated[str, typer.Option(help="RAM budget: 256KB, 0.5MB, 1GiB or bytes (KB = 1024 bytes).")],
+    resolution: Annotated[Optional[int], typer.Option(help="Input height and width (default: the model's own).")] = None,
+    batch: Annotated[int, typer.Option(help="Batch size.")] = 1,
+    num_classes: Annotated[Optional[int], typer.Option(help="Classes of your task (default 1000; 10 on the mcu runtime).")] = None,
+    runtime: Annotated[str, typer.Option(help="tlplan (runs here), mcu (an int8 engine's accounting) or eager.")] = "tlplan",
+    precision: Annotated[str, typer.Option(help="Activations the tlplan runtime keeps: fp32 or fp16.")] = "fp32",
+    optimizer: Annotated[str, typer.Option(help="sgd, momentum (SGD 0.9) or adam: their state counts.")] = "sgd",
+    importance: Annotated[Optional[Path], typer.Option(help="Your contribution table: CSV layer,option,importance.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="Device profile (name or unique prefix), recorded in the plan.")] = None,
+    pareto: Annotated[bool, typer.Option("--pareto", help="Sweep budgets and print the frontier with the named schemes.")] = False,
+    plot: Annotated[Optional[Path], typer.Option(help="With --pareto: also write the frontier as a PNG.")] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
+    out: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the plan (YAML) to FILE, atomically.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No notes.")] = False,
+) -> None:
+    """The most important blocks, biases, channels and filter settings whose predicted peak fits --ram."""
+    from .. import zoo
+    from ..costs.annotate import annotate
+    from ..plan.plan import Optimizer
+    from ..report import solve as reporter
+    from ..report.solve import SolveReport
+    from ..sizes import parse_size
+    from ..solve import build_space, load_importance, plan_of, solve_space
+    from ..trace import trace_model
+
+    budget = parse_size(ram)
+    shape = _input_shape(model, resolution, batch)
+    if runtime not in ("tlplan", "mcu", "eager"):
+        raise BadInputError(f"unknown runtime {runtime!r}; use tlplan, mcu or eager")
+    optimizers = {"sgd": Optimizer(), "momentum": Optimizer("sgd", 0.01, 0.9), "adam": Optimizer("adam", 0.001)}
+    if optimizer not in optimizers:
+        raise BadInputError(f"unknown optimizer {optimizer!r}; use sgd, momentum or adam")
+    if num_classes is None:
+        num_classes = 10 if runtime == "mcu" else 1000
+        if runtime == "mcu" and not quiet:
+            output.stderr_console().print("note: mcu runtime: planning for a 10-class task (--num-classes to change)")
+    _positive(num_classes=num_classes)
+    device_name = _device(device, quiet)
+    net = zoo.load_model(model, num_classes=num_classes)
+    graph = trace_model(net, shape, model)
+    table = load_importance(importance) if importance is not None else None
+    space = build_space(graph, runtime, "int8" if runtime == "mcu" else precision, optimizers[optimizer], table)
+    if pareto:
+        from ..report import pareto as pareto_report
+        from ..solve.pareto import frontier
+
+        front = frontier(space, budget)
+        if plot is not None:
+            pareto_report.plot(front, plot)
+        _emit(front, pareto_report, fmt, None, quiet)
+        return
+    result = solve_space(space, budget)
+    plan = plan_of(result, space, model, num_classes, device_name)
+    report = SolveReport(plan, result, annotate(graph, plan.layers, plan.runtime, plan.precision))
+    if out is not None:
+        plan.save(out)
+        if not quiet:
+            output.stderr_console().print(f"wrote {out}")
+    _emit(report, reporter, fmt, None, quiet)
+
+
+def _device(device: Optional[str], quiet: bool) -> Optional[str]:
+    if device is None:
+        return None
+    from ..predict.devices import resolution_note, resolve_device
+
+    found = resolve_device(device)
+    note = resolution_note(device, found)
+    if note and not quiet:
+        output.stderr_console().print(note)
+    return found.name
 
 
 def _input_shape(model: str, resolution: Optional[int], batch: int) -> tuple[int, int, int, int]:

@@ -6,7 +6,7 @@ import copy
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import torch
 import torch.fx

@@ -57,7 +57,9 @@ def simulate_peak(costs: CostTable, optimizer: Optimizer = Optimizer()) -> Memor
     # momentum buffers / Adam's two moments, plus Adam's step count (a float per parameter tensor)
     optimizer_bytes = 0 if mcu else optimizer.state_slots * trained_full + (4 * trained_tensors if optimizer.name == "adam" else 0)
     input_bytes = value_bytes(INPUT)
-    resident = param_bytes + buffers + input_bytes + optimizer_bytes
+    # PyTorch: the caller holds the input batch through the step. The MCU engine frees the image
+    # buffer once nothing needs it, so there it is a live value like any other.
+    resident = param_bytes + buffers + optimizer_bytes + (0 if mcu else input_bytes)
 
     # a block's forward holds its argument until it returns (Python keeps the reference), so a
     # value entering a block lives at least to the block's last layer
@@ -94,18 +96,22 @@ def simulate_peak(costs: CostTable, optimizer: Optimizer = Optimizer()) -> Memor
             peak, peak_at = now, where
 
     # ---- forward
-    live: dict[str, int] = {}
+    live: dict[str, int] = {INPUT: input_bytes} if mcu else {}
     private_live = 0
     out_root = graph.storage_root(graph.layers[-1].name) if graph.layers else INPUT
     for i, (layer, cost) in enumerate(zip(graph.layers, costs.layers)):
         root = graph.storage_root(layer.name)
-        if root != INPUT and root not in live:
+        if mcu and _in_place_depthwise(layer, i, last_use, kept_until, graph):
+            # the MCU engine runs depthwise convs in place: the output takes over the input's buffer
+            src = graph.storage_root(layer.inputs[0])
+            live[root] = max(live.pop(src, 0), value_bytes(layer.name))
+        elif root != INPUT and root not in live:
             live[root] = value_bytes(layer.name)
         private_live += private.get(i, 0)
         ws = FORWARD_WS.get(layer.op)(layer, cost, setting) if layer.op in FORWARD_WS else 0
         check(resident + sum(live.values()) + private_live + (0 if mcu else ws), f"forward {layer.name}")
         for r in release_after.get(i, ()):
-            if r not in kept_until and r not in (INPUT, out_root):
+            if r not in kept_until and r != out_root and (mcu or r != INPUT):
                 live.pop(r, None)
 
     # ---- backward, in reverse; only recorded layers run
@@ -157,3 +163,10 @@ def simulate_peak(costs: CostTable, optimizer: Optimizer = Optimizer()) -> Memor
         peak_at=peak_at,
         timeline=tuple(timeline),
     )
+
+
+def _in_place_depthwise(layer, i: int, last_use: dict, kept_until: dict, graph) -> bool:
+    if layer.op != "conv2d" or layer.attrs.get("groups", 1) == 1 or not layer.inputs:
+        return False
+    src = graph.storage_root(layer.inputs[0])
+    return last_use.get(src) == i and src not in kept_until

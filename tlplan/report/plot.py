@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..profiling import ProfileReport
+from .figure import pyplot, save_png
 
 #: what a layer keeps, grouped for the picture
 KINDS = {
@@ -32,13 +33,7 @@ def _by_kind(report: ProfileReport) -> dict[str, list[float]]:
 
 def plot_kept_bytes(report: ProfileReport, full: ProfileReport, path: Path) -> None:
     """Write the picture (PNG) atomically; ``full`` is the same model profiled under ``full``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..fileio import write_atomic_bytes
-
+    plt = pyplot()
     names = [row.name for row in report.layers]
     x = range(len(names))
     fig, ax = plt.subplots(figsize=(max(8, len(names) * 0.12), 4.5), dpi=120)
@@ -56,9 +51,4 @@ def plot_kept_bytes(report: ProfileReport, full: ProfileReport, path: Path) -> N
     ax.set_xticks(list(x)[::step], names[::step], rotation=90, fontsize=6)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    write_atomic_bytes(Path(path), buf.getvalue())
+    save_png(fig, path)

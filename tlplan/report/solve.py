@@ -1,0 +1,112 @@
+"""Reporters of ``tlplan solve``: the chosen layers, the memory against the budget, the next better plan."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ..costs.annotate import CostTable
+from ..plan.plan import Plan
+from ..solve.importance import option_key
+from ..solve.solver import SolveResult
+from . import units
+
+
+@dataclass(frozen=True)
+class SolveReport:
+    plan: Plan
+    result: SolveResult
+    costs: CostTable  # the plan's per-layer costs on its runtime
+
+    def chosen(self) -> list[dict[str, Any]]:
+        rows = []
+        for cost in self.costs.layers:
+            opts = self.plan.layers.get(cost.name)
+            if opts is None or option_key(opts) == "frozen":
+                continue
+            rows.append({
+                "layer": cost.name, "op": cost.op, "trains": option_key(opts),
+                "kept_bytes": cost.saved_bytes, "trainable_params": cost.trainable_params,
+                "trainable_param_bytes": cost.trainable_param_bytes,
+            })
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        r, p = self.result, self.plan
+        nb = r.next_better
+        return {
+            "model": p.model, "input_shape": list(p.input_shape), "runtime": p.runtime, "budget_bytes": r.budget_bytes,
+            "minimum_bytes": r.minimum_bytes, "importance": p.predicted.get("importance"),
+            "predicted": dict(p.predicted), "layers": self.chosen(), "solve_seconds": round(r.seconds, 3),
+            "mip_gap": r.best.gap,
+            "next_better": None if nb is None else {"importance": round(nb.importance, 6), "peak_bytes": nb.memory.peak_bytes},
+        }
+
+
+def _memory_lines(report: SolveReport) -> list[tuple[str, str]]:
+    r, p = report.result, report.plan.predicted
+    budget = r.budget_bytes
+    lines = [
+        ("budget", f"{units.human_bytes(budget)}; predicted peak {units.human_bytes(p['peak_bytes'])} "
+                   f"({p['peak_bytes'] / budget:.1%} of it)"),
+        ("memory", f"kept for backward {units.human_bytes(p['saved_bytes'])}, params {units.human_bytes(p['param_bytes'])}, "
+                   f"grads {units.human_bytes(p['grad_bytes'])}, optimizer {units.human_bytes(p['optimizer_bytes'])}"),
+        ("importance", f"{p['importance']:.4f} (MILP gap {r.best.gap:.1%}; cheapest plan needs {units.human_bytes(r.minimum_bytes)})"),
+    ]
+    nb = r.next_better
+    if nb is not None:
+        lines.append(("next better", f"importance {nb.importance:.4f} (+{nb.importance - p['importance']:.4f}) needs "
+                                     f"{units.human_bytes(nb.memory.peak_bytes)} (+{units.human_bytes(nb.memory.peak_bytes - budget)} over budget)"))
+    else:
+        lines.append(("next better", "none within 1.25× the budget"))
+    lines.append(("solved in", f"{r.seconds:.2f} s"))
+    return lines
+
+
+NOTE = "kept, params: derived; peak: predicted by a simulated timeline; importance: the documented prior unless --importance"
+
+
+def render_table(report: SolveReport, console: Console) -> None:
+    p = report.plan
+    table = Table(title=f"{p.model} · input {units.shape(p.input_shape)} · runtime {p.runtime} · plan for {units.human_bytes(report.result.budget_bytes)}",
+                  caption=NOTE + "; KB = 1024 bytes")
+    for col, right in (("layer", False), ("op", False), ("trains", False), ("kept KB", True), ("trained params", True), ("param KB", True)):
+        table.add_column(col, justify="right" if right else "left", no_wrap=right)
+    for row in report.chosen():
+        table.add_row(row["layer"], row["op"], row["trains"], units.kb(row["kept_bytes"]), units.count(row["trainable_params"]),
+                      units.kb(row["trainable_param_bytes"]))
+    console.print(table)
+    for what, value in _memory_lines(report):
+        console.print(f"[bold]{what}[/bold]: {value}", highlight=False, soft_wrap=True)
+
+
+def to_json(report: SolveReport) -> str:
+    return json.dumps(report.to_dict(), indent=2) + "\n"
+
+
+def to_csv(report: SolveReport) -> str:
+    out = io.StringIO()
+    rows = report.chosen()
+    writer = csv.DictWriter(out, fieldnames=["layer", "op", "trains", "kept_bytes", "trainable_params", "trainable_param_bytes"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def to_markdown(report: SolveReport) -> str:
+    p = report.plan
+    lines = [f"### {p.model} · runtime {p.runtime} · plan for {units.human_bytes(report.result.budget_bytes)}", "",
+             "| layer | op | trains | kept KB | trained params | param KB |", "|---|---|---|---:|---:|---:|"]
+    for row in report.chosen():
+        lines.append(f"| {row['layer']} | {row['op']} | {row['trains']} | {units.kb(row['kept_bytes'])} | "
+                     f"{units.count(row['trainable_params'])} | {units.kb(row['trainable_param_bytes'])} |")
+    lines.append("")
+    lines += [f"- **{what}**: {value}" for what, value in _memory_lines(report)]
+    lines.append(f"- {NOTE}; KB = 1024 bytes")
+    return "\n".join(lines) + "\n"

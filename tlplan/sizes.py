@@ -1,0 +1,28 @@
+"""Memory sizes as people write them: ``256KB``, ``256KiB``, ``0.5MB``, ``1GiB``, plain bytes.
+
+KB, MB and GB are 1024-based here, as on MCU datasheets (KiB, MiB, GiB too).
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import BadInputError
+
+_UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1024**2, "MB": 1024**2, "MIB": 1024**2,
+          "G": 1024**3, "GB": 1024**3, "GIB": 1024**3}
+_PATTERN = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([A-Za-z]*)\s*$")
+
+
+def parse_size(text: str) -> int:
+    """Bytes in ``text``; a one-line BadInputError for anything else (``256XB``, ``-1KB``, empty)."""
+    match = _PATTERN.match(text or "")
+    unit = match.group(2).upper() if match else None
+    if not match or unit not in _UNITS:
+        raise BadInputError(
+            f"size {text!r} is not understood; write e.g. 256KB, 0.5MB, 1GiB or a number of bytes (KB = 1024 bytes)"
+        )
+    value = float(match.group(1)) * _UNITS[unit]
+    if value < 1:
+        raise BadInputError(f"size {text!r} must be at least one byte")
+    return int(value)

@@ -1,0 +1,66 @@
+"""Choosing what to train under a memory budget: search space, importance, exact solver, baseline."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Mapping
+
+import torch.nn as nn
+
+from ..plan.plan import Optimizer, Plan
+from ..trace import LayerGraph, trace_model
+from .importance import load_importance
+from .solver import SolveResult, Solution, solve_space
+from .space import SearchSpace, build_space
+
+__all__ = ["SearchSpace", "SolveResult", "Solution", "build_space", "solve", "solve_space", "plan_of"]
+
+
+def plan_of(result: SolveResult, space: SearchSpace, model_name: str, num_classes: int = 1000, device: str | None = None) -> Plan:
+    """The solved plan as a Plan file, with its predicted costs and the budget."""
+    from ..costs.annotate import annotate
+    from ..planning import predicted_costs
+
+    best = result.best
+    precision = "int8" if space.runtime == "mcu" else space.precision
+    costs = annotate(space.graph, best.options, space.runtime, precision)
+    predicted = predicted_costs(costs, space.optimizer)
+    predicted["importance"] = round(best.importance, 6)
+    predicted["solver_model_bytes"] = best.model_bytes
+    return Plan(
+        model=model_name, input_shape=space.graph.input_shape, layers=MappingProxyType(dict(best.options)),
+        runtime=space.runtime, precision=precision, optimizer=space.optimizer, scheme="solved",
+        num_classes=num_classes, budget_bytes=result.budget_bytes, device=device,
+        predicted=MappingProxyType(predicted),
+    )
+
+
+def solve(
+    model: nn.Module | LayerGraph,
+    input_shape: tuple[int, ...],
+    ram_bytes: int,
+    device: str | None = None,
+    runtime: str = "tlplan",
+    *,
+    precision: str = "fp32",
+    optimizer: Optimizer = Optimizer(),
+    importance: str | Mapping[tuple[str, str], float] | None = None,
+    model_name: str | None = None,
+    num_classes: int = 1000,
+) -> Plan:
+    """The plan of most importance whose predicted peak fits ``ram_bytes``.
+
+    Raises ``CheckFailed`` (exit 1) when even the cheapest plan (classifier only) does not fit.
+
+    Example:
+        >>> import tlplan
+        >>> plan = tlplan.solve(tlplan.load_model("mcunet-5fps", num_classes=10), (1, 3, 128, 128),
+        ...                     256 * 1024, runtime="mcu", model_name="mcunet-5fps", num_classes=10)
+        >>> plan.predicted["peak_bytes"] <= 256 * 1024
+        True
+    """
+    graph = model if isinstance(model, LayerGraph) else trace_model(model, tuple(input_shape), model_name or type(model).__name__)
+    table = load_importance(importance) if isinstance(importance, str) else importance
+    space = build_space(graph, runtime, "int8" if runtime == "mcu" else precision, optimizer, table)
+    result = solve_space(space, ram_bytes)
+    return plan_of(result, space, model_name or graph.model_name, num_classes, device)

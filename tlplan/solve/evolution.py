@@ -1,0 +1,53 @@
+"""The baseline the solver must beat: an evolutionary search like the 256KB paper's.
+
+Same search space, same additive memory model (fixed cost of the depth + Σ option costs), a budget
+of evaluated samples. Kept only to show, in a benchmark and a test, how far it falls short.
+"""
+
+from __future__ import annotations
+
+import random
+
+from .space import SearchSpace, fixed_cost
+
+
+def evolve(space: SearchSpace, budget_bytes: int, samples: int = 5000, seed: int = 0, population: int = 50) -> float:
+    """Best importance found with ``samples`` evaluations (0 if none fits)."""
+    rng = random.Random(seed)
+    fixed = {d: fixed_cost(space, d) for d in space.depths}
+    depths = [d for d in space.depths if fixed[d] <= budget_bytes]
+    if not depths:
+        return 0.0
+
+    def score(genome: tuple[int, list[int]]) -> float:
+        depth, picks = genome
+        cost = fixed[depth] + sum(space.choices[depth + i].candidates[k].cost_bytes for i, k in enumerate(picks))
+        if cost > budget_bytes:
+            return -1.0
+        return sum(space.choices[depth + i].candidates[k].importance for i, k in enumerate(picks))
+
+    def random_genome() -> tuple[int, list[int]]:
+        depth = rng.choice(depths)
+        return depth, [rng.randrange(len(c.candidates)) if rng.random() < 0.3 else 0 for c in space.choices[depth:]]
+
+    def mutate(genome: tuple[int, list[int]]) -> tuple[int, list[int]]:
+        depth, picks = genome
+        if rng.random() < 0.1:
+            new_depth = rng.choice(depths)
+            picks = ([0] * (depth - new_depth) + picks) if new_depth < depth else picks[new_depth - depth :]
+            depth = new_depth
+        picks = list(picks)
+        for _ in range(max(1, len(picks) // 10)):
+            i = rng.randrange(len(picks))
+            picks[i] = rng.randrange(len(space.choices[depth + i].candidates))
+        return depth, picks
+
+    scored = [(score(g), g) for g in (random_genome() for _ in range(population))]
+    evaluated = population
+    while evaluated < samples:
+        scored.sort(key=lambda t: -t[0])
+        parents = scored[: population // 4]
+        children = [mutate(rng.choice(parents)[1]) for _ in range(population)]
+        scored = parents + [(score(c), c) for c in children]
+        evaluated += len(children)
+    return max(0.0, max(s for s, _ in scored))
