@@ -141,3 +141,25 @@ def test_user_importance_table_steers_the_choice(run, tmp_path) -> None:
     table.write_text("layer,option,importance\nx,y,notanumber\n")
     code, out, err = run("solve", "mcunet-5fps", "--ram", "300KB", "--runtime", "mcu", "--importance", str(table))
     assert code == 2 and "not a number" in err
+
+
+def test_export_backward_config_round_trips(run, tmp_path) -> None:
+    path = tmp_path / "bc.yaml"
+    code, out, err = run("solve", "mcunet-5fps", "--ram", "256KB", "--runtime", "mcu", "--export", "backward-config", "-o", str(path), "--format", "json")
+    assert code == 0, err
+    solved = {r["layer"]: r["trains"] for r in json.loads(out)["layers"]}
+    # the exported config, read back as a scheme, trains the same convs the same way
+    code, out, err = run("profile", "mcunet-5fps", "--num-classes", "10", "--runtime", "mcu", "--no-measure",
+                         "--scheme", f"sparse:{path}", "--format", "json")
+    assert code == 0, err
+    from tlplan.plan.schemes import load_backward_config, sparse_options
+    from tlplan.solve.importance import option_key
+
+    graph = trace_model(tlplan.load_model("mcunet-5fps", num_classes=10), (1, 3, 128, 128))
+    again = {name: option_key(o) for name, o in sparse_options(graph, load_backward_config(path)).items()}
+    assert again == {k: v for k, v in solved.items() if k != "classifier"}
+
+
+def test_export_refuses_other_plans(run) -> None:
+    code, out, err = run("solve", "mcunet-5fps", "--ram", "256KB", "--runtime", "mcu", "--export", "onnx")
+    assert code == 2 and "backward-config" in err

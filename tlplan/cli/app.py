@@ -138,6 +138,7 @@ def solve(
     plot: Annotated[Optional[Path], typer.Option(help="With --pareto: also write the frontier as a PNG.")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
     out: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the plan (YAML) to FILE, atomically.")] = None,
+    export: Annotated[Optional[str], typer.Option(help="backward-config: solve within the 256KB paper's form and write its fields instead of a plan.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No notes.")] = False,
 ) -> None:
     """The most important blocks, biases, channels and filter settings whose predicted peak fits --ram."""
@@ -166,7 +167,9 @@ def solve(
     net = zoo.load_model(model, num_classes=num_classes)
     graph = trace_model(net, shape, model)
     table = load_importance(importance) if importance is not None else None
-    space = build_space(graph, runtime, "int8" if runtime == "mcu" else precision, optimizers[optimizer], table)
+    if export not in (None, "backward-config"):
+        raise BadInputError(f"--export {export!r}: the one export is backward-config")
+    space = build_space(graph, runtime, "int8" if runtime == "mcu" else precision, optimizers[optimizer], table, form=export)
     if pareto:
         from ..report import pareto as pareto_report
         from ..solve.pareto import frontier
@@ -179,10 +182,20 @@ def solve(
     result = solve_space(space, budget)
     plan = plan_of(result, space, model, num_classes, device_name)
     report = SolveReport(plan, result, annotate(graph, plan.layers, plan.runtime, plan.precision))
-    if out is not None:
+    if export is not None:
+        import yaml
+
+        from ..plan.schemes import export_backward_config
+
+        text = yaml.safe_dump({"backward_config": export_backward_config(graph, plan.layers)}, sort_keys=False)
+        if out is None:
+            sys.stdout.write(text)
+            return
+        output.write_atomic(out, text)
+    elif out is not None:
         plan.save(out)
-        if not quiet:
-            output.stderr_console().print(f"wrote {out}")
+    if out is not None and not quiet:
+        output.stderr_console().print(f"wrote {out}")
     _emit(report, reporter, fmt, None, quiet)
 
 

@@ -283,3 +283,36 @@ def sparse_options(graph: LayerGraph, config: dict) -> dict[str, LayerOptions]:
         prev = options.get(layer.name, LayerOptions())
         options[layer.name] = LayerOptions(weight=float(ratio), select=select, bias=prev.bias)
     return options
+
+
+def export_backward_config(graph: LayerGraph, options: Mapping[str, LayerOptions]) -> dict:
+    """The 256KB paper's ``backward_config`` of a plan, when the plan has that form.
+
+    That form: biases of a run of convs ending at the last one, weights of chosen convs at input
+    channel ratios, the classifier; no norm, gradient-filter or h-swish options (ReLU masks are
+    exact, so they do not count).
+    """
+    convs = conv_layers(graph)
+    classifier = {layer.name for layer in classifier_layers(graph)}
+    index = {layer.name: i for i, layer in enumerate(convs)}
+    for name, opts in options.items():
+        layer = graph.by_name.get(name)
+        if layer is None or name in classifier or (opts.mask and layer.op in EXACT_MASK_OPS):
+            continue
+        if opts.norm != "frozen" or opts.grad_filter or opts.mask or name not in index:
+            raise SchemeError(
+                f"layer {name!r} uses an option a backward_config cannot say ({layer.op}); "
+                "only conv biases and conv weights at channel ratios export"
+            )
+    biased = [i for name, i in index.items() if options.get(name, LayerOptions()).bias]
+    n_bias = len(biased)
+    if biased and sorted(biased) != list(range(len(convs) - n_bias, len(convs))):
+        raise SchemeError("the plan's trained biases are not the last convs in a row; a backward_config cannot say that")
+    weights = sorted((i, options[name]) for name, i in index.items() if options.get(name, LayerOptions()).weight > 0)
+    selects = {opts.select for _, opts in weights}
+    return {
+        "n_bias_update": n_bias,
+        "manual_weight_idx": [i for i, _ in weights],
+        "weight_update_ratio": [opts.weight for _, opts in weights],
+        "weight_select_criteria": "magnitude+" if selects <= {"magnitude"} else "random",
+    }

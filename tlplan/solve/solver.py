@@ -103,7 +103,7 @@ def _assemble(space: SearchSpace, depth: int | None, chosen: list[int]) -> tuple
     if depth is not None:
         for ch, k in zip(space.choices[depth:], chosen):
             cand = ch.candidates[k]
-            if k:
+            if cand.options != LayerOptions():
                 options[ch.layer] = cand.options
             importance += cand.importance
             cost += cand.cost_bytes

@@ -33,7 +33,7 @@ class Candidate:
 class LayerChoices:
     layer: str
     index: int  # position in graph.layers
-    candidates: tuple[Candidate, ...]  # candidates[0] is frozen: cost 0, importance 0
+    candidates: tuple[Candidate, ...]  # cheapest first; candidates[0] is "frozen" unless the form forbids it
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,16 @@ class SearchSpace:
         return n
 
 
-def _options_for(layer: Layer, runtime: str) -> list[LayerOptions]:
+def _options_for(layer: Layer, runtime: str, form: str | None = None) -> list[LayerOptions]:
     has_bias = layer.param("bias") is not None
+    if form == "backward-config":  # biases of every conv above the depth, weights at ratios
+        if layer.op != "conv2d" or not has_bias:
+            return []
+        groups = layer.attrs.get("groups", 1)
+        ratios = WEIGHT_RATIOS if groups in (1, layer.input_shapes[0][1]) else (1.0,)
+        return [LayerOptions(bias=True)] + [
+            LayerOptions(weight=r, bias=True, select="magnitude" if r < 1 else "first") for r in ratios
+        ]
     biases = (False, True) if has_bias else (False,)
     out: list[LayerOptions] = []
     if layer.op in WEIGHT_OPS:
@@ -114,7 +122,11 @@ def build_space(
     precision: str = "fp32",
     optimizer: Optimizer = Optimizer(),
     importance: Mapping[tuple[str, str], float] | None = None,
+    form: str | None = None,
 ) -> SearchSpace:
+    """The options of every trainable layer. ``form="backward-config"`` keeps to what the 256KB
+    paper's config can say: every conv above the backward depth trains its bias (no frozen option),
+    some also a weight at a channel ratio; no norm or gradient-filter options."""
     classifier = {layer.name for layer in classifier_layers(graph)}
     base: dict[str, LayerOptions] = {}
     for layer in graph.layers:
@@ -122,13 +134,14 @@ def build_space(
             base[layer.name] = LayerOptions(weight=1.0, bias=layer.param("bias") is not None)
         elif layer.op in EXACT_MASK_OPS:
             base[layer.name] = LayerOptions(mask=True)
-    trainable = [(i, layer) for i, layer in enumerate(graph.layers) if layer.name not in classifier and _options_for(layer, runtime)]
+    trainable = [(i, layer) for i, layer in enumerate(graph.layers)
+                 if layer.name not in classifier and _options_for(layer, runtime, form)]
     n = len(trainable)
     choices = []
     for rank, (i, layer) in enumerate(trainable):
         position = (rank + 1) / (n + 1)
-        cands = [Candidate(LayerOptions(), 0, 0.0)]
-        for opts in _options_for(layer, runtime):
+        cands = [] if form == "backward-config" else [Candidate(LayerOptions(), 0, 0.0)]
+        for opts in _options_for(layer, runtime, form):
             cands.append(Candidate(opts, _cost(layer, opts, runtime, precision, optimizer),
                                    importance_of(graph, layer, position, opts, importance)))
         choices.append(LayerChoices(layer.name, i, tuple(_pareto(cands))))
@@ -154,7 +167,8 @@ def fixed_cost(space: SearchSpace, depth: int | None) -> int:
     own = 0
     if depth is not None:
         choice = space.choices[depth]
-        cheapest = choice.candidates[1] if len(choice.candidates) > 1 else choice.candidates[0]
+        frozen_first = choice.candidates[0].options == LayerOptions()
+        cheapest = choice.candidates[1] if frozen_first and len(choice.candidates) > 1 else choice.candidates[0]
         options[choice.layer] = cheapest.options
         own = cheapest.cost_bytes
     costs = annotate(space.graph, options, space.runtime, "int8" if space.runtime == "mcu" else space.precision)
