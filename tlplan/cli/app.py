@@ -199,6 +199,69 @@ def solve(
     _emit(report, reporter, fmt, None, quiet)
 
 
+@app.command()
+def importance(
+    model: Annotated[str, typer.Argument(help="Zoo name (see `tlplan zoo`) or package.module:factory.")],
+    data: Annotated[str, typer.Option(help="Image folder (one sub-folder per class), a .pt/.npz file, or synthetic.")],
+    weights: Annotated[Optional[Path], typer.Option(help="A state_dict file for the backbone (no downloads).")] = None,
+    resolution: Annotated[Optional[int], typer.Option(help="Input height and width (default: the model's own).")] = None,
+    batch: Annotated[int, typer.Option(help="Batch size.")] = 8,
+    batches: Annotated[int, typer.Option(help="Batches to average the gradients over.")] = 4,
+    runtime: Annotated[str, typer.Option(help="The runtime whose options are scored: tlplan, mcu or eager.")] = "tlplan",
+    out: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the CSV to FILE (atomically) instead of stdout.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No notes.")] = False,
+) -> None:
+    """Importance of each layer and option measured on your data (gradients), as a CSV for `solve --importance`."""
+    import csv
+    import io
+
+    from .. import zoo
+    from ..data import load_data
+    from ..solve.measured import gradient_importance
+    from ..trace import trace_model
+
+    shape = _input_shape(model, resolution, batch)
+    _positive(batches=batches)
+    found = load_data(data, shape[-1])
+    net = zoo.load_model(model, num_classes=found.num_classes)
+    _load_weights(net, weights, quiet)
+    graph = trace_model(net, shape, model)
+    table = gradient_importance(net, graph, found, batch=batch, batches=batches, runtime=runtime)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["layer", "option", "importance"])
+    for (layer, option), value in sorted(table.items(), key=lambda kv: -kv[1]):
+        writer.writerow([layer, option, f"{value:.6g}"])
+    if out is None:
+        sys.stdout.write(buf.getvalue())
+        return
+    output.write_atomic(out, buf.getvalue())
+    if not quiet:
+        output.stderr_console().print(f"wrote {out}: {len(table)} options of {len(graph.layers)} layers, measured on {found.source}")
+
+
+def _load_weights(net, weights: Optional[Path], quiet: bool) -> None:
+    """A backbone state_dict; a classifier of another size is left as it is (a new task's head)."""
+    import torch
+
+    if weights is None:
+        if not quiet:
+            output.stderr_console().print("warning: no --weights: the model starts from random weights (training from scratch)")
+        return
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise BadInputError(f"weights {weights}: cannot read a state_dict ({type(exc).__name__}); save one with torch.save(model.state_dict(), FILE)") from None
+    if not isinstance(state, dict):
+        raise BadInputError(f"weights {weights}: expected a state_dict (a mapping of tensors)")
+    own = net.state_dict()
+    unknown = [k for k in state if k not in own]
+    if unknown:
+        raise BadInputError(f"weights {weights}: {len(unknown)} key(s) the model does not have, e.g. {unknown[0]!r}; is it this model's state_dict?")
+    usable = {k: v for k, v in state.items() if tuple(v.shape) == tuple(own[k].shape)}
+    net.load_state_dict(usable, strict=False)
+
+
 def _device(device: Optional[str], quiet: bool) -> Optional[str]:
     if device is None:
         return None

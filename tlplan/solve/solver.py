@@ -180,5 +180,6 @@ def solve_space(
     next_better = None
     if next_factor:
         bigger, _ = _best_over_depths(space, int(budget_bytes * next_factor), fixed, 1, refine=False)
-        next_better = bigger if bigger is not None and bigger.importance > best.importance + 1e-12 else None
+        gain = 1e-6 * max(1.0, abs(best.importance))
+        next_better = bigger if bigger is not None and bigger.importance > best.importance + gain else None
     return SolveResult(best, budget_bytes, minimum, next_better, tuple(per_depth), time.perf_counter() - t0)
