@@ -11,6 +11,7 @@ from .costs.annotate import CostTable, annotate
 from .memory.timeline import simulate_peak
 from .plan.plan import Optimizer, Plan
 from .plan.schemes import parse_scheme, scheme_options
+from .plan.validate import shapes_of
 from .trace import LayerGraph, trace_model
 
 
@@ -66,4 +67,5 @@ def plan_from_scheme(
         scheme=parsed.text,
         num_classes=num_classes,
         predicted=MappingProxyType(predicted_costs(costs, optimizer)),
+        shapes=MappingProxyType(shapes_of(graph, options)),
     )

@@ -262,6 +262,30 @@ def _load_weights(net, weights: Optional[Path], quiet: bool) -> None:
     net.load_state_dict(usable, strict=False)
 
 
+@app.command()
+def check(
+    plan: Annotated[Path, typer.Argument(help="A plan file (from `tlplan solve -o`).")],
+    ram: Annotated[Optional[str], typer.Option(help="Budget to hold the plan to (default: the one it was solved for).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="Device profile (name or unique prefix).")] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="Output format (markdown fits a CI job summary).")] = Format.table,
+    out: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to FILE (atomically) instead of stdout.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No notes.")] = False,
+) -> None:
+    """Recompute a plan's memory for the model it names; exit 1 when over budget or the plan is stale."""
+    from ..checking import check_plan
+    from ..errors import CheckFailed
+    from ..plan.plan import load_plan
+    from ..report import check as reporter
+    from ..sizes import parse_size
+
+    budget = parse_size(ram) if ram is not None else None
+    _device(device, quiet)
+    result = check_plan(load_plan(plan), str(plan), budget)
+    _emit(result, reporter, fmt, out, quiet)
+    if not result.passed:
+        raise CheckFailed(reporter.status(result).removeprefix("FAIL: ") + f" ({plan})")
+
+
 def _device(device: Optional[str], quiet: bool) -> Optional[str]:
     if device is None:
         return None

@@ -49,6 +49,8 @@ class Plan:
     budget_bytes: int | None = None
     device: str | None = None
     predicted: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    #: output shape of every layer the plan sets options for, as traced when it was made
+    shapes: Mapping[str, tuple[int, ...]] = field(default_factory=lambda: MappingProxyType({}))
     version: int = PLAN_VERSION
 
     def options(self, layer: str) -> LayerOptions:
@@ -75,6 +77,7 @@ class Plan:
             "budget_bytes": self.budget_bytes,
             "device": self.device,
             "layers": {name: opts.to_dict() for name, opts in self.layers.items()},
+            "shapes": {name: list(shape) for name, shape in self.shapes.items()},
             "predicted": dict(self.predicted),
         }
 
@@ -87,7 +90,7 @@ class Plan:
         if not isinstance(data, dict):
             raise BadInputError(f"{where}: expected a mapping at the top level")
         known = {"version", "model", "num_classes", "input_shape", "runtime", "precision", "optimizer",
-                 "scheme", "budget_bytes", "device", "layers", "predicted"}
+                 "scheme", "budget_bytes", "device", "layers", "predicted", "shapes"}
         unknown = set(data) - known
         if unknown:
             raise BadInputError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
@@ -133,10 +136,16 @@ class Plan:
         predicted = data.get("predicted") or {}
         if not isinstance(predicted, dict):
             raise BadInputError(f"{where}: 'predicted' must be a mapping")
+        shapes_in = data.get("shapes") or {}
+        if not isinstance(shapes_in, dict) or not all(
+            isinstance(v, list) and all(isinstance(d, int) and not isinstance(d, bool) for d in v) for v in shapes_in.values()
+        ):
+            raise BadInputError(f"{where}: 'shapes' must map layer names to lists of whole numbers")
         return cls(
             model=model, input_shape=tuple(shape), layers=MappingProxyType(layers), runtime=runtime,
             precision=precision, optimizer=optimizer, scheme=data.get("scheme"), num_classes=num_classes,
             budget_bytes=budget, device=data.get("device"), predicted=MappingProxyType(predicted),
+            shapes=MappingProxyType({str(k): tuple(v) for k, v in shapes_in.items()}),
         )
 
 

@@ -10,6 +10,23 @@ from ..trace.graph import LayerGraph
 from .options import MASK_OPS, NORM_OPS, WEIGHT_OPS, LayerOptions
 
 
+def shapes_of(graph: LayerGraph, names) -> dict[str, tuple[int, ...]]:
+    return {name: graph.by_name[name].output_shape for name in names if name in graph.by_name}
+
+
+def validate_shapes(graph: LayerGraph, shapes: Mapping[str, tuple[int, ...]], where: str = "plan") -> None:
+    """One-line BadInputError naming the first layer whose shape differs from the plan's."""
+    for name, shape in shapes.items():
+        layer = graph.by_name.get(name)
+        if layer is None:
+            raise BadInputError(f"{where}: layer {name!r} is not in {graph.model_name}; the plan was made for another model")
+        if tuple(layer.output_shape) != tuple(shape):
+            raise BadInputError(
+                f"{where}: layer {name!r} outputs {list(layer.output_shape)} here but {list(shape)} in the plan; "
+                "the plan was made for another model or input"
+            )
+
+
 def validate_options(graph: LayerGraph, options: Mapping[str, LayerOptions], where: str = "plan") -> None:
     """One-line BadInputError naming the first layer whose options do not fit the model."""
     by_name = graph.by_name

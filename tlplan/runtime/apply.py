@@ -8,7 +8,7 @@ from ..errors import BadInputError
 from ..plan.options import LayerOptions
 from ..plan.plan import Plan
 from ..plan.schemes import trainable_params
-from ..plan.validate import validate_options
+from ..plan.validate import validate_options, validate_shapes
 from ..trace import trace_model
 from .modules import make_planned, planned_class
 
@@ -32,6 +32,7 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
             "make the plan with --runtime tlplan to train it here"
         )
     graph = trace_model(model, plan.input_shape, plan.model)
+    validate_shapes(graph, plan.shapes, f"plan for {plan.model}")
     validate_options(graph, plan.layers, f"plan for {plan.model}")
     trainable = trainable_params(graph, plan.layers)
     if plan.runtime == "tlplan":

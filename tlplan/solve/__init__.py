@@ -8,6 +8,7 @@ from typing import Mapping
 import torch.nn as nn
 
 from ..plan.plan import Optimizer, Plan
+from ..plan.validate import shapes_of
 from ..trace import LayerGraph, trace_model
 from .importance import load_importance
 from .solver import SolveResult, Solution, solve_space
@@ -32,6 +33,7 @@ def plan_of(result: SolveResult, space: SearchSpace, model_name: str, num_classe
         runtime=space.runtime, precision=precision, optimizer=space.optimizer, scheme="solved",
         num_classes=num_classes, budget_bytes=result.budget_bytes, device=device,
         predicted=MappingProxyType(predicted),
+        shapes=MappingProxyType(shapes_of(space.graph, best.options)),
     )
 
 
