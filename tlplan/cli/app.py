@@ -31,13 +31,13 @@ class Format(str, enum.Enum):
 
 @app.command()
 def profile(
-    model: Annotated[str, typer.Argument(help="Zoo name (see `tlplan zoo`) or package.module:factory.")],
+    model: Annotated[Optional[str], typer.Argument(help="Zoo name (see `tlplan zoo`) or package.module:factory; default: the project's settings.", show_default=False)] = None,
     resolution: Annotated[Optional[int], typer.Option(help="Input height and width (default: the model's own, 224 or 128).")] = None,
-    batch: Annotated[int, typer.Option(help="Batch size.")] = 1,
-    num_classes: Annotated[int, typer.Option(help="Classes of the classifier.")] = 1000,
-    scheme: Annotated[str, typer.Option(help="What to train: full, last, bias, norm+last, blocks:K, mobiletl:K, gradfilter:K:R, sparse:FILE.")] = "full",
-    runtime: Annotated[str, typer.Option(help="Memory accounting: tlplan (tlplan's runtime ops), eager (plain PyTorch autograd), mcu (an int8 engine).")] = "tlplan",
-    precision: Annotated[str, typer.Option(help="Activations the tlplan runtime keeps: fp32 or fp16.")] = "fp32",
+    batch: Annotated[Optional[int], typer.Option(help="Batch size.  [default: 1]", show_default=False)] = None,
+    num_classes: Annotated[Optional[int], typer.Option(help="Classes of the classifier.  [default: 1000]", show_default=False)] = None,
+    scheme: Annotated[Optional[str], typer.Option(help="What to train: full, last, bias, norm+last, blocks:K, mobiletl:K, gradfilter:K:R, sparse:FILE, or a plan file.  [default: full]", show_default=False)] = None,
+    runtime: Annotated[Optional[str], typer.Option(help="Memory accounting: tlplan (tlplan's runtime ops), eager (plain PyTorch autograd), mcu (an int8 engine).  [default: tlplan]", show_default=False)] = None,
+    precision: Annotated[Optional[str], typer.Option(help="Activations the tlplan runtime keeps: fp32 or fp16.  [default: fp32]", show_default=False)] = None,
     device: Annotated[Optional[str], typer.Option(help="Device profile name or unique prefix (see `tlplan devices`).")] = None,
     no_measure: Annotated[bool, typer.Option("--no-measure", help="Skip timing the layers on this machine.")] = False,
     repeats: Annotated[int, typer.Option(help="Timed runs per layer (median reported).")] = 5,
@@ -52,9 +52,12 @@ def profile(
     from ..errors import UnsupportedOpError
     from ..report import text
 
-    shape = _input_shape(model, resolution, batch)
+    cfg = _resolve(model=model, resolution=resolution, batch=batch, num_classes=num_classes, scheme=scheme,
+                   runtime=runtime, precision=precision, device=device)
+    model, scheme, runtime, precision, num_classes = cfg["model"], cfg["scheme"], cfg["runtime"], cfg["precision"], cfg["num_classes"]
+    shape = _input_shape(model, cfg["resolution"], cfg["batch"])
     _positive(repeats=repeats, num_classes=num_classes)
-    device = _device(device, quiet)
+    device = _device(cfg["device"], quiet)
     net = zoo.load_model(model, num_classes=num_classes)
     with output.progress_bar("timing layers", quiet) as progress:
         report = profiling.profile(
@@ -71,6 +74,7 @@ def profile(
         if not quiet:
             output.stderr_console().print(f"wrote {plot}")
     _emit(report, text, fmt, out, quiet)
+    _step_summary(report, text)
 
 
 def _emit(report, reporter, fmt: Format, out: Optional[Path], quiet: bool) -> None:
@@ -98,11 +102,11 @@ def _emit(report, reporter, fmt: Format, out: Optional[Path], quiet: bool) -> No
 
 @app.command()
 def compare(
-    model: Annotated[str, typer.Argument(help="Zoo name (see `tlplan zoo`) or package.module:factory.")],
+    model: Annotated[Optional[str], typer.Argument(help="Zoo name (see `tlplan zoo`) or package.module:factory; default: the project's settings.", show_default=False)] = None,
     schemes: Annotated[str, typer.Option(help="Comma-separated schemes; full is added as the reference.")] = "full,bias,blocks:5,mobiletl:5,gradfilter:4:2",
     resolution: Annotated[Optional[int], typer.Option(help="Input height and width (default: the model's own).")] = None,
-    batch: Annotated[int, typer.Option(help="Batch size.")] = 1,
-    num_classes: Annotated[int, typer.Option(help="Classes of the classifier.")] = 1000,
+    batch: Annotated[Optional[int], typer.Option(help="Batch size.  [default: 1]", show_default=False)] = None,
+    num_classes: Annotated[Optional[int], typer.Option(help="Classes of the classifier.  [default: 1000]", show_default=False)] = None,
     no_measure: Annotated[bool, typer.Option("--no-measure", help="Skip timing a training step per scheme.")] = False,
     repeats: Annotated[int, typer.Option(help="Timed training steps per scheme (median reported).")] = 3,
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
@@ -113,25 +117,28 @@ def compare(
     from .. import comparing, zoo
     from ..report import compare as reporter
 
-    shape = _input_shape(model, resolution, batch)
+    cfg = _resolve(model=model, resolution=resolution, batch=batch, num_classes=num_classes)
+    model, num_classes = cfg["model"], cfg["num_classes"]
+    shape = _input_shape(model, cfg["resolution"], cfg["batch"])
     _positive(repeats=repeats, num_classes=num_classes)
     net = zoo.load_model(model, num_classes=num_classes)
     names = [s.strip() for s in schemes.split(",") if s.strip()]
     with output.progress_bar("measuring schemes", quiet or no_measure) as progress:
         report = comparing.compare(net, shape, names, model_name=model, measure=not no_measure, repeats=repeats, progress=progress)
     _emit(report, reporter, fmt, out, quiet)
+    _step_summary(report, reporter)
 
 
 @app.command()
 def solve(
-    model: Annotated[str, typer.Argument(help="Zoo name (see `tlplan zoo`) or package.module:factory.")],
-    ram: Annotated[str, typer.Option(help="RAM budget: 256KB, 0.5MB, 1GiB or bytes (KB = 1024 bytes).")],
+    model: Annotated[Optional[str], typer.Argument(help="Zoo name (see `tlplan zoo`) or package.module:factory; default: the project's settings.", show_default=False)] = None,
+    ram: Annotated[Optional[str], typer.Option(help="RAM budget: 256KB, 0.5MB, 1GiB or bytes (KB = 1024 bytes); default: the project's settings.", show_default=False)] = None,
     resolution: Annotated[Optional[int], typer.Option(help="Input height and width (default: the model's own).")] = None,
-    batch: Annotated[int, typer.Option(help="Batch size.")] = 1,
+    batch: Annotated[Optional[int], typer.Option(help="Batch size.  [default: 1]", show_default=False)] = None,
     num_classes: Annotated[Optional[int], typer.Option(help="Classes of your task (default 1000; 10 on the mcu runtime).")] = None,
-    runtime: Annotated[str, typer.Option(help="tlplan (runs here), mcu (an int8 engine's accounting) or eager.")] = "tlplan",
-    precision: Annotated[str, typer.Option(help="Activations the tlplan runtime keeps: fp32 or fp16.")] = "fp32",
-    optimizer: Annotated[str, typer.Option(help="sgd, momentum (SGD 0.9) or adam: their state counts.")] = "sgd",
+    runtime: Annotated[Optional[str], typer.Option(help="tlplan (runs here), mcu (an int8 engine's accounting) or eager.  [default: tlplan]", show_default=False)] = None,
+    precision: Annotated[Optional[str], typer.Option(help="Activations the tlplan runtime keeps: fp32 or fp16.  [default: fp32]", show_default=False)] = None,
+    optimizer: Annotated[Optional[str], typer.Option(help="sgd, momentum (SGD 0.9) or adam: their state counts.  [default: sgd]", show_default=False)] = None,
     importance: Annotated[Optional[Path], typer.Option(help="Your contribution table: CSV layer,option,importance.")] = None,
     device: Annotated[Optional[str], typer.Option(help="Device profile (name or unique prefix), recorded in the plan.")] = None,
     pareto: Annotated[bool, typer.Option("--pareto", help="Sweep budgets and print the frontier with the named schemes.")] = False,
@@ -151,8 +158,17 @@ def solve(
     from ..solve import build_space, load_importance, plan_of, solve_space
     from ..trace import trace_model
 
-    budget = parse_size(ram)
-    shape = _input_shape(model, resolution, batch)
+    cfg = _resolve(model=model, ram=ram, resolution=resolution, batch=batch, num_classes=num_classes, runtime=runtime,
+                   precision=precision, optimizer=optimizer, device=device)
+    model, runtime, precision, optimizer, device = cfg["model"], cfg["runtime"], cfg["precision"], cfg["optimizer"], cfg["device"]
+    from ..settings import find_settings
+
+    if num_classes is None:
+        num_classes = find_settings().get("num_classes")
+    if cfg["ram"] is None:
+        raise BadInputError("no budget: give --ram (e.g. --ram 256KB) or set ram in [tool.tlplan] of pyproject.toml / tlplan.yaml")
+    budget = parse_size(str(cfg["ram"]))
+    shape = _input_shape(model, cfg["resolution"], cfg["batch"])
     if runtime not in ("tlplan", "mcu", "eager"):
         raise BadInputError(f"unknown runtime {runtime!r}; use tlplan, mcu or eager")
     optimizers = {"sgd": Optimizer(), "momentum": Optimizer("sgd", 0.01, 0.9), "adam": Optimizer("adam", 0.001)}
@@ -178,6 +194,7 @@ def solve(
         if plot is not None:
             pareto_report.plot(front, plot)
         _emit(front, pareto_report, fmt, None, quiet)
+        _step_summary(front, pareto_report)
         return
     result = solve_space(space, budget)
     plan = plan_of(result, space, model, num_classes, device_name)
@@ -197,12 +214,13 @@ def solve(
     if out is not None and not quiet:
         output.stderr_console().print(f"wrote {out}")
     _emit(report, reporter, fmt, None, quiet)
+    _step_summary(report, reporter)
 
 
 @app.command()
 def importance(
-    model: Annotated[str, typer.Argument(help="Zoo name (see `tlplan zoo`) or package.module:factory.")],
-    data: Annotated[str, typer.Option(help="Image folder (one sub-folder per class), a .pt/.npz file, or synthetic.")],
+    model: Annotated[Optional[str], typer.Argument(help="Zoo name (see `tlplan zoo`) or package.module:factory; default: the project's settings.", show_default=False)] = None,
+    data: Annotated[Optional[str], typer.Option(help="Image folder (one sub-folder per class), a .pt/.npz file, or synthetic.", show_default=False)] = None,
     weights: Annotated[Optional[Path], typer.Option(help="A state_dict file for the backbone (no downloads).")] = None,
     resolution: Annotated[Optional[int], typer.Option(help="Input height and width (default: the model's own).")] = None,
     batch: Annotated[int, typer.Option(help="Batch size.")] = 8,
@@ -220,7 +238,11 @@ def importance(
     from ..solve.measured import gradient_importance
     from ..trace import trace_model
 
-    shape = _input_shape(model, resolution, batch)
+    if data is None:
+        raise BadInputError("give --data: an image folder (one sub-folder per class), a .pt/.npz file, or synthetic")
+    cfg = _resolve(model=model, resolution=resolution)
+    model = cfg["model"]
+    shape = _input_shape(model, cfg["resolution"], batch)
     _positive(batches=batches)
     found = load_data(data, shape[-1])
     net = zoo.load_model(model, num_classes=found.num_classes)
@@ -278,12 +300,76 @@ def check(
     from ..report import check as reporter
     from ..sizes import parse_size
 
-    budget = parse_size(ram) if ram is not None else None
-    _device(device, quiet)
-    result = check_plan(load_plan(plan), str(plan), budget)
+    cfg = _resolve(ram=ram, device=device, need_model=False)
+    budget = parse_size(str(ram)) if ram is not None else None  # the plan's own budget before the project's
+    _device(cfg["device"], quiet)
+    loaded = load_plan(plan)
+    if budget is None and loaded.budget_bytes is None and cfg["ram"] is not None:
+        budget = parse_size(str(cfg["ram"]))
+    result = check_plan(loaded, str(plan), budget)
     _emit(result, reporter, fmt, out, quiet)
+    _step_summary(result, reporter)
     if not result.passed:
         raise CheckFailed(reporter.status(result).removeprefix("FAIL: ") + f" ({plan})")
+
+
+DEFAULTS = {"batch": 1, "num_classes": 1000, "scheme": "full", "runtime": "tlplan", "precision": "fp32", "optimizer": "sgd"}
+
+
+def _resolve(need_model: bool = True, **given):
+    """Each value from the command line, else the project's settings, else tlplan's default."""
+    from ..settings import find_settings
+
+    settings = find_settings()
+    values = {}
+    for key, value in given.items():
+        if value is not None:
+            values[key] = value
+        elif settings.get(key) is not None:
+            values[key] = settings.get(key)
+        else:
+            values[key] = DEFAULTS.get(key)
+    if need_model and "model" in given and not values.get("model"):
+        raise BadInputError(
+            "no model given: name one (tlplan solve mcunet-5fps --ram 256KB) or set model in [tool.tlplan] "
+            "of pyproject.toml (or in tlplan.yaml)"
+        )
+    return values
+
+
+def _step_summary(report, reporter) -> None:
+    """On GitHub Actions, append the markdown table to the job summary as well."""
+    import os
+
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not path:
+        return
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(reporter.to_markdown(report) + "\n")
+    except OSError as exc:
+        output.stderr_console().print(f"warning: cannot append to GITHUB_STEP_SUMMARY {path}: {exc.strerror or exc}")
+
+
+@app.command("config")
+def config_command() -> None:
+    """What the project's settings put in effect, and where each value comes from."""
+    from rich.table import Table
+
+    from ..settings import KEYS, find_settings
+
+    settings = find_settings()
+    table = Table(title=f"settings in effect ({settings.source or 'no [tool.tlplan] or tlplan.yaml found'})")
+    for col in ("key", "value", "from"):
+        table.add_column(col)
+    for key in KEYS:
+        if settings.get(key) is not None:
+            table.add_row(key, str(settings.get(key)), str(settings.source))
+        elif key in DEFAULTS:
+            table.add_row(key, str(DEFAULTS[key]), "tlplan default")
+        else:
+            table.add_row(key, "-", "unset (the model's own default, or give it on the command line)")
+    output.stdout_console().print(table)
 
 
 def _device(device: Optional[str], quiet: bool) -> Optional[str]:
@@ -370,5 +456,8 @@ def main() -> None:
     try:
         app(standalone_mode=True)
     except TlplanError as exc:
-        output.stderr_console().print(f"[bold red]error[/bold red]: {exc}", highlight=False, soft_wrap=True)
+        from rich.text import Text
+
+        # the message is text, not markup: "[tool.tlplan]" must print as it is
+        output.stderr_console().print(Text("error", style="bold red") + Text(f": {exc}"))
         sys.exit(exc.exit_code)
