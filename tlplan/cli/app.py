@@ -372,6 +372,49 @@ def config_command() -> None:
     output.stdout_console().print(table)
 
 
+@app.command()
+def train(
+    plan: Annotated[Path, typer.Argument(help="A plan file (from `tlplan solve -o`).")],
+    data: Annotated[Optional[str], typer.Option(help="Image folder (one sub-folder per class), a .pt/.npz file, or synthetic.", show_default=False)] = None,
+    weights: Annotated[Optional[Path], typer.Option(help="A state_dict file for the backbone (no downloads).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs to train.  [default: 1]", show_default=False)] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Or: training steps.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for checkpoints (a run there resumes).")] = Path("tlplan-run"),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no notes.")] = False,
+) -> None:
+    """Fine-tune the model exactly as planned; then measured vs predicted memory and time."""
+    from .. import training
+    from ..data import load_data
+    from ..plan.plan import load_plan
+    from ..report import train as reporter
+
+    if data is None:
+        raise BadInputError("give --data: an image folder (one sub-folder per class), a .pt/.npz file, or synthetic")
+    if epochs is not None and steps is not None:
+        raise BadInputError("give --epochs or --steps, not both")
+    _positive(**{k: v for k, v in (("epochs", epochs), ("steps", steps)) if v is not None})
+    loaded = load_plan(plan)
+    found = load_data(data, loaded.input_shape[-1], num_classes=loaded.num_classes)
+    state = None
+    if weights is not None:
+        from ..zoo import load_model
+
+        net = load_model(loaded.model, num_classes=found.num_classes)
+        _load_weights(net, weights, quiet)
+        state = net.state_dict()
+    elif not quiet:
+        output.stderr_console().print("warning: no --weights: training from scratch (random backbone)")
+    with output.progress_bar("training", quiet) as bar:
+        progress = None
+        if bar is not None:
+            def progress(epoch: int, step: int, total: int, loss: float) -> None:
+                bar(epoch * total + step, (epochs or 1) * total if steps is None else steps)
+        result = training.train(loaded, found, out_dir=out, weights=state, epochs=epochs, steps=steps, progress=progress)
+    if result.resumed_from and not quiet:
+        output.stderr_console().print(f"resumed from the checkpoint after epoch {result.resumed_from} in {out}")
+    _emit(result, reporter, Format.table, None, quiet)
+
+
 def _device(device: Optional[str], quiet: bool) -> Optional[str]:
     if device is None:
         return None

@@ -1,0 +1,196 @@
+"""``tlplan train``: run a plan on the user's data, and show that its predictions held.
+
+The model named by the plan is built (its classifier sized to the classes found), set up with
+``apply_plan`` and trained with the plan's optimizer at the plan's batch size (a last partial
+batch is dropped: the plan's memory was predicted for that batch). Checkpoints are written
+atomically at the end of every epoch, so an interrupted run resumes from the last one. At the end,
+bytes kept for backward, peak memory and ms per step are measured and set beside the predictions.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .costs.annotate import annotate
+from .data import Data
+from .errors import BadInputError
+from .measure.peak import make_optimizer, measure_peak
+from .measure.saved import measure_saved_bytes
+from .plan.plan import Plan
+from .plan.schemes import classifier_layers
+from .plan.validate import shapes_of, validate_options, validate_shapes
+from .planning import predicted_costs
+from .runtime import apply_plan
+from .trace import trace_model
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    epoch: int
+    loss: float
+    train_accuracy: float
+    val_accuracy: float | None
+    images_per_s: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    plan: Plan  # as run: classifier sized to the data
+    history: tuple[EpochStats, ...]
+    resumed_from: int | None  # the epoch a checkpoint let the run skip to
+    predicted: dict = field(default_factory=dict)
+    measured: dict = field(default_factory=dict)  # saved_bytes, peak_bytes, step_ms (measured here)
+
+
+Progress = Callable[[int, int, int, float], None]  # (epoch, step in epoch, steps per epoch, loss)
+
+
+def plan_for_data(plan: Plan, num_classes: int) -> tuple[Plan, nn.Module]:
+    """The plan's model with ``num_classes`` outputs, and the plan checked against it."""
+    from .zoo import load_model
+
+    if plan.runtime == "mcu":
+        raise BadInputError("this plan is for the mcu runtime (an int8 engine's accounting); solve with --runtime tlplan to train here")
+    model = load_model(plan.model, num_classes=num_classes)
+    graph = trace_model(model, plan.input_shape, plan.model)
+    heads = {layer.name for layer in classifier_layers(graph)}
+    validate_shapes(graph, {k: v for k, v in plan.shapes.items() if k not in heads}, f"plan for {plan.model}")
+    validate_options(graph, plan.layers, f"plan for {plan.model}")
+    costs = annotate(graph, plan.layers, plan.runtime, plan.precision)
+    shaped = replace(plan, num_classes=num_classes, predicted=MappingProxyType(predicted_costs(costs, plan.optimizer)),
+                     shapes=MappingProxyType(shapes_of(graph, plan.layers)))
+    return shaped, model
+
+
+def _fingerprint(plan: Plan) -> str:
+    text = json.dumps({k: v for k, v in plan.to_dict().items() if k != "predicted"}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".checkpoint.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)  # a crash leaves the previous checkpoint whole
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _split(data: Data, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(data.labels), generator=g)
+    n_val = len(order) // 5 if len(order) >= 10 else 0
+    return order[n_val:], order[:n_val]
+
+
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int) -> float:
+    was = model.training
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(labels), batch):
+            correct += int((model(images[i : i + batch]).argmax(1) == labels[i : i + batch]).sum())
+    model.train(was)
+    return correct / max(1, len(labels))
+
+
+def train(
+    plan: Plan,
+    data: Data,
+    *,
+    out_dir: Path,
+    weights: dict | None = None,
+    epochs: int | None = None,
+    steps: int | None = None,
+    progress: Progress | None = None,
+    seed: int = 0,
+    measure: bool = True,
+) -> TrainResult:
+    """Train as ``plan`` says; see the module docstring."""
+    plan, model = plan_for_data(plan, data.num_classes)
+    if weights is not None:
+        own = model.state_dict()
+        model.load_state_dict({k: v for k, v in weights.items() if k in own and v.shape == own[k].shape}, strict=False)
+    batch = plan.input_shape[0]
+    train_idx, val_idx = _split(data, seed)
+    per_epoch = len(train_idx) // batch
+    if per_epoch == 0:
+        raise BadInputError(f"data {data.source}: {len(train_idx)} training images are fewer than one batch of {batch}")
+    if steps is not None:
+        epochs = -(-steps // per_epoch)
+    epochs = epochs or 1
+    apply_plan(model, plan)
+    model.train()
+    trained = [p for p in model.parameters() if p.requires_grad]
+    opt = make_optimizer(trained, plan.optimizer)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = out_dir / CHECKPOINT
+    fingerprint = _fingerprint(plan)
+    start, history, resumed = 0, [], None
+    if ckpt.exists():
+        try:
+            state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        except Exception:
+            raise BadInputError(f"checkpoint {ckpt} cannot be read; delete it to start over") from None
+        if state.get("fingerprint") != fingerprint:
+            raise BadInputError(f"checkpoint {ckpt} belongs to another plan; use another --out or delete it")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start = resumed = int(state["epoch"])
+        history = [EpochStats(**h) for h in state["history"]]
+    step_times: list[float] = []
+    done_steps = start * per_epoch
+    for epoch in range(start, epochs):
+        order = train_idx[torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(seed + epoch))]
+        losses, correct, seen, t_epoch = [], 0, 0, time.perf_counter()
+        for i in range(per_epoch):
+            if steps is not None and done_steps >= steps:
+                break
+            idx = order[i * batch : (i + 1) * batch]
+            x, y = data.images[idx], data.labels[idx]
+            t0 = time.perf_counter()
+            out = model(x)
+            loss = F.cross_entropy(out, y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            step_times.append((time.perf_counter() - t0) * 1e3)
+            losses.append(loss.detach().item())
+            correct += int((out.argmax(1) == y).sum())
+            seen += len(y)
+            done_steps += 1
+            if progress:
+                progress(epoch, i + 1, per_epoch, losses[-1])
+        val = accuracy(model, data.images[val_idx], data.labels[val_idx], batch) if len(val_idx) else None
+        history.append(EpochStats(epoch + 1, statistics.fmean(losses) if losses else float("nan"), correct / max(1, seen), val,
+                                  seen / max(1e-9, time.perf_counter() - t_epoch)))
+        _save_checkpoint(ckpt, {
+            "fingerprint": fingerprint, "epoch": epoch + 1, "model": model.state_dict(),
+            "optimizer": opt.state_dict(), "history": [h.__dict__ for h in history],
+        })
+    measured = {}
+    if measure:
+        shape = plan.input_shape
+        measured["saved_bytes"] = measure_saved_bytes(model, shape, None, copy_model=True).saved_bytes
+        measured["peak_bytes"] = measure_peak(copy.deepcopy(model), shape, plan.optimizer).peak_bytes
+        if step_times:
+            measured["step_ms"] = round(statistics.median(step_times), 3)
+    return TrainResult(plan, tuple(history), resumed, dict(plan.predicted), measured)
