@@ -29,9 +29,16 @@ class Format(str, enum.Enum):
     markdown = "markdown"
 
 
+# options several commands share
+ModelArg = Annotated[Optional[str], typer.Argument(help="Zoo name (see `tlplan zoo`) or package.module:factory; default: the project's settings.", show_default=False)]
+ResolutionOpt = Annotated[Optional[int], typer.Option(help="Input height and width (default: the model's own).")]
+FormatOpt = Annotated[Format, typer.Option("--format", help="Output format.")]
+OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to FILE (atomically) instead of stdout.")]
+
+
 @app.command()
 def profile(
-    model: Annotated[Optional[str], typer.Argument(help="Zoo name (see `tlplan zoo`) or package.module:factory; default: the project's settings.", show_default=False)] = None,
+    model: ModelArg = None,
     resolution: Annotated[Optional[int], typer.Option(help="Input height and width (default: the model's own, 224 or 128).")] = None,
     batch: Annotated[Optional[int], typer.Option(help="Batch size.  [default: 1]", show_default=False)] = None,
     num_classes: Annotated[Optional[int], typer.Option(help="Classes of the classifier.  [default: 1000]", show_default=False)] = None,
@@ -42,8 +49,8 @@ def profile(
     no_measure: Annotated[bool, typer.Option("--no-measure", help="Skip timing the layers on this machine.")] = False,
     repeats: Annotated[int, typer.Option(help="Timed runs per layer (median reported).")] = 5,
     strict: Annotated[bool, typer.Option(help="Fail on ops that have no cost rule.")] = False,
-    fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
-    out: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to FILE (atomically) instead of stdout.")] = None,
+    fmt: FormatOpt = Format.table,
+    out: OutputOpt = None,
     plot: Annotated[Optional[Path], typer.Option(help="Also write a PNG: bytes kept per layer, by kind, against full.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no warnings.")] = False,
 ) -> None:
@@ -73,12 +80,14 @@ def profile(
         plot_kept_bytes(report, full, plot)
         if not quiet:
             output.stderr_console().print(f"wrote {plot}")
-    _emit(report, text, fmt, out, quiet)
-    _step_summary(report, text)
+    _emit(report, text, fmt, out, quiet, summary=True)
 
 
-def _emit(report, reporter, fmt: Format, out: Optional[Path], quiet: bool) -> None:
-    """Render ``report`` with ``reporter`` (a module of render_table / to_json / to_csv / to_markdown)."""
+def _emit(report, reporter, fmt: Format, out: Optional[Path], quiet: bool, summary: bool = False) -> None:
+    """Render ``report`` with ``reporter`` (a module of render_table / to_json / to_csv / to_markdown);
+    with ``summary``, also append its markdown to a GitHub job summary when there is one."""
+    if summary:
+        _step_summary(report, reporter)
     if fmt is Format.table:
         if out is None:
             reporter.render_table(report, output.stdout_console())
@@ -102,15 +111,15 @@ def _emit(report, reporter, fmt: Format, out: Optional[Path], quiet: bool) -> No
 
 @app.command()
 def compare(
-    model: Annotated[Optional[str], typer.Argument(help="Zoo name (see `tlplan zoo`) or package.module:factory; default: the project's settings.", show_default=False)] = None,
+    model: ModelArg = None,
     schemes: Annotated[str, typer.Option(help="Comma-separated schemes; full is added as the reference.")] = "full,bias,blocks:5,mobiletl:5,gradfilter:4:2",
-    resolution: Annotated[Optional[int], typer.Option(help="Input height and width (default: the model's own).")] = None,
+    resolution: ResolutionOpt = None,
     batch: Annotated[Optional[int], typer.Option(help="Batch size.  [default: 1]", show_default=False)] = None,
     num_classes: Annotated[Optional[int], typer.Option(help="Classes of the classifier.  [default: 1000]", show_default=False)] = None,
     no_measure: Annotated[bool, typer.Option("--no-measure", help="Skip timing a training step per scheme.")] = False,
     repeats: Annotated[int, typer.Option(help="Timed training steps per scheme (median reported).")] = 3,
-    fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
-    out: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to FILE (atomically) instead of stdout.")] = None,
+    fmt: FormatOpt = Format.table,
+    out: OutputOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """One row per scheme: kept bytes (plain PyTorch and tlplan runtime), peak, params, MACs, ms; ratios to full."""
@@ -125,15 +134,14 @@ def compare(
     names = [s.strip() for s in schemes.split(",") if s.strip()]
     with output.progress_bar("measuring schemes", quiet or no_measure) as progress:
         report = comparing.compare(net, shape, names, model_name=model, measure=not no_measure, repeats=repeats, progress=progress)
-    _emit(report, reporter, fmt, out, quiet)
-    _step_summary(report, reporter)
+    _emit(report, reporter, fmt, out, quiet, summary=True)
 
 
 @app.command()
 def solve(
-    model: Annotated[Optional[str], typer.Argument(help="Zoo name (see `tlplan zoo`) or package.module:factory; default: the project's settings.", show_default=False)] = None,
+    model: ModelArg = None,
     ram: Annotated[Optional[str], typer.Option(help="RAM budget: 256KB, 0.5MB, 1GiB or bytes (KB = 1024 bytes); default: the project's settings.", show_default=False)] = None,
-    resolution: Annotated[Optional[int], typer.Option(help="Input height and width (default: the model's own).")] = None,
+    resolution: ResolutionOpt = None,
     batch: Annotated[Optional[int], typer.Option(help="Batch size.  [default: 1]", show_default=False)] = None,
     num_classes: Annotated[Optional[int], typer.Option(help="Classes of your task (default 1000; 10 on the mcu runtime).")] = None,
     runtime: Annotated[Optional[str], typer.Option(help="tlplan (runs here), mcu (an int8 engine's accounting) or eager.  [default: tlplan]", show_default=False)] = None,
@@ -143,7 +151,7 @@ def solve(
     device: Annotated[Optional[str], typer.Option(help="Device profile (name or unique prefix), recorded in the plan.")] = None,
     pareto: Annotated[bool, typer.Option("--pareto", help="Sweep budgets and print the frontier with the named schemes.")] = False,
     plot: Annotated[Optional[Path], typer.Option(help="With --pareto: also write the frontier as a PNG.")] = None,
-    fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
+    fmt: FormatOpt = Format.table,
     out: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the plan (YAML) to FILE, atomically.")] = None,
     export: Annotated[Optional[str], typer.Option(help="backward-config: solve within the 256KB paper's form and write its fields instead of a plan.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No notes.")] = False,
@@ -193,8 +201,7 @@ def solve(
         front = frontier(space, budget)
         if plot is not None:
             pareto_report.plot(front, plot)
-        _emit(front, pareto_report, fmt, None, quiet)
-        _step_summary(front, pareto_report)
+        _emit(front, pareto_report, fmt, None, quiet, summary=True)
         return
     result = solve_space(space, budget)
     plan = plan_of(result, space, model, num_classes, device_name)
@@ -213,16 +220,15 @@ def solve(
         plan.save(out)
     if out is not None and not quiet:
         output.stderr_console().print(f"wrote {out}")
-    _emit(report, reporter, fmt, None, quiet)
-    _step_summary(report, reporter)
+    _emit(report, reporter, fmt, None, quiet, summary=True)
 
 
 @app.command()
 def importance(
-    model: Annotated[Optional[str], typer.Argument(help="Zoo name (see `tlplan zoo`) or package.module:factory; default: the project's settings.", show_default=False)] = None,
+    model: ModelArg = None,
     data: Annotated[Optional[str], typer.Option(help="Image folder (one sub-folder per class), a .pt/.npz file, or synthetic.", show_default=False)] = None,
     weights: Annotated[Optional[Path], typer.Option(help="A state_dict file for the backbone (no downloads).")] = None,
-    resolution: Annotated[Optional[int], typer.Option(help="Input height and width (default: the model's own).")] = None,
+    resolution: ResolutionOpt = None,
     batch: Annotated[int, typer.Option(help="Batch size.")] = 8,
     batches: Annotated[int, typer.Option(help="Batches to average the gradients over.")] = 4,
     runtime: Annotated[str, typer.Option(help="The runtime whose options are scored: tlplan, mcu or eager.")] = "tlplan",
@@ -290,7 +296,7 @@ def check(
     ram: Annotated[Optional[str], typer.Option(help="Budget to hold the plan to (default: the one it was solved for).")] = None,
     device: Annotated[Optional[str], typer.Option(help="Device profile (name or unique prefix).")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="Output format (markdown fits a CI job summary).")] = Format.table,
-    out: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to FILE (atomically) instead of stdout.")] = None,
+    out: OutputOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No notes.")] = False,
 ) -> None:
     """Recompute a plan's memory for the model it names; exit 1 when over budget or the plan is stale."""
@@ -307,8 +313,7 @@ def check(
     if budget is None and loaded.budget_bytes is None and cfg["ram"] is not None:
         budget = parse_size(str(cfg["ram"]))
     result = check_plan(loaded, str(plan), budget)
-    _emit(result, reporter, fmt, out, quiet)
-    _step_summary(result, reporter)
+    _emit(result, reporter, fmt, out, quiet, summary=True)
     if not result.passed:
         raise CheckFailed(reporter.status(result).removeprefix("FAIL: ") + f" ({plan})")
 
