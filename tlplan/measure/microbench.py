@@ -21,7 +21,6 @@ from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..trace.graph import Layer
 from .latency import Prepared, time_passes
