@@ -42,11 +42,13 @@ class LayerRow:
     macs_bwd_weight: int
     saved_bytes: int
     latency_ms: Mapping[str, float | None] | None = None  # {"fwd": ms, "bwd": ms or None}
+    latency_ms_predicted: Mapping[str, float | None] | None = None  # on the --device, same keys
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["output_shape"] = list(self.output_shape)
         d["latency_ms"] = dict(self.latency_ms) if self.latency_ms is not None else None
+        d["latency_ms_predicted"] = dict(self.latency_ms_predicted) if self.latency_ms_predicted is not None else None
         return d
 
 
@@ -66,6 +68,7 @@ class ProfileReport:
     sources: Mapping[str, str]
     warnings: tuple[str, ...] = ()
     costs: CostTable | None = field(default=None, repr=False, compare=False)
+    predicted: Mapping[str, Any] | None = None  # where and how latencies were predicted (--device)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -78,6 +81,7 @@ class ProfileReport:
             "totals": dict(self.totals),
             "memory": {k: v for k, v in asdict(self.memory).items() if k != "timeline"},
             "measured": dict(self.measured) if self.measured else None,
+            "predicted": dict(self.predicted) if self.predicted else None,
             "sources": dict(self.sources),
             "warnings": list(self.warnings),
         }
@@ -106,7 +110,8 @@ def profile(
         runtime: ``tlplan`` (tlplan's runtime ops), ``eager`` (plain PyTorch autograd with only
             ``requires_grad`` set) or ``mcu`` (an int8 training engine; analytic, not measurable here).
         precision: activations kept by the tlplan runtime, ``fp32`` or ``fp16``.
-        device: a device profile name, reported with the results.
+        device: a device profile name: each layer's and the whole step's time is predicted for it
+            (from its fitted measurements, or its datasheet roofline), beside what is measured here.
         measure: also time every layer and a whole training step on this machine.
 
     Returns:
@@ -134,7 +139,37 @@ def profile(
         from .measure.latency import measure_latency
 
         timings = measure_latency(model, costs, repeats=repeats, progress=progress)
-    return _report(graph, costs, memory, parsed.text, device_name, timings)
+    report = _report(graph, costs, memory, parsed.text, device_name, timings)
+    return with_prediction(report, resolve_device(device)) if device else report
+
+
+def with_prediction(report: ProfileReport, device: Any) -> ProfileReport:
+    """The report with each layer's and the step's time predicted on ``device`` added beside it
+    (unchanged where the profile has nothing to predict from: a measured profile without data)."""
+    from dataclasses import replace
+
+    from .predict import predict_latency
+
+    if not device.predicts or report.costs is None:
+        return report
+    p = predict_latency(report.costs.graph, report.costs, device)
+    rows = tuple(
+        replace(row, latency_ms_predicted={"fwd": round(p.layers[row.name].fwd_ms, 4),
+                                           "bwd": None if p.layers[row.name].bwd_ms is None else round(p.layers[row.name].bwd_ms, 4)})
+        for row in report.layers
+    )
+    totals = {**report.totals, "latency_ms_predicted": {"fwd": round(p.fwd_ms, 3), "bwd": round(p.bwd_ms, 3)},
+              "predicted_step_ms": round(p.step_ms, 3)}
+    predicted = {"device": p.device, "source": p.source, "device_source": device.source,
+                 "overhead_ms": round(p.overhead_ms, 3), "unpredicted": list(p.unpredicted)}
+    if device.accuracy:
+        predicted["accuracy"] = {k: device.accuracy[k] for k in ("mape", "within_10") if k in device.accuracy}
+    sources = {**report.sources, "latency_ms_predicted": f"predicted for {p.device} ({p.source})"}
+    warnings = report.warnings
+    if p.unpredicted:
+        warnings += (f"no latency model on {p.device} for {len(p.unpredicted)} layer(s), counted as 0 ms: "
+                     f"{', '.join(p.unpredicted[:5])}{' ...' if len(p.unpredicted) > 5 else ''}",)
+    return replace(report, layers=rows, totals=totals, predicted=predicted, sources=sources, warnings=warnings)
 
 
 def _report(graph: LayerGraph, costs: CostTable, memory: MemoryBreakdown, scheme: str, device: str | None, timings: Any) -> ProfileReport:

@@ -12,6 +12,7 @@ import typer
 
 from ..errors import BadInputError, TlplanError
 from . import output
+from .calibrate import calibrate as calibrate_command
 
 app = typer.Typer(
     name="tlplan",
@@ -451,22 +452,11 @@ def _positive(**values: int) -> None:
 
 @app.command()
 def devices() -> None:
-    """List the device profiles: name, source (measured or datasheet), RAM."""
-    from rich.table import Table
-
+    """List the device profiles: name, source (measured or datasheet), RAM, peak, date, accuracy."""
     from ..predict.devices import list_devices, profiles_dir
-    from ..report.units import human_bytes
+    from ..report.devices import devices_table
 
-    found = list_devices()
-    table = Table(title=f"device profiles in {profiles_dir()}", caption="KB/MB/GB = 1024-based")
-    for col in ("name", "source", "RAM", "usable RAM", "peak fp32 GFLOPS", "date", "description"):
-        table.add_column(col, justify="right" if col in ("RAM", "usable RAM", "peak fp32 GFLOPS") else "left")
-    for d in found:
-        table.add_row(
-            d.name, d.source, human_bytes(d.ram_bytes), human_bytes(d.usable_ram_bytes),
-            f"{d.peak_flops_fp32 / 1e9:,.2f}" if d.peak_flops_fp32 else "-", d.date or "-", d.description,
-        )
-    output.stdout_console().print(table)
+    output.stdout_console().print(devices_table(list_devices(), str(profiles_dir())))
 
 
 @app.command("zoo")
@@ -482,6 +472,9 @@ def zoo_command() -> None:
     for entry in ZOO.values():
         table.add_row(entry.name, str(entry.resolution), entry.description)
     output.stdout_console().print(table)
+
+
+app.command("calibrate")(calibrate_command)
 
 
 @app.callback(invoke_without_command=True)

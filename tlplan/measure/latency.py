@@ -6,7 +6,7 @@ import copy
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.fx
@@ -35,7 +35,7 @@ class Timings:
 Progress = Callable[[int, int], None]  # (done, total)
 
 
-def _median_ms(fn: Callable[[], Any], warmup: int, repeats: int) -> float:
+def _samples_ms(fn: Callable[[], Any], warmup: int, repeats: int) -> list[float]:
     for _ in range(warmup):
         fn()
     samples = []
@@ -43,7 +43,37 @@ def _median_ms(fn: Callable[[], Any], warmup: int, repeats: int) -> float:
         t0 = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(samples)
+    return samples
+
+
+Prepared = tuple[Callable[[], torch.Tensor], Sequence[Sequence[torch.Tensor]]]
+
+
+def time_passes(prepare: Callable[[], Prepared], *, warmup: int, repeats: int) -> tuple[float, tuple[float, ...]]:
+    """Median ms of a forward and of each backward group computed on its graph.
+
+    ``prepare()`` (not timed) returns ``(forward, groups)``: a thunk running the op with autograd
+    recording, and the tensor groups to differentiate for, one ``torch.autograd.grad`` call each,
+    in order, on the same graph (kept between calls). An empty ``groups`` times the forward only.
+    """
+    fwd: list[float] = []
+    bwd: list[list[float]] = []
+    for i in range(warmup + repeats):
+        forward, groups = prepare()
+        t0 = time.perf_counter()
+        out = forward()
+        t1 = time.perf_counter()
+        times = []
+        if groups:
+            grad = torch.randn_like(out)
+            for j, group in enumerate(groups):
+                t2 = time.perf_counter()
+                torch.autograd.grad(out, list(group), grad, retain_graph=j < len(groups) - 1, allow_unused=True)
+                times.append((time.perf_counter() - t2) * 1e3)
+        if i >= warmup:
+            fwd.append((t1 - t0) * 1e3)
+            bwd.append(times)
+    return statistics.median(fwd), tuple(statistics.median(column) for column in zip(*bwd))
 
 
 class _LayerBench(torch.fx.Interpreter):
@@ -93,25 +123,13 @@ class _LayerBench(torch.fx.Interpreter):
 
         params = [p for p in target.parameters(recurse=False) if p.requires_grad] if isinstance(target, nn.Module) else []
         has_backward = cost.state.recorded and (cost.state.needs_input_grad or bool(params))
-        fwd_samples, bwd_samples = [], []
-        for i in range(self.warmup + self.repeats):
+
+        def prepare() -> Prepared:
             a, k = build()
-            t0 = time.perf_counter()
-            out = call(a, k)  # with autograd recording, as in a training step
-            t1 = time.perf_counter()
-            if has_backward:
-                grad = torch.randn_like(out)
-                t2 = time.perf_counter()
-                torch.autograd.grad(out, leaves + params, grad, allow_unused=True)
-                t3 = time.perf_counter()
-            if i >= self.warmup:
-                fwd_samples.append((t1 - t0) * 1e3)
-                if has_backward:
-                    bwd_samples.append((t3 - t2) * 1e3)
-        fwd_ms = statistics.median(fwd_samples)
-        if not has_backward:
-            return LayerTiming(fwd_ms, None)
-        return LayerTiming(fwd_ms, statistics.median(bwd_samples))
+            return (lambda: call(a, k)), ([leaves + params] if has_backward else [])
+
+        fwd_ms, bwd_ms = time_passes(prepare, warmup=self.warmup, repeats=self.repeats)
+        return LayerTiming(fwd_ms, bwd_ms[0] if has_backward else None)
 
 
 def prepared_copy(model: nn.Module, costs: CostTable) -> nn.Module:
@@ -151,15 +169,16 @@ def measure_latency(
         bench.run(x)
         layers = bench.timings
 
-    step_ms = time_step(model, costs.graph.input_shape, repeats=max(3, repeats // 2))
-    return Timings(layers=layers, step_ms=step_ms, repeats=repeats, threads=torch.get_num_threads())
+    samples = step_samples_ms(model, x, warmup=1, repeats=max(3, repeats // 2))
+    return Timings(layers=layers, step_ms=statistics.median(samples), repeats=repeats, threads=torch.get_num_threads())
 
 
-def time_step(model: nn.Module, input_shape: tuple[int, ...], *, repeats: int = 3) -> float:
-    """Median ms of a training step (forward, cross-entropy, backward) of a model set up to train."""
-    model.train()
-    x = torch.randn(input_shape)
-    target = torch.zeros(input_shape[0], dtype=torch.long)
+def step_samples_ms(model: nn.Module, x: torch.Tensor, *, warmup: int, repeats: int) -> list[float]:
+    """Times (ms) of whole training steps: forward, cross-entropy, backward, gradients dropped.
+
+    The model is used as it is (its ``requires_grad`` flags and train mode): callers prepare a copy.
+    """
+    target = torch.zeros(x.shape[0], dtype=torch.long)
     trainable_any = any(p.requires_grad for p in model.parameters())
 
     def step() -> None:
@@ -168,4 +187,10 @@ def time_step(model: nn.Module, input_shape: tuple[int, ...], *, repeats: int = 
             F.cross_entropy(out, target).backward()
             model.zero_grad(set_to_none=True)
 
-    return _median_ms(step, warmup=1, repeats=repeats)
+    return _samples_ms(step, warmup, repeats)
+
+
+def time_step(model: nn.Module, input_shape: tuple[int, ...], *, repeats: int = 3) -> float:
+    """Median ms of a training step of a model set up to train."""
+    model.train()
+    return statistics.median(step_samples_ms(model, torch.randn(input_shape), warmup=1, repeats=repeats))

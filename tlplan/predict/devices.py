@@ -3,24 +3,53 @@
 from __future__ import annotations
 
 import json
+import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from ..errors import BadInputError, UnknownDeviceError
 
 SOURCES = ("measured", "datasheet")
+_NUMBER = (int, float)
 _REQUIRED = {"name": str, "description": str, "source": str, "ram_bytes": int}
 _OPTIONAL = {
     "runtime_overhead_bytes": int,
-    "peak_flops_fp32": (int, float),
-    "peak_flops_fp16": (int, float),
-    "memory_bandwidth_bytes_per_s": (int, float),
+    "peak_flops_fp32": _NUMBER,
+    "peak_flops_fp16": _NUMBER,
+    "memory_bandwidth_bytes_per_s": _NUMBER,
     "date": str,
     "notes": str,
     "references": str,
+    # the machine a measured profile was calibrated on
+    "cpu": str,
+    "cores": int,
+    "threads": int,
+    "framework": dict,  # {"python": "3.11.9", "torch": "2.13.0", ...}
+    # a measured profile's data files (in the profile's folder) and how they were gathered
+    "measurements": str,
+    "steps": str,
+    "calibration": dict,
+    # leave-one-network-out accuracy written by `tlplan calibrate --evaluate`
+    "accuracy": dict,
+    # the datasheet roofline (see tlplan.predict.roofline)
+    "bytes_per_element": int,
+    "efficiency_compute": dict,
+    "efficiency_memory": dict,
+    "layer_overhead_s": _NUMBER,
+    "anchors": list,
 }
+#: the keys each nested object may have, and their types
+_NESTED = {
+    "framework": (None, str),
+    "calibration": ({"budget_s", "elapsed_s", "configs", "rows", "steps", "seed", "threshold_foreign_cpu", "rounds"}, _NUMBER),
+    "efficiency_compute": (None, _NUMBER),
+    "efficiency_memory": (None, _NUMBER),
+}
+_ACCURACY_NUMBERS = {"mape", "within_10", "cases", "networks_evaluated", "seconds"}
+_ACCURACY_TEXT = {"date", "method"}
+_ANCHOR_KEYS = {"model": str, "published_ms": _NUMBER, "predicted_ms": _NUMBER, "role": str, "assumption": str}
 
 
 @dataclass(frozen=True)
@@ -36,10 +65,35 @@ class Device:
     date: str | None = None
     notes: str | None = None
     references: str | None = None
+    cpu: str | None = None
+    cores: int | None = None
+    threads: int | None = None
+    framework: Mapping[str, str] | None = None
+    measurements: str | None = None  # file name of the layer measurements CSV, in ``folder``
+    steps: str | None = None  # file name of the whole-step measurements CSV, in ``folder``
+    calibration: Mapping[str, float] | None = None
+    accuracy: Mapping[str, Any] | None = None
+    bytes_per_element: int | None = None
+    efficiency_compute: Mapping[str, float] | None = None
+    efficiency_memory: Mapping[str, float] | None = None
+    layer_overhead_s: float | None = None
+    anchors: tuple[Mapping[str, Any], ...] | None = None
+    folder: Path | None = field(default=None, compare=False)  # where device.json was read from
 
     @property
     def usable_ram_bytes(self) -> int:
         return self.ram_bytes - self.runtime_overhead_bytes
+
+    @property
+    def predicts(self) -> bool:
+        """Whether the profile has what latency prediction needs (measurements, or a datasheet peak)."""
+        if self.source == "measured":
+            return self.measurements is not None
+        return self.peak_flops_fp32 is not None
+
+    @property
+    def prediction_source(self) -> str:
+        return "fitted on measurements" if self.source == "measured" else "datasheet roofline"
 
 
 def profiles_dir() -> Path:
@@ -64,7 +118,7 @@ def load_device(path: Path) -> Device:
             raise BadInputError(f"device profile {path}: unknown field {key!r}")
         if not isinstance(value, kind) or isinstance(value, bool):
             raise BadInputError(f"device profile {path}: field {key!r} has the wrong type ({type(value).__name__})")
-        fields[key] = value
+        fields[key] = _checked_nested(path, key, value)
     missing = [k for k in _REQUIRED if k not in fields]
     if missing:
         raise BadInputError(f"device profile {path}: missing field(s) {', '.join(missing)}")
@@ -72,7 +126,74 @@ def load_device(path: Path) -> Device:
         raise BadInputError(f"device profile {path}: source must be one of {', '.join(SOURCES)}")
     if fields["ram_bytes"] <= 0:
         raise BadInputError(f"device profile {path}: ram_bytes must be positive")
-    return Device(**fields)
+    if fields["source"] == "measured" and ("measurements" in fields) != ("steps" in fields):
+        raise BadInputError(f"device profile {path}: a measured profile names both its measurements and its steps file, or neither")
+    for key in ("measurements", "steps"):
+        name = fields.get(key)
+        if name is not None and (Path(name).name != name or name.startswith(".")):
+            raise BadInputError(f"device profile {path}: {key} must be a file name in the profile's folder, not {name!r}")
+    return Device(**fields, folder=path.parent)
+
+
+def _checked_nested(path: Path, key: str, value: Any) -> Any:
+    """Nested objects are as strict as the top level: known keys, right types, finite numbers."""
+
+    def fail(problem: str) -> BadInputError:
+        return BadInputError(f"device profile {path}: field {key!r}: {problem}")
+
+    def number(k: str, v: Any) -> float:
+        if not isinstance(v, _NUMBER) or isinstance(v, bool) or not math.isfinite(v):
+            raise fail(f"{k!r} must be a finite number, not {v!r}")
+        return v
+
+    if isinstance(value, float) and not math.isfinite(value):
+        raise fail("not a finite number")
+    if key in _NESTED:
+        allowed, kind = _NESTED[key]
+        for k, v in value.items():
+            if allowed is not None and k not in allowed:
+                raise fail(f"unknown key {k!r}")
+            if kind is str and not isinstance(v, str):
+                raise fail(f"{k!r} must be text")
+            if kind is _NUMBER:
+                number(k, v)
+        if key.startswith("efficiency_") and not all(0 < v <= 1 for v in value.values()):
+            raise fail("efficiencies must be in (0, 1]")
+        return dict(value)
+    if key == "accuracy":
+        for k, v in value.items():
+            if k in _ACCURACY_NUMBERS:
+                number(k, v)
+            elif k in _ACCURACY_TEXT:
+                if not isinstance(v, str):
+                    raise fail(f"{k!r} must be text")
+            elif k == "per_network":
+                if not isinstance(v, dict) or not all(isinstance(n, dict) for n in v.values()):
+                    raise fail("'per_network' must map network names to objects")
+                for figures in v.values():
+                    for fk, fv in figures.items():
+                        if fk not in ("mape", "within_10", "cases"):
+                            raise fail(f"unknown key {fk!r} in 'per_network'")
+                        number(fk, fv)
+            else:
+                raise fail(f"unknown key {k!r}")
+        return dict(value)
+    if key == "anchors":
+        anchors = []
+        for item in value:
+            if not isinstance(item, dict):
+                raise fail("each anchor must be an object")
+            for k, v in item.items():
+                kind = _ANCHOR_KEYS.get(k)
+                if kind is None:
+                    raise fail(f"unknown key {k!r} in an anchor")
+                if kind is str and not isinstance(v, str):
+                    raise fail(f"{k!r} must be text")
+                if kind is _NUMBER:
+                    number(k, v)
+            anchors.append(dict(item))
+        return tuple(anchors)
+    return value
 
 
 def list_devices(root: Path | None = None) -> list[Device]:

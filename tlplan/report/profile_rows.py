@@ -13,8 +13,17 @@ KB_NOTE = "KB = 1024 bytes"
 def columns(report: ProfileReport) -> list[str]:
     cols = ["layer", "op", "output", "params", "trained", "MMACs fwd", "MMACs bwd", "kept KB"]
     if report.measured:
-        cols += ["ms fwd", "ms bwd"]
+        cols += ["measured ms fwd", "measured ms bwd"] if report.predicted else ["ms fwd", "ms bwd"]
+    if report.predicted:
+        cols += predicted_columns(report)
     return cols
+
+
+def predicted_columns(report: ProfileReport) -> list[str]:
+    """``<device> ms fwd (fitted)`` or ``(datasheet)``: whose time, and where it comes from."""
+    p = report.predicted or {}
+    how = "datasheet" if p.get("device_source") == "datasheet" else "fitted"
+    return [f"{p.get('device')} ms fwd ({how})", f"{p.get('device')} ms bwd ({how})"]
 
 
 def layer_cells(report: ProfileReport) -> list[list[str]]:
@@ -32,6 +41,9 @@ def layer_cells(report: ProfileReport) -> list[list[str]]:
         ]
         if report.measured:
             lat = row.latency_ms or {}
+            cells += [units.ms(lat.get("fwd")), units.ms(lat.get("bwd"))]
+        if report.predicted:
+            lat = row.latency_ms_predicted or {}
             cells += [units.ms(lat.get("fwd")), units.ms(lat.get("bwd"))]
         rows.append(cells)
     return rows
@@ -52,11 +64,22 @@ def total_cells(report: ProfileReport) -> list[str]:
     if report.measured:
         lat = t.get("latency_ms", {})
         cells += [units.ms(lat.get("fwd")), units.ms(lat.get("bwd"))]
+    if report.predicted:
+        lat = t.get("latency_ms_predicted", {})
+        cells += [units.ms(lat.get("fwd")), units.ms(lat.get("bwd"))]
     return cells
 
 
-#: columns holding numbers: right-aligned in every format
-NUMERIC = {"params", "trained", "MMACs fwd", "MMACs bwd", "kept KB", "ms fwd", "ms bwd"}
+class _Numeric:
+    """Columns holding numbers, right-aligned in every format: the fixed ones and every ms column."""
+
+    FIXED = frozenset({"params", "trained", "MMACs fwd", "MMACs bwd", "kept KB"})
+
+    def __contains__(self, col: object) -> bool:
+        return col in self.FIXED or (isinstance(col, str) and ("ms fwd" in col or "ms bwd" in col))
+
+
+NUMERIC = _Numeric()
 
 
 def title(report: ProfileReport) -> str:
@@ -103,9 +126,29 @@ def summary_lines(report: ProfileReport) -> list[tuple[str, str, str]]:
             f"backward {units.ms(lat.get('bwd'))} ms",
             f"measured here: {report.measured['host']}, {report.measured['statistic']} of {report.measured['repeats']}",
         ))
-    if report.device:
-        lines.append(("device", report.device, "reported only: latency prediction needs a fitted profile"))
+    if report.predicted:
+        kind = "datasheet" if report.predicted.get("device_source") == "datasheet" else "measured"
+        lines.append(("device", report.device or "", f"profile source: {kind}"))
+        lines.append(predicted_line(report))
+    elif report.device:
+        lines.append(("device", report.device, "reported only: this profile has no measurements or datasheet figures to predict from"))
     return lines
+
+
+def predicted_line(report: ProfileReport) -> tuple[str, str, str]:
+    t, p = report.totals, report.predicted or {}
+    lat = t.get("latency_ms_predicted", {})
+    value = (f"training step {units.ms(t.get('predicted_step_ms'))} ms on {p.get('device')}: layers forward "
+             f"{units.ms(lat.get('fwd'))} ms, backward {units.ms(lat.get('bwd'))} ms")
+    if p.get("device_source") == "datasheet":
+        return (f"time on {p.get('device')}", value, f"derived from the {p.get('device')} datasheet: a roofline, "
+                "source: datasheet, not measured")
+    value += f", per-step overhead {units.ms(p.get('overhead_ms'))} ms"
+    acc = p.get("accuracy")
+    how = f"predicted from a profile fitted on measurements made on {p.get('device')}"
+    if acc:
+        how += f"; held-out networks: MAPE {acc.get('mape')}%, {acc.get('within_10')}% within ±10%"
+    return (f"time on {p.get('device')}", value, how)
 
 
 def as_records(report: ProfileReport) -> list[dict[str, Any]]:
@@ -118,5 +161,9 @@ def as_records(report: ProfileReport) -> list[dict[str, Any]]:
         d["block"] = row.block or ""
         d["latency_ms_fwd"] = lat.get("fwd", "")
         d["latency_ms_bwd"] = "" if lat.get("bwd") is None else lat["bwd"]
+        predicted = d.pop("latency_ms_predicted", None) or {}
+        if report.predicted:
+            d["latency_ms_predicted_fwd"] = predicted.get("fwd", "")
+            d["latency_ms_predicted_bwd"] = "" if predicted.get("bwd") is None else predicted["bwd"]
         records.append(d)
     return records

@@ -1,0 +1,58 @@
+"""Calibrate the STM32 datasheet profiles on the published MCUNet-5fps anchor; report the other two.
+
+    .venv/bin/python benchmarks/mcu_anchors.py           # print
+    .venv/bin/python benchmarks/mcu_anchors.py --write   # also store efficiency + anchors in device.json
+
+One compute efficiency (of the datasheet fp32 peak) is solved so that the roofline gives the
+published 546 ms/image for sparse-update training of MCUNet-5fps on an STM32F746 (int8, 128×128,
+batch 1). MobileNetV2-w0.35 (published 373 ms) and ProxylessNAS-w0.3 (443 ms) are then predicted
+with that efficiency, not fitted. The STM32H743 (same Cortex-M7 core, 480 MHz) takes the same
+efficiency on its own peak: a transfer, with no published anchor to check it against.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+
+from tlplan.predict import anchors
+from tlplan.predict.devices import resolve_device
+
+NOTE = ("Roofline, compute bound (on-chip SRAM: no bandwidth term), int8 (1 byte per element), one compute "
+        "efficiency for every op, calibrated so that sparse-update training of MCUNet-5fps takes the published "
+        "546 ms/image on an STM32F746; the other anchors are predicted with it (see anchors, docs/devices.md). "
+        "source: datasheet.")
+
+
+def main(write: bool) -> None:
+    f746 = resolve_device("stm32f746")
+    efficiency = anchors.calibrated_efficiency(f746)
+    print(f"compute efficiency calibrated on MCUNet-5fps (546 ms): {efficiency:.4f} of {f746.peak_flops_fp32 / 1e9:.2f} GFLOPS")
+    print(f"assumption: {anchors.ASSUMPTION}")
+    for name in ("stm32f746", "stm32h743"):
+        device = resolve_device(name)
+        device = replace(device, efficiency_compute={"default": round(efficiency, 6)}, efficiency_memory=None,
+                         layer_overhead_s=0.0, bytes_per_element=1)
+        table = anchors.anchor_table(device)
+        print(f"\n{name}  (datasheet roofline)")
+        print(f"{'model':16s} {'published ms':>12s} {'predicted ms':>12s} {'error':>7s}  role")
+        for row in table:
+            err = row["predicted_ms"] / row["published_ms"] - 1
+            published = f"{row['published_ms']:.0f}" if name == "stm32f746" else "-"
+            print(f"{row['model']:16s} {published:>12s} {row['predicted_ms']:12.1f} "
+                  f"{(f'{100 * err:+.1f}%' if name == 'stm32f746' else '-'):>7s}  {row['role'] if name == 'stm32f746' else 'transferred'}")
+        if write:
+            path = device.folder / "device.json"
+            data = json.loads(path.read_text())
+            data.update(efficiency_compute={"default": round(efficiency, 6)}, layer_overhead_s=0.0, bytes_per_element=1)
+            data.pop("efficiency_memory", None)
+            data["notes"] = data["notes"].split(" Roofline, compute bound")[0] + " " + NOTE
+            if name == "stm32f746":
+                data["anchors"] = table
+            path.write_text(json.dumps(data, indent=2) + "\n")
+            print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main("--write" in sys.argv[1:])

@@ -1,0 +1,142 @@
+"""``tlplan calibrate``: a complete profile, written atomically, resumable; the evaluation's figures."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+
+import pytest
+
+from tlplan.errors import BadInputError
+from tlplan.predict import calibration
+from tlplan.predict.calibration import Settings, calibrate
+from tlplan.predict.devices import load_device
+from tlplan.predict.store import read_layer_rows, read_step_rows
+
+from profile_fixtures import write_profile
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+
+TINY = dict(budget_s=1.0, ops=("relu6", "add", "conv2d.pw"), networks=("mcunet-5fps",), step_schemes=("last",),
+            step_batches=(1,), step_resolution=48, chunk_s=0.2, threshold=1.0)
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch, tmp_path):
+    monkeypatch.setenv("TLPLAN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TLPLAN_PROFILES", str(tmp_path / "profiles"))
+    # a fresh Python importing torch takes seconds: measured once in its own test below
+    monkeypatch.setattr(calibration, "framework_overhead_bytes", lambda: 123 * 2**20)
+
+
+def test_calibrate_writes_a_complete_profile(tmp_path):
+    root = tmp_path / "profiles"
+    device = calibrate(Settings("tiny", **TINY), root=root)
+    folder = root / "tiny"
+    assert sorted(p.name for p in folder.iterdir()) == ["device.json", "measurements.csv", "steps.csv"]
+    assert [p.name for p in root.iterdir()] == ["tiny"]  # no partial or temporary folder left behind
+    assert device == load_device(folder / "device.json")
+    assert device.source == "measured" and device.runtime_overhead_bytes == 123 * 2**20
+    assert device.cores and device.threads and device.framework["torch"] and device.date
+    rows = read_layer_rows(folder / "measurements.csv")
+    assert {r.op for r in rows} == set(TINY["ops"])
+    assert {r.pass_ for r in rows if r.op == "conv2d.pw"} >= {"fwd", "fwd_nograd", "bwd_input", "bwd_weight"}
+    steps = read_step_rows(folder / "steps.csv")
+    assert [(s.network, s.scheme, s.batch, s.resolution) for s in steps] == [("mcunet-5fps", "last", 1, 48)]
+    assert device.calibration["rows"] == len(rows) and device.calibration["steps"] == 1
+
+
+def test_calibrate_resumes_after_an_interruption(tmp_path):
+    root = tmp_path / "profiles"
+    seen = []
+
+    def interrupt(progress):
+        seen.append(progress.phase)
+        if progress.phase == "layers":
+            raise KeyboardInterrupt  # as Ctrl-C would, after the first chunk of layers is saved
+
+    with pytest.raises(KeyboardInterrupt):
+        calibrate(Settings("tiny", **TINY), root=root, progress=interrupt)
+    # THEN nothing looks like a profile yet, and what was measured is kept
+    assert not (root / "tiny").exists()
+    partial = root / ".tiny.partial"
+    first_rows = read_layer_rows(partial / "measurements.csv")
+    assert first_rows and len(read_step_rows(partial / "steps.csv")) == 1
+    first_elapsed = json.loads((partial / "state.json").read_text())["measured_s"]
+    # a row cut short by the interruption is dropped, not an error
+    with open(partial / "measurements.csv", "a") as f:
+        f.write("relu6,fwd,1,8")
+    # WHEN it runs again THEN it completes from there: steps not measured twice, old rows kept
+    device = calibrate(Settings("tiny", **TINY), root=root)
+    rows = read_layer_rows(root / "tiny" / "measurements.csv")
+    assert rows[: len(first_rows)] == first_rows
+    assert len(read_step_rows(root / "tiny" / "steps.csv")) == 1
+    assert not partial.exists()
+    assert device.calibration["elapsed_s"] >= round(max(first_elapsed, TINY["budget_s"]), 1) - 0.1
+
+
+def test_recalibrating_replaces_the_profile_whole(tmp_path):
+    root = tmp_path / "profiles"
+    calibrate(Settings("tiny", **TINY), root=root)
+    (root / "tiny" / "stray.txt").write_text("from before")
+    calibrate(Settings("tiny", **{**TINY, "ops": ("add",)}), root=root)
+    assert not (root / "tiny" / "stray.txt").exists()
+    assert {r.op for r in read_layer_rows(root / "tiny" / "measurements.csv")} == {"add"}
+    assert [p.name for p in root.iterdir()] == ["tiny"]
+
+
+@pytest.mark.parametrize("name", ["", "Bad Name", ".hidden", "a/b"])
+def test_calibrate_rejects_bad_names(name, tmp_path):
+    with pytest.raises(BadInputError, match="profile name"):
+        calibrate(Settings(name, **TINY), root=tmp_path)
+
+
+def test_calibrate_cli(monkeypatch, capsys, tmp_path):
+    from tlplan.cli import main
+
+    monkeypatch.setattr(calibration, "Settings", functools.partial(
+        Settings, step_schemes=("last",), step_batches=(1,), step_resolution=48, chunk_s=0.2))
+    monkeypatch.setattr(sys, "argv", ["tlplan", "calibrate", "--name", "cli", "--budget-minutes", "0.01", "--ops",
+                                      "add", "--networks", "mcunet-5fps", "--max-foreign-cpu", "1", "-q"])
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "wrote" in out and "measured here" in out and "tlplan calibrate --evaluate cli" in out
+    assert load_device(tmp_path / "profiles" / "cli" / "device.json").source == "measured"
+    # a datasheet profile cannot be evaluated against measurements: one line, exit 2
+    monkeypatch.delenv("TLPLAN_PROFILES")
+    monkeypatch.setattr(sys, "argv", ["tlplan", "calibrate", "--evaluate", "jetson-nano", "-q"])
+    with pytest.raises(SystemExit) as info:
+        main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and len(err) == 1 and "not a measured profile" in err[0]
+
+
+def test_evaluation_figures_and_written_accuracy(tmp_path):
+    from tlplan.predict.evaluate import EVALUATION_CSV, evaluate, write_accuracy
+
+    # GIVEN a synthetic measured profile and step times "measured" for one network
+    folder = write_profile(tmp_path / "profiles")
+    device = load_device(folder / "device.json")
+    cases = [("mcunet-5fps", s, 1, 128) for s in ("full", "last")]
+    result = evaluate(device, networks=["mcunet-5fps"], schemes=("full", "last"), batches=(1,),
+                      measured={cases[0]: 20.0, cases[1]: 5.0})
+    # THEN each case is compared with a prediction made without the network's own rows
+    assert [(c.network, c.scheme) for c in result.cases] == [("mcunet-5fps", "full"), ("mcunet-5fps", "last")]
+    errors = [abs(c.predicted_ms / c.measured_ms - 1) for c in result.cases]
+    assert result.overall["mape"] == pytest.approx(100 * sum(errors) / 2)
+    assert result.overall["within_10"] == pytest.approx(100 * sum(e <= 0.1 for e in errors) / 2)
+    assert set(result.per_network) == {"mcunet-5fps"}
+    updated = write_accuracy(device, result)
+    assert updated.accuracy["cases"] == 2 and updated.accuracy["per_network"]["mcunet-5fps"]["cases"] == 2
+    assert "leave-one-network-out" in updated.accuracy["method"]
+    assert (folder / EVALUATION_CSV).read_text().startswith("network,scheme,batch")
+    assert json.loads((folder / "device.json").read_text())["accuracy"]["mape"] == updated.accuracy["mape"]
+
+
+def test_framework_overhead_is_measured_in_a_fresh_process(monkeypatch):
+    monkeypatch.undo()
+    rss = calibration.framework_overhead_bytes()
+    assert 20 * 2**20 < rss < 4 * 2**30  # torch alone is tens to hundreds of MB

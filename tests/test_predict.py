@@ -1,0 +1,358 @@
+"""Latency prediction: features, the fitted models, the cache, profile data validation, the roofline."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch.nn as nn
+
+import tlplan
+from tlplan.errors import BadInputError
+from tlplan.measure.microbench import CALIBRATION_OPS, Config
+from tlplan.predict import predictor as P
+from tlplan.predict.devices import load_device, resolve_device
+from tlplan.predict.features import FEATURES, bytes_in, feature_matrix, macs, raw_features, weight_numel
+from tlplan.predict.fit import TreeEnsemble, fit_pass_model
+from tlplan.predict.roofline import pass_work, roofline_ms
+from tlplan.predict.store import read_layer_rows, read_step_rows
+from tlplan.trace import trace_model
+
+from profile_fixtures import known_ms, synthetic_rows, write_profile
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch, tmp_path):
+    monkeypatch.setenv("TLPLAN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("TLPLAN_PROFILES", raising=False)
+
+
+@pytest.fixture
+def profiles(monkeypatch, tmp_path):
+    root = tmp_path / "profiles"
+    root.mkdir()
+    monkeypatch.setenv("TLPLAN_PROFILES", str(root))
+    return root
+
+
+def mcu_costs(scheme: str = "full", res: int = 64):
+    graph = trace_model(tlplan.load_model("mcunet-5fps"), (1, 3, res, res), "mcunet-5fps")
+    return graph, P.scheme_costs(graph, scheme)
+
+
+# --------------------------------------------------------------------------- features
+
+
+def test_conv_features_from_a_traced_layer():
+    # GIVEN a depthwise 5×5 stride-2 conv and a pointwise conv, traced
+    model = nn.Sequential(nn.Conv2d(8, 8, 5, stride=2, padding=2, groups=8, bias=False), nn.Conv2d(8, 24, 1))
+    graph = trace_model(model, (2, 8, 20, 20))
+    dw, pw = graph.layers
+    # THEN they map to the depthwise and pointwise entries with the right configurations
+    assert CALIBRATION_OPS.for_layer(dw).name == "conv2d.dw"
+    assert CALIBRATION_OPS.for_layer(pw).name == "conv2d.pw"
+    c = CALIBRATION_OPS["conv2d.dw"].config_of(dw)
+    assert c == Config(2, 8, 20, 20, 8, 10, 10, k=5, stride=2, groups=8, bias=0)
+    assert macs("conv2d.dw", c) == 2 * 8 * 10 * 10 * 1 * 25
+    assert weight_numel("conv2d.dw", c) == 8 * 1 * 25
+    assert bytes_in("conv2d.dw", c) == 2 * 8 * 20 * 20 * 4
+    p = CALIBRATION_OPS["conv2d.pw"].config_of(pw)
+    assert macs("conv2d.pw", p) == 2 * 24 * 10 * 10 * 8 and weight_numel("conv2d.pw", p) == 24 * 8 + 24
+    # and the MACs agree with the cost rules
+    costs = P.scheme_costs(graph, "full") if graph.classifier else None
+    assert costs is None  # no classifier here; the MAC rule is checked directly instead
+    from tlplan.costs.rules import MACS_FWD
+
+    assert MACS_FWD.get("conv2d")(dw) == macs("conv2d.dw", c)
+    row = dict(zip(FEATURES, raw_features("conv2d.dw", c)))
+    assert row["hw_in"] == 400 and row["hw_out"] == 100 and row["groups"] == 8 and row["bytes_out"] == 2 * 8 * 100 * 4
+    assert np.allclose(feature_matrix("conv2d.dw", [c])[0], np.log1p(raw_features("conv2d.dw", c)))
+
+
+def test_other_ops_configs():
+    model = tlplan.load_model("mobilenet_v3_small", num_classes=10)
+    graph = trace_model(model, (2, 3, 64, 64))
+    seen = {}
+    for layer in graph.layers:
+        entry = CALIBRATION_OPS.for_layer(layer)
+        assert entry is not None, layer.name  # every zoo op has a calibration entry
+        seen.setdefault(entry.name, (layer, entry.config_of(layer)))
+    layer, c = seen["mul.bcast"]
+    assert layer.input_shapes[0] != layer.input_shapes[1] and (c.h, c.w) == tuple(layer.output_shape[2:])
+    layer, c = seen["linear"]  # the first linear: 576 → 1024
+    assert (c.batch, c.c_in, c.c_out, c.h) == (2, 576, 1024, 1)
+    layer, c = seen["hardswish"]
+    assert c.inplace == 1 and c.numel_in == math.prod(layer.output_shape)
+
+
+def test_calibration_registry_refuses_duplicates():
+    with pytest.raises(ValueError, match="already registered"):
+        CALIBRATION_OPS.register(CALIBRATION_OPS["relu"])
+
+
+# --------------------------------------------------------------------------- fitting
+
+
+def test_tree_export_matches_sklearn():
+    from sklearn.ensemble import ExtraTreesRegressor
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 5))
+    y = X[:, 0] * 2 + np.sin(X[:, 1])
+    forest = ExtraTreesRegressor(n_estimators=7, min_samples_leaf=2, random_state=0).fit(X, y)
+    Xt = rng.normal(size=(50, 5))
+    assert np.allclose(TreeEnsemble.from_sklearn(forest).predict(Xt), forest.predict(Xt))
+
+
+def test_fit_recovers_a_known_relationship():
+    # GIVEN pointwise convs timed on a synthetic device: ms = 0.02 + 1 ns/MAC + 0.05 ns/byte
+    rows = [r for r in synthetic_rows(ops=("conv2d.pw",), per_op=120) if r.pass_ == "fwd"]
+    train, test = rows[:100], rows[100:]
+    model = fit_pass_model("conv2d.pw", "fwd", [r.config for r in train], [r.ms for r in train])
+    # THEN held-out configurations are predicted within a few percent
+    pred = model.predict([r.config for r in test])
+    truth = np.array([r.ms for r in test])
+    assert np.max(np.abs(pred / truth - 1)) < 0.05
+    # and the base extrapolates: 8× the batch of the largest configuration is about 8× its work
+    big = max(train, key=lambda r: macs("conv2d.pw", r.config)).config
+    from dataclasses import replace
+
+    bigger = replace(big, batch=big.batch * 8)
+    assert model.predict([bigger])[0] == pytest.approx(known_ms("conv2d.pw", "fwd", bigger), rel=0.25)
+
+
+def test_whole_network_from_fitted_profile(profiles):
+    write_profile(profiles)
+    graph, costs = mcu_costs("full")
+    p = P.predict_latency(graph, costs, "synthetic")
+    assert p.source == "fitted on measurements" and p.device == "synthetic"
+    assert p.unpredicted == ()
+    assert p.step_ms == pytest.approx(p.fwd_ms + p.bwd_ms + p.overhead_ms)
+    expected = sum(known_ms(it.op, "fwd" if it.pass_ == "accumulate" else it.pass_, it.config)
+                   for it in P.plan_items(graph, costs).items)
+    assert p.fwd_ms + p.bwd_ms == pytest.approx(expected, rel=0.15)
+    # the classifier under "last": a recorded forward and its weight gradient; everything else frozen
+    _, last = mcu_costs("last")
+    q = P.predict_latency(graph, last, "synthetic")
+    for name, lp in q.layers.items():
+        if name == "classifier":
+            assert set(lp.parts) == {"fwd", "bwd_weight"}
+        else:
+            assert set(lp.parts) == {"fwd_nograd"} and lp.bwd_ms is None
+    assert q.step_ms < p.step_ms
+
+
+def test_gradient_sums_at_residual_inputs():
+    graph, costs = mcu_costs("full")
+    plan = P.plan_items(graph, costs)
+    sums = [it for it in plan.items if it.pass_ == "accumulate"]
+    # one per residual block: the block input feeds the block and its add
+    adds = [layer for layer in graph.layers if layer.op == "add"]
+    assert len(sums) == len(adds) > 0
+    assert plan.backward_passes > plan.backward_layers > 0
+
+
+def test_missing_op_model_is_reported_not_silent(profiles):
+    write_profile(profiles, rows=[r for r in synthetic_rows() if r.op != "relu6"])
+    graph, costs = mcu_costs("full")
+    p = P.predict_latency(graph, costs, "synthetic")
+    assert p.unpredicted and all("act" in name for name in p.unpredicted)
+
+
+# --------------------------------------------------------------------------- the cache
+
+
+def test_fit_is_cached_and_invalidated_by_the_data(profiles, monkeypatch):
+    folder = write_profile(profiles)
+    graph, costs = mcu_costs("full")
+    calls = []
+    real = P.fit_profile
+    monkeypatch.setattr(P, "fit_profile", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = P.predict_latency(graph, costs, "synthetic")
+    assert len(calls) == 1
+    cached = list((profiles.parent / "cache" / "fits").glob("*.npz"))
+    assert len(cached) == 1
+    np.load(cached[0], allow_pickle=False)  # plain arrays: loads without pickle
+    second = P.predict_latency(graph, costs, "synthetic")
+    assert len(calls) == 1 and second.step_ms == pytest.approx(first.step_ms)
+    # WHEN the measurements change THEN the fit is redone
+    with open(folder / "steps.csv", "a") as f:
+        f.write("mcunet-5fps,bias,1,64,12.0,0.0\n")
+    P.predict_latency(graph, costs, "synthetic")
+    assert len(calls) == 2
+    # a corrupt cache file is ignored and rewritten
+    for path in (profiles.parent / "cache" / "fits").glob("*.npz"):
+        path.write_bytes(b"not an npz")
+    P.predict_latency(graph, costs, "synthetic")
+    assert len(calls) == 3
+
+
+# --------------------------------------------------------------------------- malformed profiles
+
+
+HEADER = "op,pass,batch,c_in,h,w,c_out,h_out,w_out,k,stride,groups,bias,inplace,origin,round,ms,foreign_cpu\n"
+GOOD = "relu,fwd,1,8,4,4,8,4,4,1,1,1,0,0,random,0,0.01,0.0\n"
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (HEADER + GOOD + "relu,fwd,1,8,4\n", "line 3: 5 fields, expected 18"),
+        (HEADER + GOOD.replace("0.01", "nan"), "is not a finite number"),
+        (HEADER + GOOD.replace("0.01", "fast"), "ms = 'fast' is not a number"),
+        (HEADER + GOOD.replace("0.01", "-1"), "must be positive"),
+        (HEADER + GOOD.replace("relu,", "softmax,", 1), "unknown op 'softmax'"),
+        (HEADER + GOOD.replace(",fwd,", ",sideways,"), "unknown pass 'sideways'"),
+        (HEADER.replace("origin", "colour") + GOOD, "unknown column(s) 'colour'"),
+        (HEADER.replace(",foreign_cpu", "") + GOOD.rsplit(",", 1)[0] + "\n", "missing column(s) foreign_cpu"),
+        (HEADER + GOOD[:-5], "cut short"),
+        ("", "empty"),
+        (HEADER + GOOD.replace(",1,8,", ",1.5,8,", 1), "is not a whole number"),
+    ],
+    ids=["short-row", "nan", "text", "negative", "unknown-op", "unknown-pass", "unknown-column", "missing-column",
+         "truncated", "empty", "fractional"],
+)
+def test_bad_measurements_csv(tmp_path, content, problem):
+    path = tmp_path / "measurements.csv"
+    path.write_text(content)
+    with pytest.raises(BadInputError) as info:
+        read_layer_rows(path)
+    message = str(info.value)
+    assert str(path) in message and problem in message and "\n" not in message
+
+
+def test_bad_steps_csv(tmp_path):
+    path = tmp_path / "steps.csv"
+    path.write_text("network,scheme,batch,resolution,ms,foreign_cpu\nmcunet-5fps,full,1,64,inf,\n")
+    with pytest.raises(BadInputError, match="not a finite number"):
+        read_step_rows(path)
+    path.write_text("network,scheme,batch,resolution,ms,foreign_cpu\nmcunet-5fps,full,1,64,12.5,\n")
+    assert read_step_rows(path)[0].ms == 12.5 and read_step_rows(path)[0].foreign_cpu is None
+
+
+def test_missing_data_file_named(profiles):
+    folder = write_profile(profiles)
+    (folder / "measurements.csv").unlink()
+    graph, costs = mcu_costs("last")
+    with pytest.raises(BadInputError) as info:
+        P.predict_latency(graph, costs, "synthetic")
+    assert str(folder / "measurements.csv") in str(info.value) and "missing" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        ({"calibration": {"budget_s": 60, "colour": 1}}, "unknown key 'colour'"),
+        ({"efficiency_compute": {"conv2d": 1.5}}, "efficiencies must be in (0, 1]"),
+        ({"efficiency_compute": {"conv2d": "fast"}}, "'conv2d' must be a finite number"),
+        ({"layer_overhead_s": float("nan")}, "not a finite number"),
+        ({"accuracy": {"mape": 5.0, "smile": 1}}, "unknown key 'smile'"),
+        ({"anchors": [{"model": "x", "published_ms": 1, "mood": "ok"}]}, "unknown key 'mood' in an anchor"),
+        ({"measurements": "../elsewhere.csv", "steps": "steps.csv"}, "must be a file name in the profile's folder"),
+        ({"steps": None}, "names both its measurements and its steps file"),
+        ({"wattage": 5}, "unknown field 'wattage'"),
+    ],
+)
+def test_bad_device_json(profiles, change, problem):
+    folder = write_profile(profiles)
+    data = json.loads((folder / "device.json").read_text())
+    data.update(change)
+    data = {k: v for k, v in data.items() if v is not None}
+    (folder / "device.json").write_text(json.dumps(data))
+    with pytest.raises(BadInputError) as info:
+        load_device(folder / "device.json")
+    assert str(folder / "device.json") in str(info.value) and problem in str(info.value)
+
+
+def test_cli_broken_profile_is_one_line_exit_2(profiles, monkeypatch, capsys):
+    import sys
+
+    from tlplan.cli import main
+
+    folder = write_profile(profiles, name="broken")
+    (folder / "measurements.csv").write_text(HEADER + GOOD + "relu,fwd,1,8\n")
+    monkeypatch.setattr(sys, "argv", ["tlplan", "profile", "mcunet-5fps", "--no-measure", "--device", "broken"])
+    with pytest.raises(SystemExit) as info:
+        main()
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and str(folder / "measurements.csv") in lines[0] and "line 3" in lines[0]
+
+
+# --------------------------------------------------------------------------- the datasheet roofline
+
+
+def test_roofline_follows_the_formula():
+    device = resolve_device("jetson-nano")
+    assert device.source == "datasheet" and device.efficiency_compute and device.efficiency_memory
+    peak, bw = device.peak_flops_fp32, device.memory_bandwidth_bytes_per_s
+    over = device.layer_overhead_s
+    # a big dense conv is compute bound
+    conv = Config(8, 256, 28, 28, 256, 28, 28, k=3)
+    flops, moved = pass_work("conv2d", "fwd", conv, 4)
+    assert flops == 2 * macs("conv2d", conv)
+    assert moved == (conv.numel_in + conv.numel_out + 256 * 256 * 9) * 4
+    expected = max(flops / (peak * device.efficiency_compute["conv2d"]), moved / (bw * device.efficiency_memory["default"]))
+    assert roofline_ms(device, "conv2d", "fwd", conv) == pytest.approx((expected + over) * 1e3)
+    assert flops / (peak * device.efficiency_compute["conv2d"]) > moved / (bw * device.efficiency_memory["default"])
+    # a ReLU is memory bound; without autograd it costs the same work
+    relu = Config(8, 256, 28, 28, 256, 28, 28)
+    flops, moved = pass_work("relu", "fwd", relu, 4)
+    assert moved == 2 * relu.numel_in * 4 and flops == relu.numel_in
+    mem_s = moved / (bw * device.efficiency_memory["default"])
+    assert roofline_ms(device, "relu", "fwd", relu) == pytest.approx((mem_s + over) * 1e3)
+    assert roofline_ms(device, "relu", "fwd_nograd", relu) == roofline_ms(device, "relu", "fwd", relu)
+    # a weight gradient on a quarter of the input channels does a quarter of the MACs
+    assert pass_work("conv2d", "bwd_weight", conv, 4, 0.25)[0] == pytest.approx(0.25 * 2 * macs("conv2d", conv))
+
+
+def test_datasheet_prediction_says_so():
+    graph, costs = mcu_costs("bias", res=128)
+    p = P.predict_latency(graph, costs, "jetson-nano")
+    assert p.source == "datasheet roofline" and p.overhead_ms == 0
+    assert p.step_ms == pytest.approx(p.fwd_ms + p.bwd_ms)
+
+
+def test_mcu_anchors_stored_match_the_code():
+    from tlplan.predict import anchors
+
+    device = resolve_device("stm32f746")
+    assert device.efficiency_compute["default"] == pytest.approx(anchors.calibrated_efficiency(device), rel=1e-3)
+    stored = {a["model"]: a for a in device.anchors}
+    assert stored["mcunet-5fps"]["role"] == "fitted" and stored["mbv2-w0.35"]["role"] == "predicted"
+    assert anchors.anchor_ms(device, "mcunet-5fps") == pytest.approx(546, rel=1e-3)
+    for model in ("mbv2-w0.35", "proxyless-w0.3"):
+        assert stored[model]["predicted_ms"] == pytest.approx(anchors.anchor_ms(device, model), rel=1e-3)
+        assert stored[model]["published_ms"] == anchors.PUBLISHED_MS[model]
+
+
+def test_every_shipped_profile_predicts():
+    graph, costs = mcu_costs("full")
+    for device in tlplan.predict.devices.list_devices():
+        assert device.predicts, device.name
+        if device.source == "datasheet":
+            assert "datasheet" in device.notes or "datasheet" in device.references
+            assert P.predict_latency(graph, costs, device).step_ms > 0
+
+
+# --------------------------------------------------------------------------- profile --device
+
+
+def test_profile_with_a_device_adds_predicted_columns(profiles):
+    write_profile(profiles)
+    report = tlplan.profile(tlplan.load_model("mcunet-5fps"), (1, 3, 64, 64), scheme="full", device="synthetic")
+    d = report.to_dict()
+    assert d["totals"]["predicted_step_ms"] > 0
+    assert d["predicted"]["source"] == "fitted on measurements"
+    assert all(layer["latency_ms_predicted"]["fwd"] > 0 for layer in d["layers"])
+    assert d["sources"]["latency_ms_predicted"] == "predicted for synthetic (fitted on measurements)"
+    from tlplan.report import profile_rows as pr
+
+    cols = pr.columns(report)
+    assert "synthetic ms fwd (fitted)" in cols and "ms fwd" not in cols
+    assert any("predicted from a profile fitted on measurements" in s for _, _, s in pr.summary_lines(report))

@@ -1,0 +1,88 @@
+"""``tlplan calibrate``: measure this machine into a device profile, or evaluate a measured profile."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from typing import Annotated, Callable, Iterator, Optional
+
+import typer
+
+from ..errors import BadInputError
+from . import output
+
+
+@contextmanager
+def _progress(quiet: bool) -> Iterator[Callable | None]:
+    """A rich progress bar on stderr that names the phase (steps, layers, fitting ...) and its detail."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]{task.fields[phase]}[/bold]"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.description}"), TimeElapsedColumn(),
+        console=output.stderr_console(), transient=True,
+    ) as bar:
+        tasks: dict[str, int] = {}
+        labels = {"steps": "whole steps", "layers": "layers (s measured)", "fitting": "fitting",
+                  "measuring": "steps measured", "writing": "writing"}
+
+        def update(p) -> None:
+            if p.phase not in tasks:
+                tasks[p.phase] = bar.add_task(p.detail, total=p.total, phase=labels.get(p.phase, p.phase))
+            bar.update(tasks[p.phase], completed=p.done, total=p.total, description=p.detail)
+
+        yield update
+
+
+def _names(text: Optional[str]) -> Optional[tuple[str, ...]]:
+    if text is None:
+        return None
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise BadInputError("give at least one name in a comma-separated list")
+    return names
+
+
+def calibrate(
+    name: Annotated[Optional[str], typer.Option("--name", help="Profile to write: profiles/NAME/ (e.g. host-x86-2c).")] = None,
+    budget_minutes: Annotated[float, typer.Option(help="Minutes of measuring (time waiting for a quiet CPU is not counted).")] = 20.0,
+    evaluate: Annotated[Optional[str], typer.Option("--evaluate", metavar="NAME", help="Instead: leave-one-network-out accuracy of measured profile NAME (re-measures the zoo's steps here), written into its device.json.")] = None,
+    ops: Annotated[Optional[str], typer.Option(help="Only these calibration ops (comma-separated; default: all).")] = None,
+    networks: Annotated[Optional[str], typer.Option(help="Zoo networks for the shape prior, whole steps and evaluation (comma-separated; default: all).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the sampling.")] = 0,
+    max_foreign_cpu: Annotated[float, typer.Option(help="Largest share of the CPUs other processes may use while timing (0-1); busier timings are redone.")] = 0.05,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Time layer configurations and whole training steps on THIS machine into a device profile.
+
+    Run it on the device itself. Interrupted runs resume (same --name); the profile folder appears only when complete. With --evaluate NAME, measures how well profile NAME predicts networks held out of its fit.
+    """  # noqa: E501 (typer keeps a docstring's line breaks)
+    from ..predict import calibration
+    from ..report import devices as report
+
+    console = output.stdout_console()
+    if evaluate is not None:
+        from ..predict.devices import resolve_device
+        from ..predict.evaluate import evaluate as run_evaluation, write_accuracy
+
+        device = resolve_device(evaluate)
+        with _progress(quiet) as progress:
+            result = run_evaluation(device, networks=_names(networks), threshold=max_foreign_cpu, progress=progress)
+        device = write_accuracy(device, result)
+        report.render_evaluation(result, console)
+        console.print(f"written to {device.folder / 'device.json'} (accuracy) and {device.folder / 'evaluation.csv'}")
+        return
+    if name is None:
+        raise BadInputError("give --name NAME for the profile to write (or --evaluate NAME to evaluate one)")
+    if not 0 < max_foreign_cpu <= 1:
+        raise BadInputError(f"--max-foreign-cpu must be a share between 0 and 1, not {max_foreign_cpu}")
+    if not budget_minutes > 0:
+        raise BadInputError(f"--budget-minutes must be positive, not {budget_minutes}")
+    settings = calibration.Settings(name=calibration.check_name(name), budget_s=budget_minutes * 60, ops=_names(ops),
+                                    networks=_names(networks), seed=seed, threshold=max_foreign_cpu)
+    with _progress(quiet) as progress:
+        device = calibration.calibrate(settings, progress=progress)
+    report.render_calibrated(device, console)

@@ -1,0 +1,425 @@
+"""Timing one layer configuration alone: forward, backward-input, backward-weight, backward-bias.
+
+The calibration op registry lives here. Each ``CalibrationOp`` says, for one kind of kernel:
+
+* which layers of a traced graph it stands for (``matches``) and how such a layer becomes a
+  ``Config`` (``config_of``) — the prediction side;
+* how to build the op for a ``Config`` on random tensors (``build``) — the measuring side;
+* which passes it has (the backward groups are derived from what ``build`` returns).
+
+Adding an op (e.g. one of the tlplan runtime's autograd Functions) is one ``register`` call with
+those functions; ``priority`` lets a specific entry (bias-only conv under the tlplan runtime) win
+over a general one (any conv) for the layers both match. See ``docs/devices.md``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.nn as nn
+
+from ..trace.graph import Layer
+from .latency import Prepared, time_passes
+from .load import LoadWindow
+
+#: The passes a layer's time splits into. ``fwd`` runs with autograd recording (something in or
+#: below the layer is trained); ``fwd_nograd`` without (a frozen layer below every trained one,
+#: which autograd does not record: measurably faster for norms and activations). ``bwd_weight`` is
+#: the gradient of the weight together with the bias (training a weight trains its bias in every
+#: scheme); ``bwd_bias`` the bias alone.
+PASSES = ("fwd", "fwd_nograd", "bwd_input", "bwd_weight", "bwd_bias")
+
+
+@dataclass(frozen=True)
+class Config:
+    """One layer configuration: input ``batch×c_in×h×w`` to output ``batch×c_out×h_out×w_out``.
+
+    Fields that do not apply to an op hold neutral values (``k=1, stride=1, groups=1`` for an
+    elementwise op; ``h=w=1`` for a linear layer), so every CSV row has every column.
+    """
+
+    batch: int
+    c_in: int
+    h: int
+    w: int
+    c_out: int
+    h_out: int
+    w_out: int
+    k: int = 1
+    stride: int = 1
+    groups: int = 1
+    bias: int = 0
+    inplace: int = 0
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @property
+    def numel_in(self) -> int:
+        return self.batch * self.c_in * self.h * self.w
+
+    @property
+    def numel_out(self) -> int:
+        return self.batch * self.c_out * self.h_out * self.w_out
+
+
+@dataclass
+class Bench:
+    """An op ready to time: ``fn(*inputs)`` with autograd; the tensors each backward group asks for."""
+
+    fn: Callable[..., torch.Tensor]
+    inputs: list[torch.Tensor]  # templates: each run differentiates fresh copies
+    weight: list[torch.Tensor] = field(default_factory=list)  # weight (and bias) for bwd_weight
+    bias: list[torch.Tensor] = field(default_factory=list)  # the bias alone, for bwd_bias
+    grad_inputs: bool = True  # whether the op has an input gradient
+
+    @property
+    def passes(self) -> tuple[str, ...]:
+        have = {"fwd": True, "fwd_nograd": True, "bwd_input": self.grad_inputs, "bwd_weight": bool(self.weight),
+                "bwd_bias": bool(self.bias)}
+        return tuple(p for p in PASSES if have[p])
+
+
+@dataclass(frozen=True)
+class CalibrationOp:
+    """One kind of kernel tlplan times on a device and fits a predictor for."""
+
+    name: str  # the ``op`` column of a profile's measurements CSV, e.g. "conv2d.dw"
+    #: ``matches(layer, option)``: whether this entry stands for the layer; ``option`` is what the
+    #: plan says of the layer (how the runtime trains it), None where there is no plan
+    matches: Callable[[Layer, Any], bool]
+    config_of: Callable[[Layer], Config]
+    build: Callable[[Config], Bench]
+    #: the layer graph's op kinds this entry may stand for (a quick filter before ``matches``)
+    graph_ops: frozenset[str]
+    #: a sampled configuration made consistent: output sizes (and groups) from input sizes
+    conform: Callable[[Config], Config]
+    priority: int = 0
+
+
+class CalibrationRegistry:
+    """Calibration ops by name; a layer is predicted by the highest-priority entry matching it."""
+
+    def __init__(self) -> None:
+        self._ops: dict[str, CalibrationOp] = {}
+
+    def register(self, entry: CalibrationOp) -> CalibrationOp:
+        if entry.name in self._ops:
+            raise ValueError(f"calibration op {entry.name!r} is already registered")
+        self._ops[entry.name] = entry
+        return entry
+
+    def __getitem__(self, name: str) -> CalibrationOp:
+        return self._ops[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._ops
+
+    def __iter__(self) -> Iterator[CalibrationOp]:
+        return iter(self._ops.values())
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._ops)
+
+    def for_layer(self, layer: Layer, option: Any = None) -> CalibrationOp | None:
+        best: CalibrationOp | None = None
+        for entry in self._ops.values():
+            if (layer.op in entry.graph_ops and entry.matches(layer, option)
+                    and (best is None or entry.priority > best.priority)):
+                best = entry
+        return best
+
+
+CALIBRATION_OPS = CalibrationRegistry()
+
+
+# ---- layers → configurations ---------------------------------------------------------------------
+
+
+def _nchw(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """Batch, channels and a 2-d spatial size of any tensor shape (1×1 where there is none)."""
+    if len(shape) == 4:
+        return shape[0], shape[1], shape[2], shape[3]
+    if len(shape) == 3:
+        return shape[0], shape[1], shape[2], 1
+    if len(shape) == 2:
+        return shape[0], shape[1], 1, 1
+    if len(shape) == 1:
+        return 1, shape[0], 1, 1
+    return 1, 1, 1, 1
+
+
+def _pair(value: Any, default: int = 1) -> int:
+    if value is None:
+        return default
+    if isinstance(value, (tuple, list)):
+        return int(value[0])
+    return int(value)
+
+
+def _has_bias(layer: Layer) -> int:
+    return int(layer.param("bias") is not None)
+
+
+def _conv_config(layer: Layer) -> Config:
+    b, c, h, w = _nchw(layer.input_shapes[0])
+    _, co, ho, wo = _nchw(layer.output_shape)
+    a = layer.attrs
+    kernel = a.get("kernel_size") or (layer.params[0].shape[2:4] if layer.params else (1, 1))
+    return Config(b, c, h, w, co, ho, wo, k=_pair(kernel), stride=_pair(a.get("stride")), groups=int(a.get("groups", 1)),
+                  bias=_has_bias(layer))
+
+
+def _elementwise_config(layer: Layer) -> Config:
+    b, c, h, w = _nchw(layer.input_shapes[0])
+    return Config(b, c, h, w, c, h, w, inplace=int(bool(layer.attrs.get("inplace"))))
+
+
+def _linear_config(layer: Layer) -> Config:
+    shape = layer.input_shapes[0]
+    rows = math.prod(shape[:-1]) if len(shape) > 1 else 1
+    return Config(rows, shape[-1], 1, 1, layer.output_shape[-1], 1, 1, bias=_has_bias(layer))
+
+
+def _norm_config(layer: Layer) -> Config:
+    b, c, h, w = _nchw(layer.input_shapes[0])
+    return Config(b, c, h, w, c, h, w, bias=_has_bias(layer))
+
+
+def _pool_config(layer: Layer) -> Config:
+    b, c, h, w = _nchw(layer.input_shapes[0])
+    _, _, ho, wo = _nchw(layer.output_shape)
+    a = layer.attrs
+    k = _pair(a.get("kernel_size"), default=max(1, h // max(ho, 1)))
+    return Config(b, c, h, w, c, ho, wo, k=k, stride=_pair(a.get("stride"), default=k))
+
+
+def _binary_config(layer: Layer) -> Config:
+    # the larger operand is the layer's shape; the other is the same or broadcast (1×1 spatial)
+    b, c, h, w = _nchw(layer.output_shape)
+    return Config(b, c, h, w, c, h, w)
+
+
+# ---- sampled configurations made consistent -----------------------------------------------------
+
+
+def _same_size(c: Config) -> Config:
+    return replace(c, c_out=c.c_in, h_out=c.h, w_out=c.w)
+
+
+def _windowed(c: Config) -> Config:
+    """Conv / pool output size with PyTorch's usual ``(k - 1) // 2`` padding."""
+    pad = (c.k - 1) // 2
+    h_out = max(1, (c.h + 2 * pad - c.k) // c.stride + 1)
+    w_out = max(1, (c.w + 2 * pad - c.k) // c.stride + 1)
+    return replace(c, h_out=h_out, w_out=w_out)
+
+
+def _conform_conv(c: Config) -> Config:
+    return _windowed(c)
+
+
+def _conform_depthwise(c: Config) -> Config:
+    return _windowed(replace(c, c_out=c.c_in, groups=c.c_in))
+
+
+def _conform_pool(c: Config) -> Config:
+    return _windowed(replace(c, c_out=c.c_in))
+
+
+def _conform_adaptive(c: Config) -> Config:
+    return replace(c, c_out=c.c_in, h_out=min(c.h_out, c.h), w_out=min(c.w_out, c.w))
+
+
+def _conform_linear(c: Config) -> Config:
+    return replace(c, h=1, w=1, h_out=1, w_out=1)
+
+
+# ---- configurations → ops on random tensors ------------------------------------------------------
+
+
+def _rand(*shape: int) -> torch.Tensor:
+    return torch.randn(*shape)
+
+
+def _module_bench(module: nn.Module, *inputs: torch.Tensor) -> Bench:
+    module.train()
+    weight = [p for p in (getattr(module, "weight", None), getattr(module, "bias", None)) if p is not None]
+    bias = [module.bias] if getattr(module, "bias", None) is not None else []
+    return Bench(fn=module, inputs=list(inputs), weight=weight, bias=bias)
+
+
+def _build_conv(c: Config) -> Bench:
+    pad = _padding_for(c.h, c.h_out, c.k, c.stride)
+    conv = nn.Conv2d(c.c_in, c.c_out, c.k, stride=c.stride, padding=pad, groups=c.groups, bias=bool(c.bias))
+    return _module_bench(conv, _rand(c.batch, c.c_in, c.h, c.w))
+
+
+def _padding_for(size: int, out: int, k: int, stride: int) -> int:
+    """The symmetric padding that turns ``size`` into ``out`` (``k // 2`` when none does)."""
+    for pad in range(k // 2 + 1):
+        if (size + 2 * pad - k) // stride + 1 == out:
+            return pad
+    return k // 2
+
+
+def _build_linear(c: Config) -> Bench:
+    return _module_bench(nn.Linear(c.c_in, c.c_out, bias=bool(c.bias)), _rand(c.batch, c.c_in))
+
+
+def _build_batch_norm(c: Config) -> Bench:
+    return _module_bench(nn.BatchNorm2d(c.c_in), _rand(c.batch, c.c_in, c.h, c.w))
+
+
+def _elementwise(module_type: Callable[..., nn.Module], takes_inplace: bool = True) -> Callable[[Config], Bench]:
+    def build(c: Config) -> Bench:
+        module = module_type(inplace=bool(c.inplace)) if takes_inplace else module_type()
+        return Bench(fn=module, inputs=[_rand(c.batch, c.c_in, c.h, c.w)])
+
+    return build
+
+
+def _build_max_pool(c: Config) -> Bench:
+    pad = _padding_for(c.h, c.h_out, c.k, c.stride)
+    return Bench(fn=nn.MaxPool2d(c.k, c.stride, pad), inputs=[_rand(c.batch, c.c_in, c.h, c.w)])
+
+
+def _build_avg_pool(c: Config) -> Bench:
+    pad = _padding_for(c.h, c.h_out, c.k, c.stride)
+    return Bench(fn=nn.AvgPool2d(c.k, c.stride, pad), inputs=[_rand(c.batch, c.c_in, c.h, c.w)])
+
+
+def _build_adaptive_pool(c: Config) -> Bench:
+    return Bench(fn=nn.AdaptiveAvgPool2d((c.h_out, c.w_out)), inputs=[_rand(c.batch, c.c_in, c.h, c.w)])
+
+
+def _build_add(c: Config) -> Bench:
+    return Bench(fn=torch.add, inputs=[_rand(c.batch, c.c_in, c.h, c.w), _rand(c.batch, c.c_in, c.h, c.w)])
+
+
+def _build_mul(c: Config) -> Bench:
+    return Bench(fn=torch.mul, inputs=[_rand(c.batch, c.c_in, c.h, c.w), _rand(c.batch, c.c_in, c.h, c.w)])
+
+
+def _build_mul_broadcast(c: Config) -> Bench:
+    # squeeze-and-excitation: per-channel scales times the feature map
+    return Bench(fn=torch.mul, inputs=[_rand(c.batch, c.c_in, 1, 1), _rand(c.batch, c.c_in, c.h, c.w)])
+
+
+def _build_dropout(c: Config) -> Bench:
+    return Bench(fn=nn.Dropout(0.2, inplace=bool(c.inplace)), inputs=[_rand(c.batch, c.c_in, c.h, c.w)])
+
+
+def _build_view(c: Config) -> Bench:
+    return Bench(fn=lambda x: torch.flatten(x, 1), inputs=[_rand(c.batch, c.c_in, c.h, c.w)])
+
+
+# ---- the registry --------------------------------------------------------------------------------
+
+
+def _is_depthwise(layer: Layer, option: Any = None) -> bool:
+    groups = int(layer.attrs.get("groups", 1))
+    return groups > 1 and groups == layer.input_shapes[0][1]
+
+
+def _is_pointwise(layer: Layer, option: Any = None) -> bool:
+    return int(layer.attrs.get("groups", 1)) == 1 and _pair(layer.attrs.get("kernel_size"), 0) == 1
+
+
+def _is_broadcast_mul(layer: Layer, option: Any = None) -> bool:
+    shapes = layer.input_shapes
+    return len(shapes) == 2 and shapes[0] != shapes[1]
+
+
+def _always(layer: Layer, option: Any = None) -> bool:
+    return True
+
+
+def _register(name: str, ops: tuple[str, ...], config_of: Callable[[Layer], Config], build: Callable[[Config], Bench],
+              conform: Callable[[Config], Config] = _same_size, matches: Callable[[Layer, Any], bool] = _always,
+              priority: int = 0) -> None:
+    CALIBRATION_OPS.register(CalibrationOp(name, matches, config_of, build, frozenset(ops), conform, priority))
+
+
+_register("conv2d", ("conv2d",), _conv_config, _build_conv, _conform_conv)  # dense k×k and grouped
+_register("conv2d.dw", ("conv2d",), _conv_config, _build_conv, _conform_depthwise, _is_depthwise, priority=1)
+_register("conv2d.pw", ("conv2d",), _conv_config, _build_conv, _conform_conv, _is_pointwise, priority=1)
+_register("linear", ("linear",), _linear_config, _build_linear, _conform_linear)
+_register("batch_norm", ("batch_norm",), _norm_config, _build_batch_norm)
+for _name, _module in (("relu", nn.ReLU), ("relu6", nn.ReLU6), ("hardswish", nn.Hardswish),
+                       ("hardsigmoid", nn.Hardsigmoid), ("silu", nn.SiLU)):
+    _register(_name, (_name,), _elementwise_config, _elementwise(_module))
+_register("sigmoid", ("sigmoid",), _elementwise_config, _elementwise(nn.Sigmoid, takes_inplace=False))
+_register("max_pool2d", ("max_pool2d",), _pool_config, _build_max_pool, _conform_pool)
+_register("avg_pool2d", ("avg_pool2d",), _pool_config, _build_avg_pool, _conform_pool)
+_register("adaptive_avg_pool2d", ("adaptive_avg_pool2d",), _pool_config, _build_adaptive_pool, _conform_adaptive)
+_register("add", ("add",), _binary_config, _build_add)
+_register("mul", ("mul",), _binary_config, _build_mul)
+_register("mul.bcast", ("mul",), _binary_config, _build_mul_broadcast, matches=_is_broadcast_mul, priority=1)
+_register("dropout", ("dropout",), _elementwise_config, _build_dropout)
+_register("view", ("flatten", "view", "identity"), _elementwise_config, _build_view)
+
+
+# ---- timing ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Median ms per pass of one configuration, and the other processes' CPU share meanwhile."""
+
+    ms: dict[str, float]
+    foreign_cpu: float | None
+    repeats: int
+
+
+def time_config(entry: CalibrationOp, config: Config, *, target_s: float = 0.08, max_repeats: int = 25,
+                min_repeats: int = 3) -> Measurement:
+    """Time ``config`` of ``entry``: every pass its op has, on one graph per run (see ``time_passes``).
+
+    The number of runs adapts to the op's speed: enough to fill about ``target_s`` seconds, between
+    ``min_repeats`` and ``max_repeats``, after one warm-up run that also sizes it.
+    """
+    torch.manual_seed(0)
+    bench = entry.build(config)
+    passes = bench.passes
+
+    def prepare() -> Prepared:
+        leaves = [t.clone().requires_grad_(bench.grad_inputs) for t in bench.inputs]
+        args = [leaf.clone() for leaf in leaves]  # non-leaf copies: in-place ops may write them
+        groups: list[list[torch.Tensor]] = []
+        if bench.grad_inputs:
+            groups.append(leaves)
+        if bench.weight:
+            groups.append(bench.weight)
+        if bench.bias:
+            groups.append(bench.bias)
+        return (lambda: bench.fn(*args)), groups
+
+    def prepare_nograd() -> Prepared:
+        args = [t.clone() for t in bench.inputs]
+
+        def forward() -> torch.Tensor:
+            with torch.no_grad():
+                return bench.fn(*args)
+
+        return forward, []
+
+    t0 = time.perf_counter()
+    time_passes(prepare, warmup=0, repeats=1)
+    once = time.perf_counter() - t0
+    repeats = int(min(max_repeats, max(min_repeats, target_s / max(once, 1e-6))))
+    with LoadWindow() as window:
+        fwd, bwd = time_passes(prepare, warmup=1, repeats=repeats)
+        fwd_nograd, _ = time_passes(prepare_nograd, warmup=1, repeats=repeats)
+    ms = dict(zip([p for p in passes if p != "fwd_nograd"], (fwd, *bwd)))
+    ms["fwd_nograd"] = fwd_nograd
+    return Measurement(ms=ms, foreign_cpu=window.share, repeats=repeats)

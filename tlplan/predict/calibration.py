@@ -1,0 +1,490 @@
+"""``tlplan calibrate``: time layer configurations and whole training steps on this machine.
+
+Run on the target device itself. Writes ``<profiles>/<name>/`` with ``measurements.csv`` (one
+row per pass of each timed configuration), ``steps.csv`` (whole training steps of the zoo
+networks, which fit the per-step overhead) and ``device.json``.
+
+* **Where the time goes.** Whole steps first (a fixed list, needed for the overhead fit), then
+  layer configurations until the budget is spent, in rounds: round 0 samples from the shape prior
+  (``tlplan.predict.sampling``); each later round fits the models so far, cross-validates them,
+  and spends more samples on the ops whose predictions are worst, near the configurations
+  predicted worst (nn-Meter's adaptive sampling).
+* **Only quiet timings.** Configurations are timed in chunks of about a second; a chunk during
+  which other processes took more than ``threshold`` of the CPUs is thrown away and timed again
+  once the machine is quiet. The budget counts time spent measuring, not waiting.
+* **Resumable, never half-written.** Rows are appended to ``<profiles>/.<name>.partial/`` as they
+  are measured; an interrupted run picks up from there. The profile folder appears only when
+  complete (written beside it, then renamed into place).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..errors import BadInputError
+from ..measure.load import LoadWindow, quiet, wait_until_quiet
+from ..measure.microbench import CALIBRATION_OPS, Config, time_config
+from . import sampling
+from .devices import Device, load_device, profiles_dir
+from .features import macs
+from .store import (
+    LAYER_COLUMNS, MEASUREMENTS, STEP_COLUMNS, STEPS, LayerRow, StepRow, header_line, read_layer_rows,
+    read_step_rows, render, row_line,
+)
+
+#: whole steps measured for the overhead fit: every zoo network under these schemes and batches
+STEP_SCHEMES = ("full", "last", "bias", "norm+last", "blocks:3")
+STEP_BATCHES = (1, 4, 8)
+#: when each adaptive round starts, as a share of the layer budget
+ROUND_STARTS = (0.0, 0.4, 0.6, 0.8)
+RANDOM_SHARE = 0.15  # of round-0 samples drawn uniformly from a box instead of near a network
+NAME_OK = set("abcdefghijklmnopqrstuvwxyz0123456789-_.")
+
+
+def step_resolution(network: str) -> int:
+    """Resolution for whole-step timings: the MCU models' own 128; 160 for the ImageNet models."""
+    from ..zoo import default_resolution
+
+    res = default_resolution(network) or 224
+    return res if res <= 128 else 160
+
+
+@dataclass(frozen=True)
+class Settings:
+    name: str
+    budget_s: float
+    ops: tuple[str, ...] | None = None  # calibration ops to time (None: all registered)
+    networks: tuple[str, ...] | None = None  # shape prior and whole steps (None: the zoo)
+    step_schemes: tuple[str, ...] = STEP_SCHEMES
+    step_batches: tuple[int, ...] = STEP_BATCHES
+    step_resolution: int | None = None  # None: ``step_resolution(network)``
+    seed: int = 0
+    #: largest share of the CPUs other processes may take during a timing: with one framework thread
+    #: per core, a neighbour on one core stalls every parallel region, so even a little is too much
+    threshold: float = 0.05
+    chunk_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class Progress:
+    phase: str  # "steps", "layers", "fitting", "writing"
+    done: int
+    total: int | None
+    detail: str = ""
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+def check_name(name: str) -> str:
+    if not name or not set(name) <= NAME_OK or name.startswith("."):
+        raise BadInputError(f"profile name {name!r}: use lower-case letters, digits, '-', '_' and '.' (e.g. host-x86-2c)")
+    return name
+
+
+# ---- the machine ----------------------------------------------------------------------------------
+
+
+def framework_overhead_bytes() -> int:
+    """Resident memory of a fresh Python that has imported torch and tlplan, before any tensor."""
+    code = (
+        "import torch, tlplan, resource, sys\n"
+        "rss = 0\n"
+        "try:\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith('VmRSS:'): rss = int(line.split()[1]) * 1024\n"
+        "except OSError:\n"
+        "    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "    rss = r if sys.platform == 'darwin' else r * 1024\n"
+        "print(rss)\n"
+    )
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+        return int(out.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return 0
+
+
+def ram_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def framework_versions() -> dict[str, str]:
+    import scipy
+    import sklearn
+    import torch
+
+    from .. import __version__
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "scipy": scipy.__version__, "scikit-learn": sklearn.__version__, "tlplan": __version__}
+
+
+# ---- whole steps ------------------------------------------------------------------------------------
+
+
+def time_step(network: str, scheme: str, batch: int, resolution: int, *, threshold: float, window_s: float = 0.5,
+              retries: int = 4) -> tuple[float, float | None, float]:
+    """Median ms of whole training steps (``step_samples_ms``), redone while the CPU was busy.
+
+    Returns the median, the other processes' CPU share during the kept run, and the seconds spent
+    timing (waiting for a quiet CPU not included).
+
+    As many steps as fill ``window_s`` (5 to 30): enough samples for a stable median, and a window
+    long enough for ``LoadWindow`` to see whether anything else ran meanwhile.
+    """
+    import torch
+
+    from ..measure.latency import step_samples_ms
+    from ..measure.saved import set_trainable
+    from ..trace import trace_model
+    from ..zoo import load_model
+    from .predictor import scheme_costs
+
+    model = load_model(network)
+    graph = trace_model(model, (batch, 3, resolution, resolution), network)
+    set_trainable(model, scheme_costs(graph, scheme).trainable)
+    model.train()
+    x = torch.randn(batch, 3, resolution, resolution)
+    once = max(step_samples_ms(model, x, warmup=1, repeats=1)[0], 1e-3)
+    repeats = int(min(30, max(5, math.ceil(window_s * 1e3 / once))))
+    share: float | None = None
+    samples: list[float] = []
+    spent = 0.0
+    for _ in range(retries):
+        wait_until_quiet(threshold)
+        with LoadWindow() as window:
+            samples = step_samples_ms(model, x, warmup=1, repeats=repeats)
+        share = window.share
+        spent += window.wall_s
+        if quiet(share, threshold):
+            break
+    return float(np.median(samples)), share, spent
+
+
+# ---- the partial folder -------------------------------------------------------------------------------
+
+
+class _Partial:
+    """``<profiles>/.<name>.partial/``: rows appended as measured, and the run's state."""
+
+    def __init__(self, root: Path, name: str):
+        self.dir = root / f".{name}.partial"
+        self.layers_path = self.dir / MEASUREMENTS
+        self.steps_path = self.dir / STEPS
+        self.state_path = self.dir / "state.json"
+
+    def open(self, settings: Settings) -> dict:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for path, columns in ((self.layers_path, LAYER_COLUMNS), (self.steps_path, STEP_COLUMNS)):
+            if not path.exists() or path.stat().st_size == 0:
+                path.write_text(header_line(columns))
+            else:
+                self._drop_cut_line(path)
+        if self.state_path.exists():
+            try:
+                state = json.loads(self.state_path.read_text())
+            except (OSError, json.JSONDecodeError):
+                state = {}
+        else:
+            state = {}
+        state.setdefault("seed", settings.seed)
+        state.setdefault("measured_s", 0.0)
+        state.setdefault("started", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+        self.save_state(state)
+        return state
+
+    @staticmethod
+    def _drop_cut_line(path: Path) -> None:
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+    def save_state(self, state: dict) -> None:
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        os.replace(tmp, self.state_path)
+
+    def layer_rows(self) -> list[LayerRow]:
+        return read_layer_rows(self.layers_path, allow_truncated_tail=True)
+
+    def step_rows(self) -> list[StepRow]:
+        return read_step_rows(self.steps_path, allow_truncated_tail=True)
+
+    def append(self, path: Path, rows: Sequence[LayerRow | StepRow]) -> None:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write("".join(row_line(r.cells()) for r in rows))
+            f.flush()
+            os.fsync(f.fileno())
+
+
+# ---- layer sampling rounds ---------------------------------------------------------------------------
+
+
+def _cv_errors(rows: Sequence[LayerRow], seed: int) -> dict[int, float]:
+    """|log(predicted / measured)| of each row, from a 3-fold cross-validated fit per (op, pass)."""
+    from .fit import fit_pass_model
+
+    errors: dict[int, float] = {}
+    grouped: dict[tuple[str, str], list[int]] = {}
+    for i, row in enumerate(rows):
+        grouped.setdefault((row.op, row.pass_), []).append(i)
+    rng = np.random.default_rng(seed)
+    for (op, pass_), idx in grouped.items():
+        if len(idx) < 6:
+            for i in idx:
+                errors[i] = max(errors.get(i, 0.0), 1.0)  # too few to judge: treat as badly known
+            continue
+        folds = rng.permutation(len(idx)) % 3
+        for k in range(3):
+            train = [idx[j] for j in range(len(idx)) if folds[j] != k]
+            test = [idx[j] for j in range(len(idx)) if folds[j] == k]
+            model = fit_pass_model(op, pass_, [rows[i].config for i in train], [rows[i].ms for i in train], seed=seed)
+            pred = model.predict([rows[i].config for i in test])
+            for i, p in zip(test, pred):
+                errors[i] = max(errors.get(i, 0.0), abs(math.log(p / rows[i].ms)))
+    return errors
+
+
+@dataclass
+class _Sampler:
+    """Draws the next configurations to time: from the prior in round 0, near the worst rows later."""
+
+    ops: tuple[str, ...]
+    prior: dict[str, list[sampling.Sample]]
+    rng: random.Random
+    op_weights: dict[str, float] = field(default_factory=dict)
+    parents: dict[str, list[sampling.Sample]] = field(default_factory=dict)  # badly predicted rows, per op
+    adaptive: bool = False
+
+    def adapt(self, rows: Sequence[LayerRow], seed: int) -> None:
+        errors = _cv_errors(rows, seed)
+        per_op: dict[str, list[tuple[float, LayerRow]]] = {}
+        for i, row in enumerate(rows):
+            per_op.setdefault(row.op, []).append((errors.get(i, 0.0), row))
+        base = sampling.prior_weights([s for op in self.ops for s in self.prior.get(op, [])])
+        self.op_weights, self.parents = {}, {}
+        for op in self.ops:
+            scored = sorted(per_op.get(op, []), key=lambda e: -e[0])
+            mean_error = float(np.mean([e for e, _ in scored])) if scored else 1.0
+            self.op_weights[op] = base.get(op, 1.0) * max(mean_error, 0.02)
+            worst = scored[: max(1, len(scored) // 4)]
+            self.parents[op] = [sampling.Sample(op, r.config, r.origin) for _, r in worst]
+        self.adaptive = True
+
+    def draw(self) -> sampling.Sample:
+        weights = self.op_weights or sampling.prior_weights([s for op in self.ops for s in self.prior.get(op, [])])
+        ops = [op for op in self.ops if weights.get(op, 0) > 0 or op not in weights]
+        while True:
+            op = self.rng.choices(ops, [weights.get(o, 1.0) for o in ops])[0]
+            entry = CALIBRATION_OPS[op]
+            roll = self.rng.random()
+            if self.adaptive and self.parents.get(op) and roll < 0.8:
+                sample = sampling.perturb(self.rng.choice(self.parents[op]), self.rng, strength=0.5)
+            elif self.prior.get(op) and roll < 1 - RANDOM_SHARE:
+                sample = sampling.perturb(self.rng.choice(self.prior[op]), self.rng)
+            else:
+                sample = sampling.Sample(op, sampling.random_config(entry, self.rng), "random")
+            if sampling.affordable(sample.config, macs(op, sample.config)):
+                return sample
+
+
+def _round_of(measured_layers_s: float, layer_budget_s: float) -> int:
+    share = measured_layers_s / max(layer_budget_s, 1e-9)
+    return max(i for i, start in enumerate(ROUND_STARTS) if share >= start)
+
+
+# ---- the whole run ---------------------------------------------------------------------------------------
+
+
+def calibrate(settings: Settings, *, root: Path | None = None, progress: ProgressFn | None = None) -> Device:
+    """Measure this machine into ``<root>/<name>/`` (see the module docstring); returns the new profile.
+
+    Interrupting it (Ctrl-C, a crash) leaves only ``<root>/.<name>.partial/``; calling it again
+    with the same name resumes from there.
+    """
+    name = check_name(settings.name)
+    root = root or profiles_dir()
+    ops = settings.ops or CALIBRATION_OPS.names
+    unknown = [op for op in ops if op not in CALIBRATION_OPS]
+    if unknown:
+        raise BadInputError(f"unknown calibration op(s) {', '.join(unknown)}; known: {', '.join(CALIBRATION_OPS.names)}")
+    from ..zoo import zoo_names
+
+    networks = settings.networks or tuple(zoo_names())
+    partial = _Partial(root, name)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        state = partial.open(settings)
+    except OSError as exc:
+        raise BadInputError(f"cannot write the profile under {root}: {exc.strerror or exc}") from None
+    report = progress or (lambda p: None)
+    if "runtime_overhead_bytes" not in state:
+        state["runtime_overhead_bytes"] = framework_overhead_bytes()
+        partial.save_state(state)
+
+    # whole steps: a fixed list, skipping those an interrupted run already has
+    done = {r.key for r in partial.step_rows()}
+    cases = [(net, scheme, batch, settings.step_resolution or step_resolution(net))
+             for net in networks for scheme in settings.step_schemes for batch in settings.step_batches]
+    for i, (net, scheme, batch, res) in enumerate(cases):
+        report(Progress("steps", i, len(cases), f"{net} {scheme} batch {batch}"))
+        if (net, scheme, batch, res) in done:
+            continue
+        ms, share, spent = time_step(net, scheme, batch, res, threshold=settings.threshold)
+        partial.append(partial.steps_path, [StepRow(net, scheme, batch, res, ms, share)])
+        state["measured_s"] += spent
+        partial.save_state(state)
+    report(Progress("steps", len(cases), len(cases)))
+
+    # layer configurations, in adaptive rounds, until the budget is spent
+    prior_samples = sampling.shape_prior(networks)
+    prior: dict[str, list[sampling.Sample]] = {}
+    for s in prior_samples:
+        if s.op in ops:
+            prior.setdefault(s.op, []).append(s)
+    rows = partial.layer_rows()
+    steps_s = state["measured_s"] - state.get("layers_s", 0.0)
+    layer_budget = max(settings.budget_s - steps_s, 0.0)
+    sampler = _Sampler(tuple(ops), prior, random.Random(state["seed"] * 1_000_003 + len(rows)))
+    current_round = -1
+    configs = len({(r.op, r.config, r.round) for r in rows})
+    discarded = 0
+    while True:
+        # every op at least once, first, so that even a tiny budget gives a model for each
+        missing = [op for op in ops if not any(r.op == op for r in rows)]
+        if not missing and state.get("layers_s", 0.0) >= layer_budget:
+            break
+        rnd = _round_of(state.get("layers_s", 0.0), layer_budget)
+        if rnd != current_round:
+            if rnd > 0 and rows:
+                report(Progress("fitting", rnd, len(ROUND_STARTS) - 1, f"round {rnd}: finding the worst-predicted shapes"))
+                sampler.adapt(rows, state["seed"] + rnd)
+            current_round = rnd
+        chunk: list[sampling.Sample] = []
+        chunk_rows: list[LayerRow] = []
+        wait_until_quiet(settings.threshold)
+        t0 = time.perf_counter()
+        with LoadWindow() as window:
+            while True:
+                sample = sampling.Sample(missing[0], _smallest(missing.pop(0), prior), "random") if missing else sampler.draw()
+                m = time_config(CALIBRATION_OPS[sample.op], sample.config)
+                chunk.append(sample)
+                chunk_rows += [LayerRow(sample.op, p, sample.config, sample.origin, current_round, ms, None)
+                               for p, ms in m.ms.items()]
+                spent = time.perf_counter() - t0
+                if not missing and (spent >= settings.chunk_s or state.get("layers_s", 0.0) + spent >= layer_budget):
+                    break
+        elapsed = time.perf_counter() - t0
+        if not quiet(window.share, settings.threshold) and discarded < 3:
+            discarded += 1
+            continue  # someone else used the CPU meanwhile: drawn again, timed again when quiet
+        discarded = 0
+        chunk_rows = [replace(r, foreign_cpu=window.share) for r in chunk_rows]
+        partial.append(partial.layers_path, chunk_rows)
+        rows.extend(chunk_rows)
+        configs += len(chunk)
+        state["layers_s"] = state.get("layers_s", 0.0) + elapsed
+        state["measured_s"] += elapsed
+        state["rounds"] = current_round + 1
+        partial.save_state(state)
+        report(Progress("layers", int(min(state["layers_s"], layer_budget)), int(layer_budget),
+                        f"round {current_round}, {configs} configurations"))
+
+    report(Progress("writing", 0, 1))
+    device = _finish(root, name, partial, state, settings, configs)
+    report(Progress("writing", 1, 1))
+    return device
+
+
+def _smallest(op: str, prior: dict[str, list[sampling.Sample]]) -> Config:
+    """A small, quick configuration of ``op`` (its smallest prior shape at batch 1), for first coverage."""
+    entry = CALIBRATION_OPS[op]
+    shapes = prior.get(op)
+    if shapes:
+        return min(shapes, key=lambda s: s.config.numel_in + s.config.numel_out).config
+    return entry.conform(Config(1, 16, 8, 8, 16, 8, 8, k=3 if op == "conv2d" else 1))
+
+
+def _finish(root: Path, name: str, partial: _Partial, state: dict, settings: Settings, configs: int) -> Device:
+    """Write the complete profile beside its final place, then rename it into place."""
+    layer_rows, step_rows = partial.layer_rows(), partial.step_rows()
+    import torch
+
+    cores = os.cpu_count() or 1
+    ram = ram_bytes()
+    data = {
+        "name": name,
+        "description": f"{cpu_name()}, {cores} cores, {ram / 2**30:.1f} GiB RAM (measured by tlplan calibrate)",
+        "source": "measured",
+        "ram_bytes": ram,
+        "runtime_overhead_bytes": int(state.get("runtime_overhead_bytes", 0)),
+        "cpu": cpu_name(),
+        "cores": cores,
+        "threads": torch.get_num_threads(),
+        "framework": framework_versions(),
+        "date": _dt.date.today().isoformat(),
+        "measurements": MEASUREMENTS,
+        "steps": STEPS,
+        "calibration": {
+            "budget_s": round(settings.budget_s, 1),
+            "elapsed_s": round(float(state["measured_s"]), 1),
+            "configs": configs,
+            "rows": len(layer_rows),
+            "steps": len(step_rows),
+            "seed": state["seed"],
+            "threshold_foreign_cpu": settings.threshold,
+            "rounds": state.get("rounds", 1),
+        },
+        "notes": "Layer configurations and whole training steps timed on this machine (median of runs, "
+                 "fp32, CPU); runtime_overhead_bytes is the resident memory of Python with torch imported, "
+                 "before any tensor. Time spent waiting for a quiet CPU is not counted in elapsed_s.",
+    }
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
+    try:
+        (tmp / MEASUREMENTS).write_text(render(LAYER_COLUMNS, layer_rows), encoding="utf-8")
+        (tmp / STEPS).write_text(render(STEP_COLUMNS, step_rows), encoding="utf-8")
+        (tmp / "device.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        device = load_device(tmp / "device.json")  # what is written must load
+        final = root / name
+        old = None
+        if final.exists():
+            old = root / f".{name}.old-{os.getpid()}"
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(partial.dir, ignore_errors=True)
+    return replace(device, folder=root / name)

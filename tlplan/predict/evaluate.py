@@ -1,0 +1,161 @@
+"""Leave-one-network-out accuracy of a measured profile: how well it predicts networks it never saw.
+
+For each zoo network X: fit the layer models without the configurations sampled near X (rows
+whose ``origin`` is X) and the per-step overhead without X's whole steps, then predict X's
+training step under several schemes and batch sizes and compare with X's step measured now.
+Reported: MAPE (mean absolute percentage error) and the share of cases within ±10 %, overall and
+per network — nn-Meter's figures of merit, on networks never seen in fitting.
+
+Measurements are taken in interleaved rounds (every case once, then every case again, in a new
+order) and only while the CPU is quiet; a case whose rounds disagree by more than 10 % is timed
+again, and the median is kept.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import random
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import BadInputError
+from .calibration import Progress, ProgressFn, step_resolution, time_step
+from .devices import Device, load_device
+from .predictor import StepCases, fit_profile, predict_latency
+from .store import LayerRow, StepRow, read_layer_rows, read_step_rows
+
+SCHEMES = ("full", "last", "bias", "norm+last", "blocks:3")
+BATCHES = (1, 4, 8)
+EVALUATION_CSV = "evaluation.csv"
+
+
+@dataclass(frozen=True)
+class Case:
+    network: str
+    scheme: str
+    batch: int
+    resolution: int
+    measured_ms: float
+    predicted_ms: float
+
+    @property
+    def error(self) -> float:
+        return (self.predicted_ms - self.measured_ms) / self.measured_ms
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    device: str
+    cases: tuple[Case, ...]
+    seconds: float
+
+    @staticmethod
+    def figures(cases: Sequence[Case]) -> dict[str, float]:
+        errors = np.array([abs(c.error) for c in cases])
+        return {"mape": float(100 * errors.mean()), "within_10": float(100 * (errors <= 0.10).mean()), "cases": len(cases)}
+
+    @property
+    def overall(self) -> dict[str, float]:
+        return self.figures(self.cases)
+
+    @property
+    def per_network(self) -> dict[str, dict[str, float]]:
+        nets = dict.fromkeys(c.network for c in self.cases)
+        return {n: self.figures([c for c in self.cases if c.network == n]) for n in nets}
+
+    def accuracy_field(self) -> dict:
+        """What ``device.json`` keeps under ``accuracy``."""
+        overall = self.overall
+        return {
+            "method": "leave-one-network-out over the zoo: whole training step (forward, cross-entropy, backward) "
+                      f"under schemes {', '.join(sorted({c.scheme for c in self.cases}))} and batches "
+                      f"{', '.join(str(b) for b in sorted({c.batch for c in self.cases}))}, predicted without the "
+                      "held-out network's samples and steps, compared with its step measured here",
+            "mape": round(overall["mape"], 2),
+            "within_10": round(overall["within_10"], 1),
+            "cases": overall["cases"],
+            "networks_evaluated": len(self.per_network),
+            "per_network": {n: {"mape": round(f["mape"], 2), "within_10": round(f["within_10"], 1), "cases": f["cases"]}
+                            for n, f in self.per_network.items()},
+            "date": _dt.date.today().isoformat(),
+            "seconds": round(self.seconds, 1),
+        }
+
+    def to_csv(self) -> str:
+        lines = ["network,scheme,batch,resolution,measured_ms,predicted_ms,error_percent\n"]
+        for c in self.cases:
+            lines.append(f"{c.network},{c.scheme},{c.batch},{c.resolution},{c.measured_ms:.4f},{c.predicted_ms:.4f},"
+                         f"{100 * c.error:.2f}\n")
+        return "".join(lines)
+
+
+def measure_cases(cases: Sequence[tuple[str, str, int, int]], *, rounds: int = 3, threshold: float = 0.05,
+                  seed: int = 0, progress: ProgressFn | None = None) -> dict[tuple[str, str, int, int], float]:
+    """Median step ms of every case over interleaved rounds; disagreeing cases timed once more."""
+    samples: dict[tuple[str, str, int, int], list[float]] = {c: [] for c in cases}
+    order = list(cases)
+    total = len(cases) * rounds
+    done = 0
+    for r in range(rounds):
+        random.Random(seed + r).shuffle(order)
+        for case in order:
+            if progress:
+                progress(Progress("measuring", done, total, f"{case[0]} {case[1]} batch {case[2]}"))
+            samples[case].append(time_step(*case, threshold=threshold)[0])
+            done += 1
+    for case, values in samples.items():
+        if len(values) >= 2 and max(values) > 1.10 * min(values):
+            samples[case].append(time_step(*case, threshold=threshold)[0])
+    return {case: float(np.median(v)) for case, v in samples.items()}
+
+
+def evaluate(device: Device, *, networks: Sequence[str] | None = None, schemes: Sequence[str] = SCHEMES,
+             batches: Sequence[int] = BATCHES, rounds: int = 3, threshold: float = 0.05,
+             progress: ProgressFn | None = None,
+             measured: dict[tuple[str, str, int, int], float] | None = None) -> Evaluation:
+    """Leave-one-network-out evaluation of a measured profile (see the module docstring)."""
+    from ..zoo import zoo_names
+
+    if device.source != "measured" or not device.measurements or device.folder is None:
+        raise BadInputError(f"device profile {device.name} is not a measured profile: only measured profiles can be "
+                            "evaluated against measurements (run `tlplan calibrate` on the device)")
+    t_start = time.perf_counter()
+    layer_rows: list[LayerRow] = read_layer_rows(device.folder / device.measurements)
+    step_rows: list[StepRow] = read_step_rows(device.folder / str(device.steps))
+    networks = list(networks or zoo_names())
+    cases = [(n, s, b, step_resolution(n)) for n in networks for s in schemes for b in batches]
+    measured = measured if measured is not None else measure_cases(cases, rounds=rounds, threshold=threshold,
+                                                                    progress=progress)
+    step_cases = StepCases()
+    results: list[Case] = []
+    for i, held_out in enumerate(networks):
+        if progress:
+            progress(Progress("fitting", i, len(networks), f"without {held_out}"))
+        fitted = fit_profile([r for r in layer_rows if r.origin != held_out],
+                             [r for r in step_rows if r.network != held_out], cases=step_cases)
+        for case in cases:
+            if case[0] != held_out:
+                continue
+            costs = step_cases.costs(*case)
+            prediction = predict_latency(costs.graph, costs, device, fitted=fitted)
+            results.append(Case(*case, measured_ms=measured[case], predicted_ms=prediction.step_ms))
+    if progress:
+        progress(Progress("fitting", len(networks), len(networks)))
+    return Evaluation(device.name, tuple(results), time.perf_counter() - t_start)
+
+
+def write_accuracy(device: Device, evaluation: Evaluation) -> Device:
+    """Store the figures in the profile's ``device.json`` (atomically) and the cases beside it."""
+    from ..fileio import write_atomic
+
+    assert device.folder is not None
+    path = device.folder / "device.json"
+    data = json.loads(path.read_text())
+    data["accuracy"] = evaluation.accuracy_field()
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
+    write_atomic(device.folder / EVALUATION_CSV, evaluation.to_csv())
+    return load_device(path)

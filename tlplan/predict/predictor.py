@@ -1,0 +1,345 @@
+"""``predict_latency``: a training step's time on a device, layer by layer, from its profile.
+
+A layer's time under a scheme is the sum of the passes the scheme makes it run (``LayerCost``
+says which): the forward always; the input gradient where something below is trained; the weight
+gradient (with the bias) where the weight is trained, else the bias gradient where only the bias
+is. Where a tensor feeds several layers that all send a gradient back (a residual input), the
+backward also sums those gradients: one elementwise add per extra consumer, charged to the layer
+that produced the tensor and priced like a forward ``add`` of its size.
+
+* **measured** profiles: each pass from the fitted (op, pass) model; whole step = sum of layers
+  + a fitted per-step overhead (``c0 + c1·layers + c2·layers with a backward``) that also absorbs
+  what timing layers alone gets wrong (the framework's per-call costs, caches).
+* **datasheet** profiles: each pass from the roofline (``tlplan.predict.roofline``); whole step =
+  sum of layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ..costs.annotate import CostTable, annotate
+from ..errors import BadInputError
+from ..measure.microbench import CALIBRATION_OPS, Config
+from ..trace.graph import INPUT, LayerGraph
+from . import cache
+from .devices import Device, resolve_device
+from .fit import FIT_VERSION, PassModel, TreeEnsemble, fit_pass_model
+from .roofline import roofline_ms
+from .store import LayerRow, StepRow, read_layer_rows, read_step_rows, sha256_of
+
+FITTED = "fitted on measurements"
+DATASHEET = "datasheet roofline"
+FORWARD = ("fwd", "fwd_nograd")
+
+
+@dataclass(frozen=True)
+class LayerPrediction:
+    fwd_ms: float
+    bwd_ms: float | None  # None where the layer has no backward under the scheme
+    parts: Mapping[str, float]  # pass → ms ("accumulate": summing a fanned-out gradient)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Predicted time of one training step on ``device``, and where the prediction comes from."""
+
+    device: str
+    source: str  # "fitted on measurements" or "datasheet roofline"
+    layers: Mapping[str, LayerPrediction]
+    fwd_ms: float
+    bwd_ms: float
+    overhead_ms: float  # per-step term (fitted profiles); 0 for a datasheet roofline
+    step_ms: float
+    unpredicted: tuple[str, ...] = ()  # layers no calibration op stands for: counted as 0 ms
+
+
+# ---- what to predict -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Item:
+    """One pass of one layer (or one gradient sum) to price."""
+
+    layer: str
+    op: str  # calibration op
+    pass_: str
+    config: Config
+    weight_ratio: float = 1.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    items: tuple[Item, ...]
+    unpredicted: tuple[str, ...]
+    layers: int  # forward calls
+    backward_layers: int  # layers that run some backward pass
+    backward_passes: int  # backward passes of all layers (a conv training its weight below a trained layer: 2)
+
+    @property
+    def overhead_terms(self) -> np.ndarray:
+        """What the per-step overhead is linear in: 1, layers, backward layers, extra backward passes."""
+        return np.array([1.0, self.layers, self.backward_layers, self.backward_passes - self.backward_layers])
+
+
+def passes_for(cost) -> list[str]:
+    """The passes a layer runs under its scheme (see the module docstring)."""
+    state = cost.state
+    if not state.recorded:
+        return ["fwd_nograd"]
+    passes = ["fwd"]
+    if state.needs_input_grad:
+        passes.append("bwd_input")
+    if "weight" in state.trained:
+        passes.append("bwd_weight")
+    elif "bias" in state.trained:
+        passes.append("bwd_bias")
+    return passes
+
+
+def _option(costs: CostTable, layer: str) -> object:
+    """What the plan says of a layer, where the cost table carries per-layer options."""
+    options = getattr(costs, "options", None)
+    return options.get(layer) if options else None
+
+
+def scheme_costs(graph: LayerGraph, scheme: str) -> CostTable:
+    """Costs of training ``graph`` under a named scheme with plain PyTorch autograd (``requires_grad``
+    only): what the whole-step timings of calibration and evaluation run."""
+    from ..plan.schemes import parse_scheme, scheme_options
+
+    return annotate(graph, scheme_options(graph, parse_scheme(scheme)), "eager")
+
+
+def plan_items(graph: LayerGraph, costs: CostTable, weight_ratios: Mapping[str, float] | None = None) -> Plan:
+    items: list[Item] = []
+    unpredicted: list[str] = []
+    gradients_into: dict[str, int] = {}
+    backward_layers = backward_passes = 0
+    for layer, cost in zip(graph.layers, costs.layers):
+        passes = passes_for(cost)
+        backward_layers += len(passes) > 1
+        backward_passes += len(passes) - 1
+        if cost.state.needs_input_grad:
+            for src, needs in zip(layer.inputs, cost.state.inputs_require_grad):
+                if needs and src != INPUT:
+                    gradients_into[src] = gradients_into.get(src, 0) + 1
+        entry = CALIBRATION_OPS.for_layer(layer, _option(costs, layer.name))
+        if entry is None:
+            unpredicted.append(layer.name)
+            continue
+        config = entry.config_of(layer)
+        ratio = (weight_ratios or {}).get(layer.name, 1.0)
+        items.extend(Item(layer.name, entry.name, p, config, ratio) for p in passes)
+    for src, n in gradients_into.items():
+        if n > 1:
+            shape = graph.by_name[src].output_shape
+            b, c = shape[0], shape[1] if len(shape) > 1 else 1
+            h, w = (shape[2], shape[3]) if len(shape) == 4 else (1, 1)
+            for _ in range(n - 1):
+                items.append(Item(src, "add", "accumulate", Config(b, c, h, w, c, h, w)))
+    return Plan(tuple(items), tuple(unpredicted), len(costs.layers), backward_layers, backward_passes)
+
+
+# ---- fitted profiles ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FittedProfile:
+    """The (op, pass) models of a measured profile and its per-step overhead coefficients."""
+
+    models: Mapping[tuple[str, str], PassModel]
+    overhead: np.ndarray  # (4,): ms per step, per layer, per backward layer, per extra backward pass
+    digest: str = ""
+
+    def price(self, items: Sequence[Item]) -> np.ndarray:
+        """ms of each item; NaN where the profile has no model for the item's (op, pass)."""
+        out = np.full(len(items), np.nan)
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, item in enumerate(items):
+            key = (item.op, "fwd_nograd" if item.pass_ == "accumulate" else item.pass_)
+            groups.setdefault(key, []).append(i)
+        for key, idx in groups.items():
+            model = self.models.get(key)
+            if model is not None:
+                out[idx] = model.predict([items[i].config for i in idx])
+        return out
+
+    def overhead_ms(self, plan: Plan) -> float:
+        return float(self.overhead @ plan.overhead_terms)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        data: dict[str, np.ndarray] = {"overhead": self.overhead, "digest": np.array(self.digest)}
+        keys = sorted(self.models)
+        data["ops"] = np.array([op for op, _ in keys])
+        data["passes"] = np.array([p for _, p in keys])
+        for i, key in enumerate(keys):
+            model = self.models[key]
+            data[f"m{i}.base"] = model.base
+            data[f"m{i}.rows"] = np.array(model.rows)
+            data.update(model.trees.arrays(f"m{i}."))
+        return data
+
+    @classmethod
+    def from_arrays(cls, data: Mapping[str, np.ndarray]) -> "FittedProfile":
+        models = {}
+        for i, (op, p) in enumerate(zip(data["ops"].tolist(), data["passes"].tolist())):
+            models[(op, p)] = PassModel(op, p, np.asarray(data[f"m{i}.base"]), TreeEnsemble.from_arrays(data, f"m{i}."),
+                                        int(data[f"m{i}.rows"]))
+        return cls(MappingProxyType(models), np.asarray(data["overhead"]), str(data["digest"]))
+
+
+class StepCases:
+    """Traced graphs and cost tables of whole-step measurements, built once per (network, shape)."""
+
+    def __init__(self) -> None:
+        self._graphs: dict[tuple[str, int, int], LayerGraph] = {}
+        self._costs: dict[tuple[str, str, int, int], CostTable] = {}
+
+    def costs(self, network: str, scheme: str, batch: int, resolution: int) -> CostTable:
+        from ..trace import trace_model
+        from ..zoo import load_model
+
+        key = (network, scheme, batch, resolution)
+        if key not in self._costs:
+            gkey = (network, batch, resolution)
+            if gkey not in self._graphs:
+                self._graphs[gkey] = trace_model(load_model(network), (batch, 3, resolution, resolution), network)
+            graph = self._graphs[gkey]
+            self._costs[key] = scheme_costs(graph, scheme)
+        return self._costs[key]
+
+
+def fit_profile(layer_rows: Sequence[LayerRow], step_rows: Sequence[StepRow], *, cases: StepCases | None = None,
+                digest: str = "", seed: int = 0) -> FittedProfile:
+    """Fit every (op, pass) model on ``layer_rows``, then the per-step overhead on ``step_rows``."""
+    grouped: dict[tuple[str, str], list[LayerRow]] = {}
+    for row in layer_rows:
+        grouped.setdefault((row.op, row.pass_), []).append(row)
+    models = {
+        key: fit_pass_model(key[0], key[1], [r.config for r in rows], [r.ms for r in rows], seed=seed)
+        for key, rows in sorted(grouped.items())
+    }
+    partial = FittedProfile(MappingProxyType(models), np.zeros(N_OVERHEAD), digest)
+    overhead = fit_overhead(partial, step_rows, cases or StepCases())
+    return FittedProfile(partial.models, overhead, digest)
+
+
+def layer_sum_ms(profile: FittedProfile, plan: Plan) -> float:
+    return float(np.nansum(profile.price(plan.items)))
+
+
+N_OVERHEAD = 4
+
+
+def fit_overhead(profile: FittedProfile, step_rows: Sequence[StepRow], cases: StepCases) -> np.ndarray:
+    """Least squares, on relative error, of (measured step − sum of layers) on ``Plan.overhead_terms``."""
+    if not step_rows:
+        return np.zeros(N_OVERHEAD)
+    X, y, w = [], [], []
+    for row in step_rows:
+        costs = cases.costs(row.network, row.scheme, row.batch, row.resolution)
+        plan = plan_items(costs.graph, costs)
+        X.append(plan.overhead_terms)
+        y.append(row.ms - layer_sum_ms(profile, plan))
+        w.append(1.0 / row.ms)
+    A = np.array(X) * np.array(w)[:, None]
+    b = np.array(y) * np.array(w)
+    ridge = 1e-3 * np.eye(N_OVERHEAD)  # a handful of networks: keep the terms from trading off wildly
+    return np.linalg.solve(A.T @ A + ridge, A.T @ b)
+
+
+def _data_files(device: Device) -> tuple[Path, Path]:
+    folder = device.folder or Path(".")
+    return folder / str(device.measurements), folder / str(device.steps)
+
+
+def load_fitted(device: Device) -> FittedProfile:
+    """The device's fit: from the cache when its data has not changed, else fitted and cached."""
+    measurements, steps = _data_files(device)
+    for path in (measurements, steps):
+        if not path.is_file():
+            raise BadInputError(f"profile data {path}: the file is missing (named by {device.folder}/device.json); "
+                                "run `tlplan calibrate` again")
+    digest = sha256_of(measurements, steps)
+    path = cache.fit_path(digest, FIT_VERSION)
+    arrays = cache.load_arrays(path)
+    if arrays is not None:
+        try:
+            fitted = FittedProfile.from_arrays(arrays)
+            if fitted.digest == digest:
+                return fitted
+        except (KeyError, ValueError, TypeError):
+            pass
+    layer_rows = read_layer_rows(measurements)
+    step_rows = read_step_rows(steps)
+    if not layer_rows:
+        raise BadInputError(f"profile data {measurements}: no measurements; run `tlplan calibrate` again")
+    fitted = fit_profile(layer_rows, step_rows, digest=digest)
+    cache.save_arrays(path, fitted.arrays())
+    return fitted
+
+
+# ---- the entry point -----------------------------------------------------------------------------------
+
+
+def predict_latency(graph: LayerGraph, costs: CostTable, device: Device | str, *,
+                    weight_ratios: Mapping[str, float] | None = None,
+                    fitted: FittedProfile | None = None) -> Prediction:
+    """Predict a training step's time on ``device``, per layer and whole.
+
+    Args:
+        graph, costs: a traced model and its costs under a scheme (``tlplan.costs.annotate``).
+        device: a ``Device`` or a profile name (see ``tlplan devices``).
+        weight_ratios: per layer, the share of input channels whose weight gradient is computed
+            (sparse update); 1 where absent. Only the datasheet roofline uses it.
+        fitted: a fit to use instead of the device's own (leave-one-network-out evaluation).
+
+    Returns:
+        A frozen Prediction; ``source`` says whether it was fitted on measurements or derived
+        from a datasheet.
+
+    Example:
+        >>> import tlplan
+        >>> g = tlplan.trace_model(tlplan.load_model("mcunet-5fps"), (1, 3, 128, 128))
+        >>> p = predict_latency(g, scheme_costs(g, "last"), "stm32f746")
+        >>> p.source, p.step_ms > 0
+        ('datasheet roofline', True)
+    """
+    if isinstance(device, str):
+        device = resolve_device(device)
+    if fitted is None and not device.predicts:
+        what = "measurements" if device.source == "measured" else "peak_flops_fp32"
+        raise BadInputError(f"device profile {device.name} has no {what}: nothing to predict latency from")
+    plan = plan_items(graph, costs, weight_ratios)
+    if fitted is not None or device.source == "measured":
+        fitted = fitted or load_fitted(device)
+        ms = fitted.price(plan.items)
+        missing = {plan.items[i].layer for i in np.flatnonzero(np.isnan(ms))}
+        ms = np.nan_to_num(ms)
+        overhead = fitted.overhead_ms(plan)
+        source = FITTED
+    else:
+        ms = np.array([roofline_ms(device, it.op, it.pass_, it.config, it.weight_ratio) for it in plan.items])
+        missing = set()
+        overhead = 0.0
+        source = DATASHEET
+    per_layer: dict[str, dict[str, float]] = {}
+    for item, value in zip(plan.items, ms):
+        parts = per_layer.setdefault(item.layer, {})
+        parts[item.pass_] = parts.get(item.pass_, 0.0) + float(value)
+    layers = {}
+    for cost in costs.layers:
+        parts = per_layer.get(cost.name, {})
+        bwd = [v for p, v in parts.items() if p not in FORWARD]
+        fwd = sum(v for p, v in parts.items() if p in FORWARD)
+        layers[cost.name] = LayerPrediction(fwd, sum(bwd) if bwd else None, MappingProxyType(parts))
+    fwd = sum(p.fwd_ms for p in layers.values())
+    bwd = sum(p.bwd_ms or 0.0 for p in layers.values())
+    unpredicted = tuple(dict.fromkeys([*plan.unpredicted, *sorted(missing)]))
+    return Prediction(device.name, source, MappingProxyType(layers), fwd, bwd, overhead, fwd + bwd + overhead, unpredicted)

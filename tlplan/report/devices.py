@@ -1,0 +1,62 @@
+"""Device reporters: the profile list, a calibration's result, an evaluation's accuracy (data in, text out)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from . import units
+
+
+def _accuracy(d) -> str:
+    acc = d.accuracy
+    if not acc:
+        return "not evaluated" if d.source == "measured" else "-"
+    return f"MAPE {acc['mape']:.1f}%, {acc['within_10']:.0f}% within ±10%"
+
+
+def devices_table(devices: Sequence, where: str) -> Table:
+    """Name, source (measured / datasheet), RAM and what training may use, peak, date, accuracy."""
+    table = Table(title=f"device profiles in {where}",
+                  caption="KB/MB/GB = 1024-based; usable RAM = RAM − runtime overhead (framework, CUDA context); "
+                          "accuracy: held-out networks' whole training step, leave-one-network-out")
+    for col in ("name", "source", "RAM", "usable RAM", "peak fp32 GFLOPS", "date", "accuracy", "description"):
+        table.add_column(col, justify="right" if col in ("RAM", "usable RAM", "peak fp32 GFLOPS") else "left")
+    for d in devices:
+        table.add_row(
+            d.name, d.source, units.human_bytes(d.ram_bytes), units.human_bytes(d.usable_ram_bytes),
+            f"{d.peak_flops_fp32 / 1e9:,.2f}" if d.peak_flops_fp32 else "-", d.date or "-", _accuracy(d), d.description,
+        )
+    return table
+
+
+def render_calibrated(device, console: Console) -> None:
+    c = device.calibration or {}
+    console.print(f"[bold]wrote[/bold] {device.folder}: {c.get('configs', 0):,} layer configurations "
+                  f"({c.get('rows', 0):,} timed passes) and {c.get('steps', 0)} whole steps, "
+                  f"{c.get('elapsed_s', 0) / 60:.1f} min of measuring (measured here)", highlight=False)
+    console.print(f"runtime overhead before any tensor: {units.human_bytes(device.runtime_overhead_bytes)} "
+                  f"(measured here); usable RAM {units.human_bytes(device.usable_ram_bytes)}", highlight=False)
+    console.print(f"next: tlplan calibrate --evaluate {device.name}  (how well it predicts networks it never saw)",
+                  highlight=False)
+
+
+def render_evaluation(evaluation, console: Console) -> None:
+    """Per held-out network and overall: MAPE and share within ±10 % of the measured step."""
+    table = Table(title=f"{evaluation.device}: whole training step, predicted without the network vs measured here",
+                  caption="leave-one-network-out: each network's samples and steps left out of the fit that predicts it")
+    for col in ("held-out network", "cases", "MAPE %", "within ±10 %", "worst error %"):
+        table.add_column(col, justify="left" if col == "held-out network" else "right")
+    for net, figures in evaluation.per_network.items():
+        worst = max((c for c in evaluation.cases if c.network == net), key=lambda c: abs(c.error))
+        table.add_row(net, str(figures["cases"]), f"{figures['mape']:.1f}", f"{figures['within_10']:.0f}%",
+                      f"{100 * worst.error:+.1f}")
+    overall = evaluation.overall
+    table.add_section()
+    table.add_row("all", str(overall["cases"]), f"{overall['mape']:.1f}", f"{overall['within_10']:.0f}%", "", style="bold")
+    console.print(table)
+    console.print(f"MAPE {overall['mape']:.1f}%, {overall['within_10']:.0f}% of {overall['cases']} predictions within ±10% "
+                  f"(predicted from a profile fitted without the held-out network; measured here), "
+                  f"{evaluation.seconds / 60:.1f} min", highlight=False)
