@@ -6,7 +6,7 @@ import json
 import random
 from pathlib import Path
 
-from tlplan.measure.microbench import CALIBRATION_OPS, Config
+from tlplan.measure.microbench import BACKWARD_GROUPS, CALIBRATION_OPS, Config
 from tlplan.predict import sampling
 from tlplan.predict.features import BYTES_PER_ELEMENT, bytes_in, macs, weight_numel
 from tlplan.predict.store import LAYER_COLUMNS, STEP_COLUMNS, LayerRow, StepRow, render
@@ -16,16 +16,17 @@ MCU_OPS = ("conv2d", "conv2d.dw", "conv2d.pw", "relu6", "add", "adaptive_avg_poo
 
 
 def passes_of(op: str, config: Config) -> list[str]:
-    passes = ["fwd", "fwd_nograd", "bwd_input"]
-    if op.startswith("conv2d") or op in ("linear", "batch_norm"):
-        passes.append("bwd_weight")
-        if config.bias or op == "batch_norm":
-            passes.append("bwd_bias")
-    return passes
+    weighted = op.startswith("conv2d") or op in ("linear", "batch_norm")
+    have = {"input": True, "weight": weighted, "bias": weighted and (bool(config.bias) or op == "batch_norm")}
+    return ["fwd", "fwd_nograd", *(name for name, parts in BACKWARD_GROUPS.items() if all(have[p] for p in parts))]
 
 
 def known_ms(op: str, pass_: str, c: Config) -> float:
-    """The synthetic device: 20 µs a pass, 1 ns a MAC, 0.05 ns a byte moved (backward: twice the MACs)."""
+    """The synthetic device: 20 µs a pass, 1 ns a MAC, 0.05 ns a byte moved (backward: 1.5× the
+    work); a combined backward costs its parts less one pass's 20 µs."""
+    parts = BACKWARD_GROUPS.get(pass_, ())
+    if len(parts) > 1:
+        return sum(known_ms(op, f"bwd_{p}", c) for p in parts) - 0.02 * (len(parts) - 1)
     moved = bytes_in(op, c) + (c.numel_out + weight_numel(op, c)) * BYTES_PER_ELEMENT
     factor = 1.0 if pass_.startswith("fwd") else 1.5
     return 0.02 + factor * (macs(op, c) * 1e-6 + moved * 5e-8)

@@ -12,7 +12,7 @@ from tlplan.measure.microbench import CALIBRATION_OPS, Config, time_config
 def test_time_config_has_every_pass():
     entry = CALIBRATION_OPS["conv2d.pw"]
     m = time_config(entry, Config(1, 8, 6, 6, 16, 6, 6, bias=1), target_s=0.005, max_repeats=3)
-    assert set(m.ms) == {"fwd", "fwd_nograd", "bwd_input", "bwd_weight", "bwd_bias"}
+    assert set(m.ms) == {"fwd", "fwd_nograd", "bwd_input", "bwd_weight", "bwd_bias", "bwd_input_weight", "bwd_input_bias"}
     assert all(v > 0 for v in m.ms.values())
     m = time_config(CALIBRATION_OPS["relu6"], Config(1, 8, 6, 6, 8, 6, 6, inplace=1), target_s=0.005, max_repeats=3)
     assert set(m.ms) == {"fwd", "fwd_nograd", "bwd_input"}

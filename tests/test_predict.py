@@ -140,7 +140,7 @@ def test_whole_network_from_fitted_profile(profiles):
     q = P.predict_latency(graph, last, "synthetic")
     for name, lp in q.layers.items():
         if name == "classifier":
-            assert set(lp.parts) == {"fwd", "bwd_weight"}
+            assert set(lp.parts) == {"fwd", "bwd_weight"}  # its input needs no gradient
         else:
             assert set(lp.parts) == {"fwd_nograd"} and lp.bwd_ms is None
     assert q.step_ms < p.step_ms
@@ -153,7 +153,13 @@ def test_gradient_sums_at_residual_inputs():
     # one per residual block: the block input feeds the block and its add
     adds = [layer for layer in graph.layers if layer.op == "add"]
     assert len(sums) == len(adds) > 0
-    assert plan.backward_passes > plan.backward_layers > 0
+    assert plan.backward_layers == len(graph.layers)
+    # a conv below trained layers, training its weight: both gradients from one measured call
+    conv = next(it for it in plan.items if it.layer == "blocks.1.depth_conv.conv" and it.pass_ != "fwd")
+    assert conv.pass_ == "bwd_input_weight"
+    _, bias = mcu_costs("bias")
+    conv = next(it for it in P.plan_items(graph, bias).items if it.layer == "blocks.1.depth_conv.conv" and it.pass_ != "fwd")
+    assert conv.pass_ == "bwd_input_bias"
 
 
 def test_missing_op_model_is_reported_not_silent(profiles):

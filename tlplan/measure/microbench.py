@@ -30,8 +30,18 @@ from .load import LoadWindow
 #: below the layer is trained); ``fwd_nograd`` without (a frozen layer below every trained one,
 #: which autograd does not record: measurably faster for norms and activations). ``bwd_weight`` is
 #: the gradient of the weight together with the bias (training a weight trains its bias in every
-#: scheme); ``bwd_bias`` the bias alone.
-PASSES = ("fwd", "fwd_nograd", "bwd_input", "bwd_weight", "bwd_bias")
+#: scheme); ``bwd_bias`` the bias alone. A layer that needs its input gradient *and* its weight (or
+#: bias) gradient gets both from one backward call in a training step; summing the two parts timed
+#: apart counts twice what they share (the call, reading the output gradient: 20-50 % of a small
+#: layer's backward, measured), so those combinations are timed as well.
+BACKWARD_GROUPS = {
+    "bwd_input": ("input",),
+    "bwd_weight": ("weight",),
+    "bwd_bias": ("bias",),
+    "bwd_input_weight": ("input", "weight"),
+    "bwd_input_bias": ("input", "bias"),
+}
+PASSES = ("fwd", "fwd_nograd", *BACKWARD_GROUPS)
 
 
 @dataclass(frozen=True)
@@ -81,11 +91,15 @@ class Bench:
     bias: list[torch.Tensor] = field(default_factory=list)  # the bias alone, for bwd_bias
     grad_inputs: bool = True  # whether the op has an input gradient
 
+    def backward_groups(self, leaves: list[torch.Tensor]) -> dict[str, list[torch.Tensor]]:
+        """The tensors each backward pass differentiates for, in ``PASSES`` order."""
+        parts = {"input": leaves if self.grad_inputs else [], "weight": self.weight, "bias": self.bias}
+        return {name: [t for part in needs for t in parts[part]] for name, needs in BACKWARD_GROUPS.items()
+                if all(parts[part] for part in needs)}
+
     @property
     def passes(self) -> tuple[str, ...]:
-        have = {"fwd": True, "fwd_nograd": True, "bwd_input": self.grad_inputs, "bwd_weight": bool(self.weight),
-                "bwd_bias": bool(self.bias)}
-        return tuple(p for p in PASSES if have[p])
+        return ("fwd", "fwd_nograd", *self.backward_groups(self.inputs))
 
 
 @dataclass(frozen=True)
@@ -390,19 +404,12 @@ def time_config(entry: CalibrationOp, config: Config, *, target_s: float = 0.08,
     """
     torch.manual_seed(0)
     bench = entry.build(config)
-    passes = bench.passes
+    backward = list(bench.backward_groups(bench.inputs))
 
     def prepare() -> Prepared:
         leaves = [t.clone().requires_grad_(bench.grad_inputs) for t in bench.inputs]
         args = [leaf.clone() for leaf in leaves]  # non-leaf copies: in-place ops may write them
-        groups: list[list[torch.Tensor]] = []
-        if bench.grad_inputs:
-            groups.append(leaves)
-        if bench.weight:
-            groups.append(bench.weight)
-        if bench.bias:
-            groups.append(bench.bias)
-        return (lambda: bench.fn(*args)), groups
+        return (lambda: bench.fn(*args)), list(bench.backward_groups(leaves).values())
 
     def prepare_nograd() -> Prepared:
         args = [t.clone() for t in bench.inputs]
@@ -420,6 +427,5 @@ def time_config(entry: CalibrationOp, config: Config, *, target_s: float = 0.08,
     with LoadWindow() as window:
         fwd, bwd = time_passes(prepare, warmup=1, repeats=repeats)
         fwd_nograd, _ = time_passes(prepare_nograd, warmup=1, repeats=repeats)
-    ms = dict(zip([p for p in passes if p != "fwd_nograd"], (fwd, *bwd)))
-    ms["fwd_nograd"] = fwd_nograd
+    ms = {"fwd": fwd, "fwd_nograd": fwd_nograd, **dict(zip(backward, bwd))}
     return Measurement(ms=ms, foreign_cpu=window.share, repeats=repeats)

@@ -471,6 +471,9 @@ def _finish(root: Path, name: str, partial: _Partial, state: dict, settings: Set
     }
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a profile is as readable as any folder
         (tmp / MEASUREMENTS).write_text(render(LAYER_COLUMNS, layer_rows), encoding="utf-8")
         (tmp / STEPS).write_text(render(STEP_COLUMNS, step_rows), encoding="utf-8")
         (tmp / "device.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

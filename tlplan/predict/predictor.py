@@ -1,9 +1,11 @@
 """``predict_latency``: a training step's time on a device, layer by layer, from its profile.
 
 A layer's time under a scheme is the sum of the passes the scheme makes it run (``LayerCost``
-says which): the forward always; the input gradient where something below is trained; the weight
-gradient (with the bias) where the weight is trained, else the bias gradient where only the bias
-is. Where a tensor feeds several layers that all send a gradient back (a residual input), the
+says which): its forward — recorded by autograd, or not where nothing in or below it is trained —
+and the one backward call that computes the gradients it needs: of its input where something
+below is trained, of its weight (with the bias) where the weight is trained, else of its bias
+where only the bias is (``bwd_input``, ``bwd_weight``, ``bwd_bias``, or the measured combinations
+``bwd_input_weight``, ``bwd_input_bias``; see ``tlplan.measure.microbench.PASSES``). Where a tensor feeds several layers that all send a gradient back (a residual input), the
 backward also sums those gradients: one elementwise add per extra consumer, charged to the layer
 that produced the tensor and priced like a forward ``add`` of its size.
 
@@ -78,28 +80,24 @@ class Plan:
     items: tuple[Item, ...]
     unpredicted: tuple[str, ...]
     layers: int  # forward calls
-    backward_layers: int  # layers that run some backward pass
-    backward_passes: int  # backward passes of all layers (a conv training its weight below a trained layer: 2)
+    backward_layers: int  # layers that run a backward call
 
     @property
     def overhead_terms(self) -> np.ndarray:
-        """What the per-step overhead is linear in: 1, layers, backward layers, extra backward passes."""
-        return np.array([1.0, self.layers, self.backward_layers, self.backward_passes - self.backward_layers])
+        """What the per-step overhead is linear in: 1, layers, layers with a backward."""
+        return np.array([1.0, self.layers, self.backward_layers])
 
 
 def passes_for(cost) -> list[str]:
-    """The passes a layer runs under its scheme (see the module docstring)."""
+    """The passes a layer runs under its scheme (see the module docstring): a forward, and the
+    one backward call that computes every gradient the scheme needs of it."""
     state = cost.state
     if not state.recorded:
         return ["fwd_nograd"]
-    passes = ["fwd"]
-    if state.needs_input_grad:
-        passes.append("bwd_input")
-    if "weight" in state.trained:
-        passes.append("bwd_weight")
-    elif "bias" in state.trained:
-        passes.append("bwd_bias")
-    return passes
+    wants = [part for part, needed in (("input", state.needs_input_grad), ("weight", "weight" in state.trained),
+                                       ("bias", "bias" in state.trained and "weight" not in state.trained)) if needed]
+    backward = "bwd_" + "_".join(wants)
+    return ["fwd", backward] if wants else ["fwd"]
 
 
 def _option(costs: CostTable, layer: str) -> object:
@@ -120,11 +118,10 @@ def plan_items(graph: LayerGraph, costs: CostTable, weight_ratios: Mapping[str, 
     items: list[Item] = []
     unpredicted: list[str] = []
     gradients_into: dict[str, int] = {}
-    backward_layers = backward_passes = 0
+    backward_layers = 0
     for layer, cost in zip(graph.layers, costs.layers):
         passes = passes_for(cost)
         backward_layers += len(passes) > 1
-        backward_passes += len(passes) - 1
         if cost.state.needs_input_grad:
             for src, needs in zip(layer.inputs, cost.state.inputs_require_grad):
                 if needs and src != INPUT:
@@ -143,7 +140,7 @@ def plan_items(graph: LayerGraph, costs: CostTable, weight_ratios: Mapping[str, 
             h, w = (shape[2], shape[3]) if len(shape) == 4 else (1, 1)
             for _ in range(n - 1):
                 items.append(Item(src, "add", "accumulate", Config(b, c, h, w, c, h, w)))
-    return Plan(tuple(items), tuple(unpredicted), len(costs.layers), backward_layers, backward_passes)
+    return Plan(tuple(items), tuple(unpredicted), len(costs.layers), backward_layers)
 
 
 # ---- fitted profiles ---------------------------------------------------------------------------------
@@ -154,7 +151,7 @@ class FittedProfile:
     """The (op, pass) models of a measured profile and its per-step overhead coefficients."""
 
     models: Mapping[tuple[str, str], PassModel]
-    overhead: np.ndarray  # (4,): ms per step, per layer, per backward layer, per extra backward pass
+    overhead: np.ndarray  # (3,): ms per step, per layer, per layer with a backward
     digest: str = ""
 
     def price(self, items: Sequence[Item]) -> np.ndarray:
@@ -234,7 +231,7 @@ def layer_sum_ms(profile: FittedProfile, plan: Plan) -> float:
     return float(np.nansum(profile.price(plan.items)))
 
 
-N_OVERHEAD = 4
+N_OVERHEAD = 3
 
 
 def fit_overhead(profile: FittedProfile, step_rows: Sequence[StepRow], cases: StepCases) -> np.ndarray:

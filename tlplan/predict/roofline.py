@@ -72,14 +72,20 @@ def _factor(table: dict[str, float] | None, op: str) -> float:
     return table.get(family, table.get(DEFAULT, 1.0))
 
 
+#: a backward call computing several gradients does the work of each
+PARTS = {"bwd_input_weight": ("bwd_input", "bwd_weight"), "bwd_input_bias": ("bwd_input", "bwd_bias"),
+         "fwd_nograd": ("fwd",), "accumulate": ("fwd",)}  # a forward without autograd; summing two gradients
+
+
 def roofline_ms(device: Device, op: str, pass_: str, c: Config, weight_ratio: float = 1.0) -> float:
     """Predicted ms of one pass on ``device`` from its datasheet figures (see the module docstring)."""
     assert device.peak_flops_fp32, "a datasheet profile needs peak_flops_fp32"
-    if pass_ in ("fwd_nograd", "accumulate"):  # a forward without autograd; summing two gradients
-        pass_ = "fwd"
-    flops, moved = pass_work(op, pass_, c, device.bytes_per_element or 4, weight_ratio)
-    compute_s = flops / (device.peak_flops_fp32 * _factor(device.efficiency_compute, op))
-    memory_s = 0.0
-    if device.memory_bandwidth_bytes_per_s:
-        memory_s = moved / (device.memory_bandwidth_bytes_per_s * _factor(device.efficiency_memory, op))
-    return (max(compute_s, memory_s) + (device.layer_overhead_s or 0.0)) * 1e3
+    seconds = 0.0
+    for part in PARTS.get(pass_, (pass_,)):
+        flops, moved = pass_work(op, part, c, device.bytes_per_element or 4, weight_ratio)
+        compute_s = flops / (device.peak_flops_fp32 * _factor(device.efficiency_compute, op))
+        memory_s = 0.0
+        if device.memory_bandwidth_bytes_per_s:
+            memory_s = moved / (device.memory_bandwidth_bytes_per_s * _factor(device.efficiency_memory, op))
+        seconds += max(compute_s, memory_s)
+    return (seconds + (device.layer_overhead_s or 0.0)) * 1e3
