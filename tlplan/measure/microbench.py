@@ -184,7 +184,7 @@ def _has_bias(layer: Layer) -> int:
     return int(layer.param("bias") is not None)
 
 
-def _conv_config(layer: Layer) -> Config:
+def conv_config(layer: Layer) -> Config:
     b, c, h, w = _nchw(layer.input_shapes[0])
     _, co, ho, wo = _nchw(layer.output_shape)
     a = layer.attrs
@@ -193,12 +193,12 @@ def _conv_config(layer: Layer) -> Config:
                   bias=_has_bias(layer))
 
 
-def _elementwise_config(layer: Layer) -> Config:
+def elementwise_config(layer: Layer) -> Config:
     b, c, h, w = _nchw(layer.input_shapes[0])
     return Config(b, c, h, w, c, h, w, inplace=int(bool(layer.attrs.get("inplace"))))
 
 
-def _linear_config(layer: Layer) -> Config:
+def linear_config(layer: Layer) -> Config:
     shape = layer.input_shapes[0]
     rows = math.prod(shape[:-1]) if len(shape) > 1 else 1
     return Config(rows, shape[-1], 1, 1, layer.output_shape[-1], 1, 1, bias=_has_bias(layer))
@@ -226,7 +226,7 @@ def _binary_config(layer: Layer) -> Config:
 # ---- sampled configurations made consistent -----------------------------------------------------
 
 
-def _same_size(c: Config) -> Config:
+def same_size(c: Config) -> Config:
     return replace(c, c_out=c.c_in, h_out=c.h, w_out=c.w)
 
 
@@ -238,7 +238,7 @@ def _windowed(c: Config) -> Config:
     return replace(c, h_out=h_out, w_out=w_out)
 
 
-def _conform_conv(c: Config) -> Config:
+def conform_conv(c: Config) -> Config:
     return _windowed(c)
 
 
@@ -254,7 +254,7 @@ def _conform_adaptive(c: Config) -> Config:
     return replace(c, c_out=c.c_in, h_out=min(c.h_out, c.h), w_out=min(c.w_out, c.w))
 
 
-def _conform_linear(c: Config) -> Config:
+def conform_linear(c: Config) -> Config:
     return replace(c, h=1, w=1, h_out=1, w_out=1)
 
 
@@ -359,28 +359,28 @@ def _always(layer: Layer, option: Any = None) -> bool:
 
 
 def _register(name: str, ops: tuple[str, ...], config_of: Callable[[Layer], Config], build: Callable[[Config], Bench],
-              conform: Callable[[Config], Config] = _same_size, matches: Callable[[Layer, Any], bool] = _always,
+              conform: Callable[[Config], Config] = same_size, matches: Callable[[Layer, Any], bool] = _always,
               priority: int = 0) -> None:
     CALIBRATION_OPS.register(CalibrationOp(name, matches, config_of, build, frozenset(ops), conform, priority))
 
 
-_register("conv2d", ("conv2d",), _conv_config, _build_conv, _conform_conv)  # dense k×k and grouped
-_register("conv2d.dw", ("conv2d",), _conv_config, _build_conv, _conform_depthwise, _is_depthwise, priority=1)
-_register("conv2d.pw", ("conv2d",), _conv_config, _build_conv, _conform_conv, _is_pointwise, priority=1)
-_register("linear", ("linear",), _linear_config, _build_linear, _conform_linear)
+_register("conv2d", ("conv2d",), conv_config, _build_conv, conform_conv)  # dense k×k and grouped
+_register("conv2d.dw", ("conv2d",), conv_config, _build_conv, _conform_depthwise, _is_depthwise, priority=1)
+_register("conv2d.pw", ("conv2d",), conv_config, _build_conv, conform_conv, _is_pointwise, priority=1)
+_register("linear", ("linear",), linear_config, _build_linear, conform_linear)
 _register("batch_norm", ("batch_norm",), _norm_config, _build_batch_norm)
 for _name, _module in (("relu", nn.ReLU), ("relu6", nn.ReLU6), ("hardswish", nn.Hardswish),
                        ("hardsigmoid", nn.Hardsigmoid), ("silu", nn.SiLU)):
-    _register(_name, (_name,), _elementwise_config, _elementwise(_module))
-_register("sigmoid", ("sigmoid",), _elementwise_config, _elementwise(nn.Sigmoid, takes_inplace=False))
+    _register(_name, (_name,), elementwise_config, _elementwise(_module))
+_register("sigmoid", ("sigmoid",), elementwise_config, _elementwise(nn.Sigmoid, takes_inplace=False))
 _register("max_pool2d", ("max_pool2d",), _pool_config, _build_max_pool, _conform_pool)
 _register("avg_pool2d", ("avg_pool2d",), _pool_config, _build_avg_pool, _conform_pool)
 _register("adaptive_avg_pool2d", ("adaptive_avg_pool2d",), _pool_config, _build_adaptive_pool, _conform_adaptive)
 _register("add", ("add",), _binary_config, _build_add)
 _register("mul", ("mul",), _binary_config, _build_mul)
 _register("mul.bcast", ("mul",), _binary_config, _build_mul_broadcast, matches=_is_broadcast_mul, priority=1)
-_register("dropout", ("dropout",), _elementwise_config, _build_dropout)
-_register("view", ("flatten", "view", "identity"), _elementwise_config, _build_view)
+_register("dropout", ("dropout",), elementwise_config, _build_dropout)
+_register("view", ("flatten", "view", "identity"), elementwise_config, _build_view)
 
 
 # ---- timing ----------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from ..errors import BadInputError
 from ..measure.load import LoadWindow, quiet, wait_until_quiet
 from ..measure.microbench import CALIBRATION_OPS, Config, time_config
 from . import sampling
-from .devices import Device, load_device, profiles_dir
+from .devices import Device, cpu_name, load_device, profiles_dir
 from .features import macs
 from .store import (
     LAYER_COLUMNS, MEASUREMENTS, STEP_COLUMNS, STEPS, LayerRow, StepRow, header_line, read_layer_rows,
@@ -127,17 +127,6 @@ def ram_bytes() -> int:
         return 0
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def framework_versions() -> dict[str, str]:
     import scipy
     import sklearn
@@ -152,12 +141,17 @@ def framework_versions() -> dict[str, str]:
 # ---- whole steps ------------------------------------------------------------------------------------
 
 
-def time_step(network: str, scheme: str, batch: int, resolution: int, *, threshold: float, window_s: float = 0.5,
-              retries: int = 4) -> tuple[float, float | None, float]:
-    """Median ms of whole training steps (``step_samples_ms``), redone while the CPU was busy.
+@dataclass
+class PreparedStep:
+    """A zoo network set up to train under a scheme, its input, and how many steps fill a window."""
 
-    Returns the median, the other processes' CPU share during the kept run, and the seconds spent
-    timing (waiting for a quiet CPU not included).
+    model: object
+    x: object
+    repeats: int
+
+
+def prepare_step(network: str, scheme: str, batch: int, resolution: int, *, window_s: float = 0.5) -> PreparedStep:
+    """Build, set up and warm a whole training step once, to time it as often as needed.
 
     As many steps as fill ``window_s`` (5 to 30): enough samples for a stable median, and a window
     long enough for ``LoadWindow`` to see whether anything else ran meanwhile.
@@ -176,7 +170,21 @@ def time_step(network: str, scheme: str, batch: int, resolution: int, *, thresho
     model.train()
     x = torch.randn(batch, 3, resolution, resolution)
     once = max(step_samples_ms(model, x, warmup=1, repeats=1)[0], 1e-3)
-    repeats = int(min(30, max(5, math.ceil(window_s * 1e3 / once))))
+    return PreparedStep(model, x, int(min(30, max(5, math.ceil(window_s * 1e3 / once)))))
+
+
+def time_step(network: str, scheme: str, batch: int, resolution: int, *, threshold: float, window_s: float = 0.5,
+              retries: int = 4, prepared: PreparedStep | None = None) -> tuple[float, float | None, float]:
+    """Median ms of whole training steps (``step_samples_ms``), redone while the CPU was busy.
+
+    Returns the median, the other processes' CPU share during the kept run, and the seconds spent
+    timing (waiting for a quiet CPU not included). ``prepared``: the step built before
+    (``prepare_step``), to time it again without building the model anew.
+    """
+    from ..measure.latency import step_samples_ms
+
+    prepared = prepared or prepare_step(network, scheme, batch, resolution, window_s=window_s)
+    model, x, repeats = prepared.model, prepared.x, prepared.repeats
     share: float | None = None
     samples: list[float] = []
     spent = 0.0

@@ -203,6 +203,38 @@ def list_devices(root: Path | None = None) -> list[Device]:
     return [load_device(p) for p in sorted(root.glob("*/device.json"))]
 
 
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def this_machine(root: Path | None = None) -> Device | None:
+    """A measured profile of the machine tlplan runs on (same CPU, cores and framework threads), if one exists."""
+    import os
+
+    import torch
+
+    from ..errors import TlplanError
+
+    cpu, cores, threads = cpu_name(), os.cpu_count(), torch.get_num_threads()
+    try:
+        devices = list_devices(root)
+    except TlplanError:  # a damaged profile elsewhere is not this call's business
+        return None
+    for device in devices:
+        if device.source == "measured" and device.predicts and (device.cpu, device.cores, device.threads) == (cpu, cores, threads):
+            return device
+    return None
+
+
 #: names people use for a family, resolved to the profile a new user most likely has
 ALIASES = {"jetson": "jetson-orin-nano"}
 
