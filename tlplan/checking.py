@@ -25,23 +25,36 @@ class CheckResult:
     predicted: dict[str, Any]  # recomputed now
     stored: dict[str, Any]  # as the plan file says
     stale: tuple[str, ...]  # fields whose stored value no longer matches
+    step_ms: float | None = None  # predicted now on the device, where there is one
+    step_source: str | None = None  # "predicted for DEVICE (fitted on measurements | datasheet roofline)"
+    max_step_ms: float | None = None  # the plan's time limit (solve --max-step-ms), on the plan's device
+    notes: tuple[str, ...] = ()  # what could not be checked, and why
 
     @property
     def fits(self) -> bool:
         return self.predicted["peak_bytes"] <= self.budget_bytes
 
     @property
+    def fast_enough(self) -> bool:
+        return self.step_ms is None or self.max_step_ms is None or self.step_ms <= self.max_step_ms
+
+    @property
     def passed(self) -> bool:
-        return self.fits and not self.stale
+        return self.fits and self.fast_enough and not self.stale
 
     def to_dict(self) -> dict[str, Any]:
         return {"plan": self.plan_path, "model": self.model, "runtime": self.runtime, "budget_bytes": self.budget_bytes,
-                "fits": self.fits, "stale": list(self.stale), "passed": self.passed,
-                "predicted": self.predicted, "stored": self.stored}
+                "fits": self.fits, "fast_enough": self.fast_enough, "stale": list(self.stale), "passed": self.passed,
+                "predicted": self.predicted, "stored": self.stored, "step_ms": self.step_ms,
+                "step_ms_source": self.step_source, "max_step_ms": self.max_step_ms, "notes": list(self.notes)}
 
 
-def check_plan(plan: Plan, plan_path: str, budget_bytes: int | None = None, model=None) -> CheckResult:
-    """Recompute ``plan``'s costs; the budget is ``budget_bytes`` or the one the plan was solved for."""
+def check_plan(plan: Plan, plan_path: str, budget_bytes: int | None = None, model=None,
+               device: str | None = None) -> CheckResult:
+    """Recompute ``plan``'s costs; the budget is ``budget_bytes`` or the one the plan was solved for.
+
+    On ``device`` (else the plan's own, where it names one with a latency model) the step time is
+    predicted too, and held to the plan's ``max_step_ms`` where it has one."""
     from .zoo import load_model
 
     budget = budget_bytes if budget_bytes is not None else plan.budget_bytes
@@ -55,4 +68,39 @@ def check_plan(plan: Plan, plan_path: str, budget_bytes: int | None = None, mode
     now = predicted_costs(costs, plan.optimizer)
     stored = dict(plan.predicted)
     stale = tuple(k for k in CHECKED if k in stored and stored[k] != now[k])
-    return CheckResult(plan_path, plan.model, plan.runtime, budget, now, stored, stale)
+    step_ms = source = limit = None
+    notes: list[str] = []
+    found = _device_for(plan, device, notes)
+    if found is not None:
+        from .predict.predictor import predict_latency
+
+        prediction = predict_latency(graph, costs, found)
+        step_ms, source = round(prediction.step_ms, 3), f"predicted for {found.name} ({prediction.source})"
+        stored_limit = stored.get("max_step_ms")
+        if isinstance(stored_limit, (int, float)) and found.name == plan.device:  # the limit is the plan's device's
+            limit = float(stored_limit)
+    elif isinstance(stored.get("max_step_ms"), (int, float)):
+        notes.append(f"the plan's step-time limit ({stored['max_step_ms']:g} ms) was not checked: no device to predict on")
+    return CheckResult(plan_path, plan.model, plan.runtime, budget, now, stored, stale, step_ms, source, limit, tuple(notes))
+
+
+def _device_for(plan: Plan, device: str | None, notes: list[str]):
+    """The device whose step time to predict: ``device`` (must exist), else the plan's own (skipped,
+    with a note, where this machine lacks its profile or it has no latency model)."""
+    from .errors import UnknownDeviceError
+    from .predict.devices import resolve_device
+
+    if device is not None:
+        found = resolve_device(device)
+    elif plan.device is not None:
+        try:
+            found = resolve_device(plan.device)
+        except UnknownDeviceError:
+            notes.append(f"the plan's device {plan.device!r} has no profile here: step time not predicted")
+            return None
+    else:
+        return None
+    if not found.predicts:
+        notes.append(f"device {found.name} has no latency model: step time not predicted")
+        return None
+    return found

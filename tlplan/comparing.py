@@ -23,6 +23,7 @@ class SchemeRow:
     trainable_params: int
     macs_bwd: int
     step_ms: float | None  # tlplan runtime, measured here
+    step_ms_predicted: float | None = None  # on the report's device, predicted
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -35,6 +36,7 @@ class CompareReport:
     rows: tuple[SchemeRow, ...]
     reference: str  # the row ratios are taken against ("full")
     measured: str | None  # where step times were measured
+    predicted: str | None = None  # "predicted for DEVICE (fitted on measurements | datasheet roofline)"
 
     def ratio(self, row: SchemeRow, field: str) -> float | None:
         ref = next(r for r in self.rows if r.scheme == self.reference)
@@ -45,10 +47,11 @@ class CompareReport:
         rows = []
         for row in self.rows:
             d = row.to_dict()
-            d["ratio_to_full"] = {f: self.ratio(row, f) for f in ("kept_tlplan_bytes", "peak_bytes", "macs_bwd", "step_ms")}
+            d["ratio_to_full"] = {f: self.ratio(row, f) for f in ("kept_tlplan_bytes", "peak_bytes", "macs_bwd", "step_ms",
+                                                                  "step_ms_predicted")}
             rows.append(d)
         return {"model": self.model, "input_shape": list(self.input_shape), "reference": self.reference,
-                "measured": self.measured, "schemes": rows}
+                "measured": self.measured, "predicted": self.predicted, "schemes": rows}
 
 
 def compare(
@@ -59,9 +62,11 @@ def compare(
     model_name: str | None = None,
     measure: bool = True,
     repeats: int = 3,
+    device: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> CompareReport:
-    """One row per scheme: kept bytes (plain PyTorch and tlplan runtime), peak, params, MACs, ms."""
+    """One row per scheme: kept bytes (plain PyTorch and tlplan runtime), peak, params, MACs, ms
+    measured here and, with ``device``, predicted on that device."""
     if not schemes:
         raise BadInputError("give at least one scheme, e.g. --schemes full,bias,blocks:5")
     parsed = [parse_scheme(s) for s in schemes]
@@ -69,6 +74,13 @@ def compare(
     if "full" not in names:
         parsed.insert(0, parse_scheme("full"))  # the reference every ratio is taken against
     graph = trace_model(model, tuple(input_shape), model_name or type(model).__name__)
+    pricer = None
+    if device is not None:
+        from .predict.devices import resolve_device
+        from .predict.predictor import Pricer
+
+        found = resolve_device(device)
+        pricer = Pricer.of(found) if found.predicts else None  # a profile without a latency model: memory only
     rows = []
     for i, scheme in enumerate(parsed):
         options = scheme_options(graph, scheme)
@@ -87,9 +99,18 @@ def compare(
             trainable_params=costs.totals["trainable_params"],
             macs_bwd=costs.totals["macs_bwd"],
             step_ms=step_ms,
+            step_ms_predicted=None if pricer is None else round(_predicted_ms(graph, costs, pricer), 3),
         ))
         if progress:
             progress(i + 1, len(parsed))
     from .profiling import host_description
 
-    return CompareReport(graph.model_name, graph.input_shape, tuple(rows), "full", host_description() if measure else None)
+    predicted = None if pricer is None else f"predicted for {pricer.device.name} ({pricer.source})"
+    return CompareReport(graph.model_name, graph.input_shape, tuple(rows), "full", host_description() if measure else None,
+                         predicted)
+
+
+def _predicted_ms(graph, costs, pricer) -> float:
+    from .predict.predictor import predict_latency
+
+    return predict_latency(graph, costs, pricer).step_ms

@@ -56,6 +56,7 @@ class TrainResult:
     resumed_from: int | None  # the epoch a checkpoint let the run skip to
     predicted: dict = field(default_factory=dict)
     measured: dict = field(default_factory=dict)  # saved_bytes, peak_bytes, step_ms (measured here)
+    predicted_here: dict = field(default_factory=dict)  # step_ms, source: from a measured profile of this machine
 
 
 Progress = Callable[[int, int, int, float], None]  # (epoch, step in epoch, steps per epoch, loss)
@@ -123,9 +124,11 @@ def train(
     progress: Progress | None = None,
     seed: int = 0,
     measure: bool = True,
+    device: str | None = None,
 ) -> TrainResult:
     """Train as ``plan`` says; see the module docstring."""
     plan, model = plan_for_data(plan, data.num_classes)
+    here = _profile_here(device) if measure else None  # before training: a wrong --device fails now
     if weights is not None:
         own = model.state_dict()
         model.load_state_dict({k: v for k, v in weights.items() if k in own and v.shape == own[k].shape}, strict=False)
@@ -193,4 +196,31 @@ def train(
         measured["peak_bytes"] = measure_peak(copy.deepcopy(model), shape, plan.optimizer).peak_bytes
         if step_times:
             measured["step_ms"] = round(statistics.median(step_times), 3)
-    return TrainResult(plan, tuple(history), resumed, dict(plan.predicted), measured)
+    return TrainResult(plan, tuple(history), resumed, dict(plan.predicted), measured,
+                       _predicted_here(plan, here) if measure else {})
+
+
+def _profile_here(device: str | None):
+    """The profile to predict this machine's step time with: ``device`` (a measured profile), else
+    a measured profile of this machine (same CPU, cores, threads) where one exists."""
+    from .predict.devices import resolve_device, this_machine
+
+    if device is None:
+        return this_machine()
+    found = resolve_device(device)
+    if found.source != "measured":
+        raise BadInputError(f"--device {found.name} is a datasheet profile: training runs here, so its step time can only be "
+                            "compared with a profile measured on this machine (tlplan calibrate)")
+    return found
+
+
+def _predicted_here(plan: Plan, found) -> dict:
+    """This machine's step time for ``plan``, predicted from the profile ``found`` (None: nothing)."""
+    from .predict.predictor import predict_latency
+    from .zoo import load_model
+
+    if found is None or not found.predicts:
+        return {}
+    graph = trace_model(load_model(plan.model, num_classes=plan.num_classes), plan.input_shape, plan.model)
+    prediction = predict_latency(graph, annotate(graph, plan.layers, plan.runtime, plan.precision), found)
+    return {"step_ms": round(prediction.step_ms, 3), "source": f"predicted for {found.name} ({prediction.source})"}

@@ -117,6 +117,7 @@ def compare(
     resolution: ResolutionOpt = None,
     batch: Annotated[Optional[int], typer.Option(help="Batch size.  [default: 1]", show_default=False)] = None,
     num_classes: Annotated[Optional[int], typer.Option(help="Classes of the classifier.  [default: 1000]", show_default=False)] = None,
+    device: Annotated[Optional[str], typer.Option(help="Device profile (name or unique prefix): each scheme's step predicted on it.")] = None,
     no_measure: Annotated[bool, typer.Option("--no-measure", help="Skip timing a training step per scheme.")] = False,
     repeats: Annotated[int, typer.Option(help="Timed training steps per scheme (median reported).")] = 3,
     fmt: FormatOpt = Format.table,
@@ -127,14 +128,16 @@ def compare(
     from .. import comparing, zoo
     from ..report import compare as reporter
 
-    cfg = _resolve(model=model, resolution=resolution, batch=batch, num_classes=num_classes)
+    cfg = _resolve(model=model, resolution=resolution, batch=batch, num_classes=num_classes, device=device)
     model, num_classes = cfg["model"], cfg["num_classes"]
     shape = _input_shape(model, cfg["resolution"], cfg["batch"])
     _positive(repeats=repeats, num_classes=num_classes)
+    device_name = _device(cfg["device"], quiet)
     net = zoo.load_model(model, num_classes=num_classes)
     names = [s.strip() for s in schemes.split(",") if s.strip()]
     with output.progress_bar("measuring schemes", quiet or no_measure) as progress:
-        report = comparing.compare(net, shape, names, model_name=model, measure=not no_measure, repeats=repeats, progress=progress)
+        report = comparing.compare(net, shape, names, model_name=model, measure=not no_measure, repeats=repeats,
+                                   device=device_name, progress=progress)
     _emit(report, reporter, fmt, out, quiet, summary=True)
 
 
@@ -149,7 +152,8 @@ def solve(
     precision: Annotated[Optional[str], typer.Option(help="Activations the tlplan runtime keeps: fp32 or fp16.  [default: fp32]", show_default=False)] = None,
     optimizer: Annotated[Optional[str], typer.Option(help="sgd, momentum (SGD 0.9) or adam: their state counts.  [default: sgd]", show_default=False)] = None,
     importance: Annotated[Optional[Path], typer.Option(help="Your contribution table: CSV layer,option,importance.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="Device profile (name or unique prefix), recorded in the plan.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="Device profile (name or unique prefix): the plan's step time is predicted on it and recorded in the plan.")] = None,
+    max_step_ms: Annotated[Optional[float], typer.Option(help="With --device: only plans whose training step is predicted to take at most this many ms there.")] = None,
     pareto: Annotated[bool, typer.Option("--pareto", help="Sweep budgets and print the frontier with the named schemes.")] = False,
     plot: Annotated[Optional[Path], typer.Option(help="With --pareto: also write the frontier as a PNG.")] = None,
     fmt: FormatOpt = Format.table,
@@ -195,16 +199,27 @@ def solve(
     if export not in (None, "backward-config"):
         raise BadInputError(f"--export {export!r}: the one export is backward-config")
     space = build_space(graph, runtime, "int8" if runtime == "mcu" else precision, optimizers[optimizer], table, form=export)
+    time = None
+    if max_step_ms is not None and not max_step_ms > 0:
+        raise BadInputError(f"--max-step-ms must be a positive number of milliseconds, not {max_step_ms:g}")
+    if device_name is not None:
+        from ..predict.devices import resolve_device
+        from ..solve.timing import time_model
+
+        if resolve_device(device_name).predicts:
+            time = time_model(space, device_name, per_depth=max_step_ms is not None)
+    if max_step_ms is not None and time is None:
+        raise BadInputError("--max-step-ms needs --device NAME with a latency model (see `tlplan devices`)")
     if pareto:
         from ..report import pareto as pareto_report
         from ..solve.pareto import frontier
 
-        front = frontier(space, budget)
+        front = frontier(space, budget, time=time, max_step_ms=max_step_ms)
         if plot is not None:
             pareto_report.plot(front, plot)
         _emit(front, pareto_report, fmt, None, quiet, summary=True)
         return
-    result = solve_space(space, budget)
+    result = solve_space(space, budget, time=time, max_step_ms=max_step_ms)
     plan = plan_of(result, space, model, num_classes, device_name)
     report = SolveReport(plan, result, annotate(graph, plan.layers, plan.runtime, plan.precision))
     if export is not None:
@@ -233,10 +248,12 @@ def importance(
     batch: Annotated[int, typer.Option(help="Batch size.")] = 8,
     batches: Annotated[int, typer.Option(help="Batches to average the gradients over.")] = 4,
     runtime: Annotated[str, typer.Option(help="The runtime whose options are scored: tlplan, mcu or eager.")] = "tlplan",
+    method: Annotated[str, typer.Option(help="gradient (first-order gain from a few batches' gradients) or contribution (the 256KB paper's: a short fine-tune per option, held-out loss against the classifier alone).")] = "gradient",
+    steps: Annotated[int, typer.Option(help="With --method contribution: fine-tuning steps per option.")] = 20,
     out: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the CSV to FILE (atomically) instead of stdout.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No notes.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No notes, no progress bar.")] = False,
 ) -> None:
-    """Importance of each layer and option measured on your data (gradients), as a CSV for `solve --importance`."""
+    """Importance of each layer and option measured on your data, as a CSV for `solve --importance`."""
     import csv
     import io
 
@@ -250,12 +267,20 @@ def importance(
     cfg = _resolve(model=model, resolution=resolution)
     model = cfg["model"]
     shape = _input_shape(model, cfg["resolution"], batch)
-    _positive(batches=batches)
+    _positive(batches=batches, steps=steps)
+    if method not in ("gradient", "contribution"):
+        raise BadInputError(f"unknown --method {method!r}; use gradient or contribution")
     found = load_data(data, shape[-1])
     net = zoo.load_model(model, num_classes=found.num_classes)
     _load_weights(net, weights, quiet)
     graph = trace_model(net, shape, model)
-    table = gradient_importance(net, graph, found, batch=batch, batches=batches, runtime=runtime)
+    if method == "gradient":
+        table = gradient_importance(net, graph, found, batch=batch, batches=batches, runtime=runtime)
+    else:
+        from ..solve.contribution import contribution_importance
+
+        with output.progress_bar("fine-tuning each option", quiet) as progress:
+            table = contribution_importance(net, graph, found, batch=batch, steps=steps, runtime=runtime, progress=progress)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["layer", "option", "importance"])
@@ -266,7 +291,7 @@ def importance(
         return
     output.write_atomic(out, buf.getvalue())
     if not quiet:
-        output.stderr_console().print(f"wrote {out}: {len(table)} options of {len(graph.layers)} layers, measured on {found.source}")
+        output.stderr_console().print(f"wrote {out}: {len(table)} options of {len(graph.layers)} layers, measured ({method}) on {found.source}")
 
 
 def _load_weights(net, weights: Optional[Path], quiet: bool) -> None:
@@ -295,7 +320,7 @@ def _load_weights(net, weights: Optional[Path], quiet: bool) -> None:
 def check(
     plan: Annotated[Path, typer.Argument(help="A plan file (from `tlplan solve -o`).")],
     ram: Annotated[Optional[str], typer.Option(help="Budget to hold the plan to (default: the one it was solved for).")] = None,
-    device: Annotated[Optional[str], typer.Option(help="Device profile (name or unique prefix).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="Device profile (name or unique prefix): also predict the step time there and hold it to the plan's --max-step-ms (default: the plan's device).")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="Output format (markdown fits a CI job summary).")] = Format.table,
     out: OutputOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No notes.")] = False,
@@ -309,11 +334,11 @@ def check(
 
     cfg = _resolve(ram=ram, device=device, need_model=False)
     budget = parse_size(str(ram)) if ram is not None else None  # the plan's own budget before the project's
-    _device(cfg["device"], quiet)
+    device_name = _device(cfg["device"], quiet)
     loaded = load_plan(plan)
     if budget is None and loaded.budget_bytes is None and cfg["ram"] is not None:
         budget = parse_size(str(cfg["ram"]))
-    result = check_plan(loaded, str(plan), budget)
+    result = check_plan(loaded, str(plan), budget, device=device_name)
     _emit(result, reporter, fmt, out, quiet, summary=True)
     if not result.passed:
         raise CheckFailed(reporter.status(result).removeprefix("FAIL: ") + f" ({plan})")
@@ -386,6 +411,7 @@ def train(
     epochs: Annotated[Optional[int], typer.Option(help="Epochs to train.  [default: 1]", show_default=False)] = None,
     steps: Annotated[Optional[int], typer.Option(help="Or: training steps.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for checkpoints (a run there resumes).")] = Path("tlplan-run"),
+    device: Annotated[Optional[str], typer.Option(help="Measured profile of THIS machine to predict the step time with (default: one whose CPU, cores and threads match, if any).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no notes.")] = False,
 ) -> None:
     """Fine-tune the model exactly as planned; then measured vs predicted memory and time."""
@@ -415,7 +441,8 @@ def train(
         if bar is not None:
             def progress(epoch: int, step: int, total: int, loss: float) -> None:
                 bar(epoch * total + step, (epochs or 1) * total if steps is None else steps)
-        result = training.train(loaded, found, out_dir=out, weights=state, epochs=epochs, steps=steps, progress=progress)
+        result = training.train(loaded, found, out_dir=out, weights=state, epochs=epochs, steps=steps, progress=progress,
+                                device=_device(device, quiet))
     if result.resumed_from and not quiet:
         output.stderr_console().print(f"resumed from the checkpoint after epoch {result.resumed_from} in {out}")
     _emit(result, reporter, Format.table, None, quiet)

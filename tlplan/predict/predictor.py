@@ -126,12 +126,13 @@ def plan_items(graph: LayerGraph, costs: CostTable, weight_ratios: Mapping[str, 
             for src, needs in zip(layer.inputs, cost.state.inputs_require_grad):
                 if needs and src != INPUT:
                     gradients_into[src] = gradients_into.get(src, 0) + 1
-        entry = CALIBRATION_OPS.for_layer(layer, _option(costs, layer.name))
+        option = _option(costs, layer.name)
+        entry = CALIBRATION_OPS.for_layer(layer, option)
         if entry is None:
             unpredicted.append(layer.name)
             continue
         config = entry.config_of(layer)
-        ratio = (weight_ratios or {}).get(layer.name, 1.0)
+        ratio = (weight_ratios or {}).get(layer.name, getattr(option, "weight", 0) or 1.0)
         items.extend(Item(layer.name, entry.name, p, config, ratio) for p in passes)
     for src, n in gradients_into.items():
         if n > 1:
@@ -285,16 +286,53 @@ def load_fitted(device: Device) -> FittedProfile:
 # ---- the entry point -----------------------------------------------------------------------------------
 
 
-def predict_latency(graph: LayerGraph, costs: CostTable, device: Device | str, *,
+@dataclass(frozen=True)
+class Pricer:
+    """What prices passes on one device: its fitted models (measured profiles) or its roofline."""
+
+    device: Device
+    fitted: FittedProfile | None  # None: the datasheet roofline
+
+    @classmethod
+    def of(cls, device: "Device | str | Pricer", fitted: FittedProfile | None = None) -> "Pricer":
+        if isinstance(device, Pricer):
+            return device if fitted is None else cls(device.device, fitted)
+        if isinstance(device, str):
+            device = resolve_device(device)
+        if fitted is None and not device.predicts:
+            what = "measurements" if device.source == "measured" else "peak_flops_fp32"
+            raise BadInputError(f"device profile {device.name} has no {what}: nothing to predict latency from")
+        if fitted is None and device.source == "measured":
+            fitted = load_fitted(device)
+        return cls(device, fitted)
+
+    @property
+    def source(self) -> str:
+        return FITTED if self.fitted is not None else DATASHEET
+
+    def price(self, items: Sequence[Item]) -> np.ndarray:
+        """ms of each item; NaN where a fitted profile has no model for it."""
+        if self.fitted is not None:
+            return self.fitted.price(items)
+        return np.array([roofline_ms(self.device, it.op, it.pass_, it.config, it.weight_ratio) for it in items])
+
+    def overhead_ms(self, plan: Plan) -> float:
+        return self.fitted.overhead_ms(plan) if self.fitted is not None else 0.0
+
+
+
+def predict_latency(graph: LayerGraph, costs: CostTable, device: "Device | str | Pricer", *,
                     weight_ratios: Mapping[str, float] | None = None,
                     fitted: FittedProfile | None = None) -> Prediction:
     """Predict a training step's time on ``device``, per layer and whole.
 
     Args:
         graph, costs: a traced model and its costs under a scheme (``tlplan.costs.annotate``).
-        device: a ``Device`` or a profile name (see ``tlplan devices``).
+        device: a ``Device``, a profile name (see ``tlplan devices``), or a ``Pricer`` made once
+            for many predictions.
         weight_ratios: per layer, the share of input channels whose weight gradient is computed
-            (sparse update); 1 where absent. Only the datasheet roofline uses it.
+            (sparse update); default: the plan's own ratios (``costs.options``), else 1. Only the
+            datasheet roofline uses it.
         fitted: a fit to use instead of the device's own (leave-one-network-out evaluation).
 
     Returns:
@@ -308,24 +346,13 @@ def predict_latency(graph: LayerGraph, costs: CostTable, device: Device | str, *
         >>> p.source, p.step_ms > 0
         ('datasheet roofline', True)
     """
-    if isinstance(device, str):
-        device = resolve_device(device)
-    if fitted is None and not device.predicts:
-        what = "measurements" if device.source == "measured" else "peak_flops_fp32"
-        raise BadInputError(f"device profile {device.name} has no {what}: nothing to predict latency from")
     plan = plan_items(graph, costs, weight_ratios)
-    if fitted is not None or device.source == "measured":
-        fitted = fitted or load_fitted(device)
-        ms = fitted.price(plan.items)
-        missing = {plan.items[i].layer for i in np.flatnonzero(np.isnan(ms))}
-        ms = np.nan_to_num(ms)
-        overhead = fitted.overhead_ms(plan)
-        source = FITTED
-    else:
-        ms = np.array([roofline_ms(device, it.op, it.pass_, it.config, it.weight_ratio) for it in plan.items])
-        missing = set()
-        overhead = 0.0
-        source = DATASHEET
+    pricer = Pricer.of(device, fitted)
+    ms = pricer.price(plan.items)
+    missing = {plan.items[i].layer for i in np.flatnonzero(np.isnan(ms))}
+    ms = np.nan_to_num(ms)
+    overhead = pricer.overhead_ms(plan)
+    source = pricer.source
     per_layer: dict[str, dict[str, float]] = {}
     for item, value in zip(plan.items, ms):
         parts = per_layer.setdefault(item.layer, {})
@@ -339,4 +366,4 @@ def predict_latency(graph: LayerGraph, costs: CostTable, device: Device | str, *
     fwd = sum(p.fwd_ms for p in layers.values())
     bwd = sum(p.bwd_ms or 0.0 for p in layers.values())
     unpredicted = tuple(dict.fromkeys([*plan.unpredicted, *sorted(missing)]))
-    return Prediction(device.name, source, MappingProxyType(layers), fwd, bwd, overhead, fwd + bwd + overhead, unpredicted)
+    return Prediction(pricer.device.name, source, MappingProxyType(layers), fwd, bwd, overhead, fwd + bwd + overhead, unpredicted)

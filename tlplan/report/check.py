@@ -25,6 +25,8 @@ def status(result: CheckResult) -> str:
     reasons = []
     if not result.fits:
         reasons.append(f"over budget by {units.human_bytes(result.predicted['peak_bytes'] - result.budget_bytes)}")
+    if not result.fast_enough:
+        reasons.append(f"step {result.step_ms:.1f} ms ({result.step_source}) over the plan's limit of {result.max_step_ms:g} ms")
     if result.stale:
         reasons.append("stale prediction: " + ", ".join(result.stale))
     return "FAIL: " + "; ".join(reasons)
@@ -36,7 +38,20 @@ def _cells(result: CheckResult) -> list[list[str]]:
         now, stored = result.predicted.get(key), result.stored.get(key)
         mark = "" if stored is None or stored == now else "changed"
         rows.append([label, units.human_bytes(now), "-" if stored is None else units.human_bytes(stored), mark])
+    if result.step_ms is not None:
+        same = result.stored.get("step_ms_source") == result.step_source  # else predicted for another device
+        stored = result.stored.get("step_ms") if same else None
+        mark = "" if result.fast_enough else f"over the {result.max_step_ms:g} ms limit"
+        rows.append([_step_label(result), f"{result.step_ms:.1f} ms", "-" if stored is None else f"{stored:.1f} ms", mark])
     return rows
+
+
+def _step_label(result: CheckResult) -> str:
+    return f"step time on {result.step_source.split(' (')[0].removeprefix('predicted for ')}"
+
+
+def note(result: CheckResult) -> str:
+    return NOTE + (f"; step time: {result.step_source}" if result.step_source else "") + "".join(f"; {n}" for n in result.notes)
 
 
 def title(result: CheckResult) -> str:
@@ -44,7 +59,7 @@ def title(result: CheckResult) -> str:
 
 
 def render_table(result: CheckResult, console: Console) -> None:
-    table = Table(title=title(result), caption=NOTE)
+    table = Table(title=title(result), caption=note(result))
     for col, right in (("", False), ("predicted now", True), ("in the plan", True), ("", False)):
         table.add_column(col, justify="right" if right else "left", no_wrap=True)
     for row in _cells(result):
@@ -64,11 +79,14 @@ def to_csv(result: CheckResult) -> str:
     w.writerow(["budget", result.budget_bytes, ""])
     for label, key in ROWS:
         w.writerow([label, result.predicted.get(key), result.stored.get(key, "")])
+    if result.step_ms is not None:
+        same = result.stored.get("step_ms_source") == result.step_source
+        w.writerow([_step_label(result) + " (ms)", result.step_ms, result.stored.get("step_ms", "") if same else ""])
     return out.getvalue()
 
 
 def to_markdown(result: CheckResult) -> str:
     lines = [f"### {title(result)}", "", "| | predicted now | in the plan | |", "|---|---:|---:|---|"]
     lines += ["| " + " | ".join(row) + " |" for row in _cells(result)]
-    lines += ["", f"**{status(result)}**", "", f"- {NOTE}"]
+    lines += ["", f"**{status(result)}**", "", f"- {note(result)}"]
     return "\n".join(lines) + "\n"

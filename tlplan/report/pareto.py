@@ -18,17 +18,23 @@ NOTE = "importance: the documented prior; peak: predicted by a simulated timelin
 
 
 def _rows(front: Frontier) -> list[list[str]]:
-    rows = [["solved", units.human_bytes(p.budget_bytes), f"{p.importance:.4f}", units.human_bytes(p.peak_bytes)] for p in front.points]
-    rows += [[p.label, "-", f"{p.importance:.4f}", units.human_bytes(p.peak_bytes)] for p in front.schemes]
+    rows = [[p.label, "-" if p.budget_bytes is None else units.human_bytes(p.budget_bytes), f"{p.importance:.4f}",
+             units.human_bytes(p.peak_bytes)] + ([units.ms(p.step_ms)] if front.step_source else [])
+            for p in (*front.points, *front.schemes)]
     return rows
 
 
-COLUMNS = ("plan", "budget", "importance", "peak")
+def _columns(front: Frontier) -> tuple[str, ...]:
+    return ("plan", "budget", "importance", "peak") + (("ms/step (predicted)",) if front.step_source else ())
+
+
+def _note(front: Frontier) -> str:
+    return NOTE + (f"; ms/step: {front.step_source}" if front.step_source else "")
 
 
 def render_table(front: Frontier, console: Console) -> None:
-    table = Table(title=f"{front.model} · runtime {front.runtime} · budget → importance", caption=NOTE)
-    for col in COLUMNS:
+    table = Table(title=f"{front.model} · runtime {front.runtime} · budget → importance", caption=_note(front))
+    for col in _columns(front):
         table.add_column(col, justify="left" if col == "plan" else "right", no_wrap=True)
     for row in _rows(front):
         table.add_row(*row)
@@ -42,17 +48,20 @@ def to_json(front: Frontier) -> str:
 def to_csv(front: Frontier) -> str:
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(["plan", "budget_bytes", "importance", "peak_bytes"])
+    w.writerow(["plan", "budget_bytes", "importance", "peak_bytes", "step_ms_predicted", "predicted_for"])
+    device = front.step_source.split(" (")[0].removeprefix("predicted for ") if front.step_source else ""
     for p in (*front.points, *front.schemes):
-        w.writerow([p.label, "" if p.budget_bytes is None else p.budget_bytes, p.importance, p.peak_bytes])
+        w.writerow([p.label, "" if p.budget_bytes is None else p.budget_bytes, p.importance, p.peak_bytes,
+                    "" if p.step_ms is None else round(p.step_ms, 3), device])
     return out.getvalue()
 
 
 def to_markdown(front: Frontier) -> str:
-    lines = [f"### {front.model} · runtime {front.runtime} · budget → importance", "", "| plan | budget | importance | peak |",
-             "|---|---:|---:|---:|"]
+    cols = _columns(front)
+    lines = [f"### {front.model} · runtime {front.runtime} · budget → importance", "", "| " + " | ".join(cols) + " |",
+             "|---|" + "---:|" * (len(cols) - 1)]
     lines += ["| " + " | ".join(r) + " |" for r in _rows(front)]
-    return "\n".join(lines + ["", f"- {NOTE}"]) + "\n"
+    return "\n".join(lines + ["", f"- {_note(front)}"]) + "\n"
 
 
 def plot(front: Frontier, path: Path) -> None:

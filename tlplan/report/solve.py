@@ -45,7 +45,8 @@ class SolveReport:
             "minimum_bytes": r.minimum_bytes, "importance": p.predicted.get("importance"),
             "predicted": dict(p.predicted), "layers": self.chosen(), "solve_seconds": round(r.seconds, 3),
             "mip_gap": r.best.gap,
-            "next_better": None if nb is None else {"importance": round(nb.importance, 6), "peak_bytes": nb.memory.peak_bytes},
+            "next_better": None if nb is None else {"importance": round(nb.importance, 6), "peak_bytes": nb.memory.peak_bytes,
+                                                    "step_ms": None if nb.step_ms is None else round(nb.step_ms, 3)},
         }
 
 
@@ -64,7 +65,11 @@ def _memory_lines(report: SolveReport) -> list[tuple[str, str]]:
         lines.append(("next better", f"importance {nb.importance:.4f} (+{nb.importance - p['importance']:.4f}) needs "
                                      f"{units.human_bytes(nb.memory.peak_bytes)} (+{units.human_bytes(nb.memory.peak_bytes - budget)} over budget)"))
     else:
-        lines.append(("next better", "none within 1.25× the budget"))
+        limit = " and the step-time limit" if p.get("max_step_ms") is not None else ""
+        lines.append(("next better", f"none within 1.25× the budget{limit}"))
+    if "step_ms" in p:
+        limit = f"; limit {p['max_step_ms']:g} ms" if p.get("max_step_ms") is not None else ""
+        lines.append(("step time", f"{p['step_ms']:.1f} ms, {p['step_ms_source']}{limit}"))
     lines.append(("solved in", f"{r.seconds:.2f} s"))
     return lines
 

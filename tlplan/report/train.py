@@ -19,9 +19,19 @@ def _compare_rows(result: TrainResult) -> list[list[str]]:
         p, m = result.predicted.get(key), result.measured.get(key)
         ratio = "-" if not p or m is None else f"{m / p:.3f}"
         rows.append([label, "-" if p is None else fmt(p), "-" if m is None else fmt(m), ratio])
-    step = result.measured.get("step_ms")
-    rows.append(["ms per step", "- (needs a fitted device profile)", units.ms(step), "-"])
+    step, here = result.measured.get("step_ms"), result.predicted_here.get("step_ms")
+    if here is None:
+        rows.append(["ms per step", "- (no measured profile of this machine: tlplan calibrate)", units.ms(step), "-"])
+    else:
+        name = result.predicted_here["source"].split(" (")[0].removeprefix("predicted for ")
+        rows.append([f"ms per step ({name})", units.ms(here), units.ms(step), "-" if step is None else f"{step / here:.3f}"])
     return rows
+
+
+def note(result: TrainResult) -> str:
+    extra = (f"; ms per step: {result.predicted_here['source']}, forward and backward (the optimizer step is measured, "
+             "not predicted)") if result.predicted_here else ""
+    return NOTE + extra
 
 
 def render_table(result: TrainResult, console: Console) -> None:
@@ -32,7 +42,7 @@ def render_table(result: TrainResult, console: Console) -> None:
         epochs.add_row(str(h.epoch), f"{h.loss:.4f}", f"{h.train_accuracy:.3f}", "-" if h.val_accuracy is None else f"{h.val_accuracy:.3f}",
                        f"{h.images_per_s:,.1f}")
     console.print(epochs)
-    table = Table(title="predicted vs measured", caption=NOTE)
+    table = Table(title="predicted vs measured", caption=note(result))
     for col, right in (("", False), ("predicted", True), ("measured here", True), ("measured/predicted", True)):
         table.add_column(col, justify="right" if right else "left", no_wrap=True)
     for row in _compare_rows(result):
@@ -42,13 +52,14 @@ def render_table(result: TrainResult, console: Console) -> None:
 
 def to_json(result: TrainResult) -> str:
     return json.dumps({"model": result.plan.model, "history": [h.__dict__ for h in result.history],
-                       "resumed_from": result.resumed_from, "predicted": result.predicted, "measured": result.measured}, indent=2) + "\n"
+                       "resumed_from": result.resumed_from, "predicted": result.predicted, "measured": result.measured,
+                       "predicted_here": result.predicted_here}, indent=2) + "\n"
 
 
 def to_markdown(result: TrainResult) -> str:
     lines = ["### predicted vs measured", "", "| | predicted | measured here | measured/predicted |", "|---|---:|---:|---:|"]
     lines += ["| " + " | ".join(r) + " |" for r in _compare_rows(result)]
-    return "\n".join(lines + ["", f"- {NOTE}"]) + "\n"
+    return "\n".join(lines + ["", f"- {note(result)}"]) + "\n"
 
 
 def to_csv(result: TrainResult) -> str:

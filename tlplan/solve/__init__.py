@@ -7,6 +7,7 @@ from typing import Mapping
 
 import torch.nn as nn
 
+from ..errors import BadInputError
 from ..plan.plan import Optimizer, Plan
 from ..plan.validate import shapes_of
 from ..trace import LayerGraph, trace_model
@@ -28,6 +29,11 @@ def plan_of(result: SolveResult, space: SearchSpace, model_name: str, num_classe
     predicted = predicted_costs(costs, space.optimizer)
     predicted["importance"] = round(best.importance, 6)
     predicted["solver_model_bytes"] = best.model_bytes
+    if best.step_ms is not None and result.time is not None:
+        predicted["step_ms"] = round(best.step_ms, 3)
+        predicted["step_ms_source"] = f"predicted for {result.time.device} ({result.time.source})"
+        if result.max_step_ms is not None:
+            predicted["max_step_ms"] = result.max_step_ms
     return Plan(
         model=model_name, input_shape=space.graph.input_shape, layers=MappingProxyType(dict(best.options)),
         runtime=space.runtime, precision=precision, optimizer=space.optimizer, scheme="solved",
@@ -49,9 +55,12 @@ def solve(
     importance: str | Mapping[tuple[str, str], float] | None = None,
     model_name: str | None = None,
     num_classes: int = 1000,
+    max_step_ms: float | None = None,
 ) -> Plan:
     """The plan of most importance whose predicted peak fits ``ram_bytes``.
 
+    With ``device``, the plan's step time is predicted on it (``plan.predicted["step_ms"]``); with
+    ``max_step_ms`` too, only plans predicted to take at most that long are considered.
     Raises ``CheckFailed`` (exit 1) when even the cheapest plan (classifier only) does not fit.
 
     Example:
@@ -64,5 +73,14 @@ def solve(
     graph = model if isinstance(model, LayerGraph) else trace_model(model, tuple(input_shape), model_name or type(model).__name__)
     table = load_importance(importance) if isinstance(importance, str) else importance
     space = build_space(graph, runtime, "int8" if runtime == "mcu" else precision, optimizer, table)
-    result = solve_space(space, ram_bytes)
-    return plan_of(result, space, model_name or graph.model_name, num_classes, device)
+    time = None
+    if device is not None:
+        from ..predict.devices import resolve_device
+        from .timing import time_model
+
+        if resolve_device(device).predicts:  # else the plan just records the device's name
+            time = time_model(space, device, per_depth=max_step_ms is not None)
+    if max_step_ms is not None and time is None:
+        raise BadInputError("max_step_ms needs a device with a latency model to predict step times on")
+    result = solve_space(space, ram_bytes, time=time, max_step_ms=max_step_ms)
+    return plan_of(result, space, model_name or graph.model_name, num_classes, time.device if time else device)

@@ -12,6 +12,7 @@ from ..plan.schemes import classifier_layers, parse_scheme, scheme_options
 from .importance import importance_of
 from .solver import solve_space
 from .space import SearchSpace
+from .timing import TimeModel
 
 NAMED = ("last", "bias", "blocks:1", "blocks:3", "blocks:5", "mobiletl:5", "gradfilter:4:2", "full")
 
@@ -22,6 +23,7 @@ class Point:
     budget_bytes: int | None
     importance: float
     peak_bytes: int
+    step_ms: float | None = None  # predicted on the frontier's device, where one was given
 
 
 @dataclass(frozen=True)
@@ -30,13 +32,14 @@ class Frontier:
     runtime: str
     points: tuple[Point, ...]  # solved plans, by budget
     schemes: tuple[Point, ...]  # the named schemes
+    step_source: str | None = None  # "predicted for DEVICE (fitted on measurements | datasheet roofline)"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "runtime": self.runtime,
+        return {"model": self.model, "runtime": self.runtime, "step_ms_source": self.step_source,
                 "frontier": [p.__dict__ for p in self.points], "schemes": [p.__dict__ for p in self.schemes]}
 
 
-def scheme_importance(space: SearchSpace, scheme: str) -> tuple[float, int]:
+def scheme_importance(space: SearchSpace, scheme: str, time: TimeModel | None = None) -> tuple[float, int, float | None]:
     graph = space.graph
     options = scheme_options(graph, parse_scheme(scheme))
     classifier = {layer.name for layer in classifier_layers(graph)}
@@ -47,26 +50,31 @@ def scheme_importance(space: SearchSpace, scheme: str) -> tuple[float, int]:
         if name in ranks and name not in classifier:
             value += importance_of(graph, graph.by_name[name], (ranks[name] + 1) / (n + 1), opts, None)
     precision = "int8" if space.runtime == "mcu" else space.precision
-    return value, simulate_peak(annotate(graph, options, space.runtime, precision), space.optimizer).peak_bytes
+    peak = simulate_peak(annotate(graph, options, space.runtime, precision), space.optimizer).peak_bytes
+    return value, peak, time.step_ms(space, options) if time is not None else None
 
 
-def frontier(space: SearchSpace, max_budget: int, points: int = 8) -> Frontier:
-    """Solved plans at ``points`` budgets from the cheapest plan up to ``max_budget`` (log-spaced)."""
-    first = solve_space(space, max_budget, next_factor=None, refine=False)
+def frontier(space: SearchSpace, max_budget: int, points: int = 8, time: TimeModel | None = None,
+             max_step_ms: float | None = None) -> Frontier:
+    """Solved plans at ``points`` budgets from the cheapest plan up to ``max_budget`` (log-spaced);
+    with ``time``, each point's step predicted on that device (and limited to ``max_step_ms``)."""
+    limit = {"time": time, "max_step_ms": max_step_ms}
+    first = solve_space(space, max_budget, next_factor=None, refine=False, **limit)
     low = first.minimum_bytes
     budgets = sorted({int(low * (max_budget / low) ** (i / (points - 1))) for i in range(points)}) if max_budget > low else [max_budget]
     solved = []
     for b in budgets:
         try:
-            r = first if b == max_budget else solve_space(space, b, next_factor=None, refine=False)
+            r = first if b == max_budget else solve_space(space, b, next_factor=None, refine=False, **limit)
         except CheckFailed:
             continue
-        solved.append(Point("solved", b, r.best.importance, r.best.memory.peak_bytes))
+        solved.append(Point("solved", b, r.best.importance, r.best.memory.peak_bytes, r.best.step_ms))
     named = []
     for scheme in NAMED:
         try:
-            value, peak = scheme_importance(space, scheme)
+            value, peak, step_ms = scheme_importance(space, scheme, time)
         except SchemeError:
             continue  # e.g. fewer blocks than the scheme asks for
-        named.append(Point(scheme, None, value, peak))
-    return Frontier(space.graph.model_name, space.runtime, tuple(solved), tuple(named))
+        named.append(Point(scheme, None, value, peak, step_ms))
+    source = f"predicted for {time.device} ({time.source})" if time is not None else None
+    return Frontier(space.graph.model_name, space.runtime, tuple(solved), tuple(named), source)

@@ -1,0 +1,95 @@
+"""Step time in the solver (``--max-step-ms``): what each option adds to a step on a device.
+
+The same additive form as memory: for each backward depth, a fixed time (the predicted step of
+the cheapest plan that reaches that depth, less that option's own share) plus, per layer above
+the depth, what its option adds over being frozen on the backward path (the layer then runs a
+forward and a backward call for its input's gradient; training its weight or bias changes that
+call). A plan the solver picks is then predicted whole (``predict_latency``); if it exceeds the
+limit, the depth's time capacity shrinks by the excess and it is solved again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+from ..costs.annotate import annotate
+from ..measure.microbench import CALIBRATION_OPS
+from ..plan.options import LayerOptions
+from ..predict.devices import Device
+from ..predict.predictor import Item, Pricer, predict_latency
+from ..trace.graph import Layer
+from .space import SearchSpace
+
+
+def _passes(layer: Layer, opts: LayerOptions) -> list[str]:
+    """The calls a layer on the backward path runs under ``opts``: forward, and one backward call."""
+    roles = opts.trained_roles(layer.op, layer.param("bias") is not None)
+    wants = ["input"] + [part for part, needed in (("weight", "weight" in roles),
+                                                   ("bias", "bias" in roles and "weight" not in roles)) if needed]
+    return ["fwd", "bwd_" + "_".join(wants)]
+
+
+def _items(layer: Layer, opts: LayerOptions) -> list[Item]:
+    entry = CALIBRATION_OPS.for_layer(layer, opts)
+    if entry is None:
+        return []
+    config = entry.config_of(layer)
+    return [Item(layer.name, entry.name, p, config, opts.weight or 1.0) for p in _passes(layer, opts)]
+
+
+@dataclass(frozen=True, eq=False)
+class TimeModel:
+    pricer: Pricer
+    deltas: tuple[np.ndarray, ...]  # per choice: ms each candidate adds over being frozen on the path
+    fixed_ms: Mapping[int, float]  # per depth: predicted ms of what no choice above it changes
+    minimum_ms: float  # the cheapest plan (classifier only)
+
+    @property
+    def device(self) -> str:
+        return self.pricer.device.name
+
+    @property
+    def source(self) -> str:
+        return self.pricer.source
+
+    def step_ms(self, space: SearchSpace, options: Mapping[str, LayerOptions]) -> float:
+        precision = "int8" if space.runtime == "mcu" else space.precision
+        costs = annotate(space.graph, options, space.runtime, precision)
+        return predict_latency(space.graph, costs, self.pricer).step_ms
+
+
+def time_model(space: SearchSpace, device: Device | str | Pricer, *, per_depth: bool = True) -> TimeModel:
+    """Per-candidate time deltas and per-depth fixed times of ``space`` on ``device``.
+
+    ``per_depth=False`` skips the fixed times (a step prediction per depth): enough to predict
+    plans, not to limit them."""
+    pricer = Pricer.of(device)
+    frozen = LayerOptions()
+    items: list[Item] = []
+    spans: list[list[tuple[int, int]]] = []  # per choice, per candidate: its items' range
+    for choice in space.choices:
+        layer = space.graph.by_name[choice.layer]
+        ranges = []
+        for cand in [frozen, *(c.options for c in choice.candidates)]:
+            start = len(items)
+            items.extend(_items(layer, cand))
+            ranges.append((start, len(items)))
+        spans.append(ranges)
+    ms = np.nan_to_num(pricer.price(items)) if items else np.zeros(0)
+    deltas = []
+    for ranges in spans:
+        totals = np.array([ms[a:b].sum() for a, b in ranges])
+        deltas.append(totals[1:] - totals[0])
+    model = TimeModel(pricer, tuple(deltas), {}, 0.0)
+    fixed: dict[int, float] = {}
+    for depth in space.depths if per_depth else ():
+        choice = space.choices[depth]
+        k = 1 if choice.candidates[0].options == frozen and len(choice.candidates) > 1 else 0
+        options = dict(space.base_options)
+        options[choice.layer] = choice.candidates[k].options
+        fixed[depth] = model.step_ms(space, options) - float(deltas[depth][k])
+    minimum = model.step_ms(space, dict(space.base_options))
+    return TimeModel(pricer, tuple(deltas), fixed, minimum)
