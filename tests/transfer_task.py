@@ -1,0 +1,73 @@
+"""A small transfer task: pretrain on one synthetic task, fine-tune on another.
+
+Images are stripes (horizontal or vertical, of random period and phase) in one dominant colour,
+with noise. The pretraining task is the colour; the downstream task is the orientation, which
+features trained for colour do not need to keep. A classifier on frozen colour features learns
+the orientation only as well as those features happen to carry it; training the upper convs
+too lets the features adapt.
+
+``make`` is a ``package.module:factory`` for tlplan (``transfer_task:make``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from tlplan.data import Data
+
+RESOLUTION = 32
+
+
+def stripes(n: int, seed: int, task: str, resolution: int = RESOLUTION) -> Data:
+    g = torch.Generator().manual_seed(seed)
+    orientation = torch.randint(0, 2, (n,), generator=g)
+    colour = torch.randint(0, 3, (n,), generator=g)
+    period = torch.randint(3, 7, (n,), generator=g).float()
+    phase = torch.rand(n, generator=g) * 2 * math.pi
+    xs = torch.arange(resolution).float()
+    wave = torch.sin(2 * math.pi * xs[None, :] / period[:, None] + phase[:, None])  # (n, resolution)
+    pattern = torch.where(orientation[:, None, None] == 0, wave[:, None, :].expand(n, resolution, resolution),
+                          wave[:, :, None].expand(n, resolution, resolution))
+    base = torch.full((n, 3), 0.2)
+    base[torch.arange(n), colour] = 1.0
+    images = base[:, :, None, None] * (0.6 + 0.4 * pattern)[:, None] + 0.15 * torch.randn(n, 3, resolution, resolution, generator=g)
+    labels = colour if task == "colour" else orientation
+    return Data(images, labels, tuple(str(i) for i in range(int(labels.max()) + 1)), f"stripes ({task})")
+
+
+class StripeNet(nn.Module):
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+
+        def block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
+
+        self.features = nn.Sequential(block(3, 16, 1), block(16, 32, 2), block(32, 32, 1), block(32, 64, 2), block(64, 64, 1))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(64, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.features(x)).flatten(1))
+
+
+def make(num_classes: int = 3) -> StripeNet:
+    return StripeNet(num_classes)
+
+
+def pretrained(seed: int = 0, epochs: int = 3, n: int = 600) -> dict:
+    """A StripeNet trained on the colour task (plain PyTorch): the backbone to transfer."""
+    torch.manual_seed(seed)
+    net = StripeNet(3)
+    data = stripes(n, seed + 1, "colour")
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    for _ in range(epochs):
+        for i in range(0, n, 32):
+            loss = F.cross_entropy(net(data.images[i : i + 32]), data.labels[i : i + 32])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return net.state_dict()
