@@ -16,6 +16,7 @@ import json
 import sys
 from dataclasses import replace
 
+from tlplan.fileio import write_atomic
 from tlplan.predict import anchors
 from tlplan.predict.devices import resolve_device
 
@@ -50,7 +51,7 @@ def main(write: bool) -> None:
             data["notes"] = data["notes"].split(" Roofline, compute bound")[0] + " " + NOTE
             if name == "stm32f746":
                 data["anchors"] = table
-            path.write_text(json.dumps(data, indent=2) + "\n")
+            write_atomic(path, json.dumps(data, indent=2) + "\n")
             print(f"wrote {path}")
 
 

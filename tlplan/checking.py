@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .costs.annotate import annotate
 from .errors import BadInputError
@@ -11,6 +11,10 @@ from .plan.plan import Plan
 from .plan.validate import validate_options, validate_shapes
 from .planning import predicted_costs
 from .trace import trace_model
+
+if TYPE_CHECKING:
+    from .predict.devices import Device
+    from .predict.predictor import PredictedOn
 
 #: the stored predictions that must still hold for a plan not to be stale
 CHECKED = ("saved_bytes", "peak_bytes", "trainable_param_bytes", "grad_bytes", "optimizer_bytes")
@@ -26,7 +30,7 @@ class CheckResult:
     stored: dict[str, Any]  # as the plan file says
     stale: tuple[str, ...]  # fields whose stored value no longer matches
     step_ms: float | None = None  # predicted now on the device, where there is one
-    step_source: str | None = None  # "predicted for DEVICE (fitted on measurements | datasheet roofline)"
+    step_on: PredictedOn | None = None  # where step_ms was predicted
     max_step_ms: float | None = None  # the plan's time limit (solve --max-step-ms), on the plan's device
     notes: tuple[str, ...] = ()  # what could not be checked, and why
 
@@ -39,6 +43,12 @@ class CheckResult:
         return self.step_ms is None or self.max_step_ms is None or self.step_ms <= self.max_step_ms
 
     @property
+    def stored_step_ms(self) -> float | None:
+        """The plan's own step prediction, where it was made on the same device and from the same source."""
+        same = self.step_on is not None and self.stored.get("step_ms_source") == str(self.step_on)
+        return self.stored.get("step_ms") if same else None
+
+    @property
     def passed(self) -> bool:
         return self.fits and self.fast_enough and not self.stale
 
@@ -46,11 +56,11 @@ class CheckResult:
         return {"plan": self.plan_path, "model": self.model, "runtime": self.runtime, "budget_bytes": self.budget_bytes,
                 "fits": self.fits, "fast_enough": self.fast_enough, "stale": list(self.stale), "passed": self.passed,
                 "predicted": self.predicted, "stored": self.stored, "step_ms": self.step_ms,
-                "step_ms_source": self.step_source, "max_step_ms": self.max_step_ms, "notes": list(self.notes)}
+                "step_ms_source": str(self.step_on) if self.step_on else None, "max_step_ms": self.max_step_ms, "notes": list(self.notes)}
 
 
 def check_plan(plan: Plan, plan_path: str, budget_bytes: int | None = None, model=None,
-               device: str | None = None) -> CheckResult:
+               device: str | Device | None = None) -> CheckResult:
     """Recompute ``plan``'s costs; the budget is ``budget_bytes`` or the one the plan was solved for.
 
     On ``device`` (else the plan's own, where it names one with a latency model) the step time is
@@ -68,14 +78,14 @@ def check_plan(plan: Plan, plan_path: str, budget_bytes: int | None = None, mode
     now = predicted_costs(costs, plan.optimizer)
     stored = dict(plan.predicted)
     stale = tuple(k for k in CHECKED if k in stored and stored[k] != now[k])
-    step_ms = source = limit = None
+    step_ms = source = limit = None  # source: a PredictedOn
     notes: list[str] = []
     found = _device_for(plan, device, notes)
     if found is not None:
         from .predict.predictor import predict_latency
 
         prediction = predict_latency(graph, costs, found)
-        step_ms, source = round(prediction.step_ms, 3), f"predicted for {found.name} ({prediction.source})"
+        step_ms, source = round(prediction.step_ms, 3), prediction.on
         stored_limit = stored.get("max_step_ms")
         if isinstance(stored_limit, (int, float)) and found.name == plan.device:  # the limit is the plan's device's
             limit = float(stored_limit)
@@ -84,7 +94,7 @@ def check_plan(plan: Plan, plan_path: str, budget_bytes: int | None = None, mode
     return CheckResult(plan_path, plan.model, plan.runtime, budget, now, stored, stale, step_ms, source, limit, tuple(notes))
 
 
-def _device_for(plan: Plan, device: str | None, notes: list[str]):
+def _device_for(plan: Plan, device: str | Device | None, notes: list[str]):
     """The device whose step time to predict: ``device`` (must exist), else the plan's own (skipped,
     with a note, where this machine lacks its profile or it has no latency model)."""
     from .errors import UnknownDeviceError

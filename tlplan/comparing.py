@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch.nn as nn
 
@@ -12,6 +12,11 @@ from .errors import BadInputError
 from .memory.timeline import simulate_peak
 from .plan.schemes import parse_scheme, scheme_options
 from .trace import trace_model
+
+from .predict.predictor import PredictedOn, Pricer, predict_latency
+
+if TYPE_CHECKING:
+    from .predict.devices import Device
 
 
 @dataclass(frozen=True)
@@ -36,7 +41,7 @@ class CompareReport:
     rows: tuple[SchemeRow, ...]
     reference: str  # the row ratios are taken against ("full")
     measured: str | None  # where step times were measured
-    predicted: str | None = None  # "predicted for DEVICE (fitted on measurements | datasheet roofline)"
+    predicted: PredictedOn | None = None  # where each scheme's step was predicted
 
     def ratio(self, row: SchemeRow, field: str) -> float | None:
         ref = next(r for r in self.rows if r.scheme == self.reference)
@@ -51,7 +56,7 @@ class CompareReport:
                                                                   "step_ms_predicted")}
             rows.append(d)
         return {"model": self.model, "input_shape": list(self.input_shape), "reference": self.reference,
-                "measured": self.measured, "predicted": self.predicted, "schemes": rows}
+                "measured": self.measured, "predicted": str(self.predicted) if self.predicted else None, "schemes": rows}
 
 
 def compare(
@@ -62,7 +67,7 @@ def compare(
     model_name: str | None = None,
     measure: bool = True,
     repeats: int = 3,
-    device: str | None = None,
+    device: str | Device | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> CompareReport:
     """One row per scheme: kept bytes (plain PyTorch and tlplan runtime), peak, params, MACs, ms
@@ -77,7 +82,6 @@ def compare(
     pricer = None
     if device is not None:
         from .predict.devices import resolve_device
-        from .predict.predictor import Pricer
 
         found = resolve_device(device)
         pricer = Pricer.of(found) if found.predicts else None  # a profile without a latency model: memory only
@@ -99,18 +103,13 @@ def compare(
             trainable_params=costs.totals["trainable_params"],
             macs_bwd=costs.totals["macs_bwd"],
             step_ms=step_ms,
-            step_ms_predicted=None if pricer is None else round(_predicted_ms(graph, costs, pricer), 3),
+            step_ms_predicted=None if pricer is None else round(predict_latency(graph, costs, pricer).step_ms, 3),
         ))
         if progress:
             progress(i + 1, len(parsed))
     from .profiling import host_description
 
-    predicted = None if pricer is None else f"predicted for {pricer.device.name} ({pricer.source})"
+    predicted = None if pricer is None else pricer.on
     return CompareReport(graph.model_name, graph.input_shape, tuple(rows), "full", host_description() if measure else None,
                          predicted)
 
-
-def _predicted_ms(graph, costs, pricer) -> float:
-    from .predict.predictor import predict_latency
-
-    return predict_latency(graph, costs, pricer).step_ms

@@ -54,9 +54,9 @@ def plan_from_scheme(
     graph = model if isinstance(model, LayerGraph) else trace_model(model, tuple(input_shape), model_name or type(model).__name__)
     parsed = parse_scheme(scheme)
     options = scheme_options(graph, parsed)
-    precision = "int8" if runtime == "mcu" else precision
     optimizer = optimizer or Optimizer()
     costs = annotate(graph, options, runtime, precision)
+    precision = costs.precision  # int8 on the mcu runtime
     return Plan(
         model=model_name or graph.model_name,
         input_shape=tuple(input_shape),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -13,7 +12,7 @@ from .costs.annotate import CostTable, annotate
 from .errors import BadInputError
 from .memory.timeline import MemoryBreakdown, simulate_peak
 from .plan.schemes import parse_scheme, scheme_options
-from .predict.devices import resolve_device
+from .predict.devices import Device, resolve_device
 from .trace import LayerGraph, trace_model
 
 RUNTIMES = ("eager", "tlplan", "mcu")
@@ -92,7 +91,7 @@ def profile(
     input_shape: tuple[int, ...],
     scheme: str = "full",
     runtime: str = "tlplan",
-    device: str | None = None,
+    device: str | Device | None = None,
     *,
     precision: str = "fp32",
     model_name: str | None = None,
@@ -127,10 +126,10 @@ def profile(
         raise BadInputError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
     if precision not in PRECISIONS:
         raise BadInputError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
-    device_name = resolve_device(device).name if device else None
+    found = resolve_device(device) if device else None
     parsed = parse_scheme(scheme)
     graph = trace_model(model, tuple(input_shape), model_name or type(model).__name__)
-    costs = annotate(graph, scheme_options(graph, parsed), runtime, "int8" if runtime == "mcu" else precision)
+    costs = annotate(graph, scheme_options(graph, parsed), runtime, precision)
     memory = simulate_peak(costs)
     timings = None
     if measure and runtime == "mcu":
@@ -139,8 +138,8 @@ def profile(
         from .measure.latency import measure_latency
 
         timings = measure_latency(model, costs, repeats=repeats, progress=progress)
-    report = _report(graph, costs, memory, parsed.text, device_name, timings)
-    return with_prediction(report, resolve_device(device)) if device else report
+    report = _report(graph, costs, memory, parsed.text, found.name if found else None, timings)
+    return with_prediction(report, found) if found else report
 
 
 def with_prediction(report: ProfileReport, device: Any) -> ProfileReport:
@@ -164,7 +163,7 @@ def with_prediction(report: ProfileReport, device: Any) -> ProfileReport:
                  "overhead_ms": round(p.overhead_ms, 3), "unpredicted": list(p.unpredicted)}
     if device.accuracy:
         predicted["accuracy"] = {k: device.accuracy[k] for k in ("mape", "within_10") if k in device.accuracy}
-    sources = {**report.sources, "latency_ms_predicted": f"predicted for {p.device} ({p.source})"}
+    sources = {**report.sources, "latency_ms_predicted": str(p.on)}
     warnings = report.warnings
     if p.unpredicted:
         warnings += (f"no latency model on {p.device} for {len(p.unpredicted)} layer(s), counted as 0 ms: "
@@ -228,13 +227,6 @@ def _report(graph: LayerGraph, costs: CostTable, memory: MemoryBreakdown, scheme
 
 
 def host_description() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{cpu}, {torch.get_num_threads()} threads"
+    from .predict.devices import cpu_name
+
+    return f"{cpu_name()}, {torch.get_num_threads()} threads"

@@ -12,22 +12,21 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .costs.annotate import annotate
+from .costs.annotate import CostTable, annotate
 from .data import Data
 from .errors import BadInputError
+from .fileio import write_atomic_with
 from .measure.peak import make_optimizer, measure_peak
 from .measure.saved import measure_saved_bytes
 from .plan.plan import Plan
@@ -35,7 +34,10 @@ from .plan.schemes import classifier_layers
 from .plan.validate import shapes_of, validate_options, validate_shapes
 from .planning import predicted_costs
 from .runtime import apply_plan
-from .trace import trace_model
+from .trace import LayerGraph, trace_model
+
+if TYPE_CHECKING:
+    from .predict.devices import Device
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -56,7 +58,7 @@ class TrainResult:
     resumed_from: int | None  # the epoch a checkpoint let the run skip to
     predicted: dict = field(default_factory=dict)
     measured: dict = field(default_factory=dict)  # saved_bytes, peak_bytes, step_ms (measured here)
-    predicted_here: dict = field(default_factory=dict)  # step_ms, source: from a measured profile of this machine
+    predicted_here: dict = field(default_factory=dict)  # step_ms, on (a PredictedOn): a measured profile of this machine
 
 
 Progress = Callable[[int, int, int, float], None]  # (epoch, step in epoch, steps per epoch, loss)
@@ -64,6 +66,12 @@ Progress = Callable[[int, int, int, float], None]  # (epoch, step in epoch, step
 
 def plan_for_data(plan: Plan, num_classes: int) -> tuple[Plan, nn.Module]:
     """The plan's model with ``num_classes`` outputs, and the plan checked against it."""
+    shaped, model, _, _ = _for_data(plan, num_classes)
+    return shaped, model
+
+
+def _for_data(plan: Plan, num_classes: int):
+    """``plan_for_data``, with the model's graph and the plan's costs on it."""
     from .zoo import load_model
 
     if plan.runtime == "mcu":
@@ -76,7 +84,7 @@ def plan_for_data(plan: Plan, num_classes: int) -> tuple[Plan, nn.Module]:
     costs = annotate(graph, plan.layers, plan.runtime, plan.precision)
     shaped = replace(plan, num_classes=num_classes, predicted=MappingProxyType(predicted_costs(costs, plan.optimizer)),
                      shapes=MappingProxyType(shapes_of(graph, plan.layers)))
-    return shaped, model
+    return shaped, model, graph, costs
 
 
 def _fingerprint(plan: Plan) -> str:
@@ -85,14 +93,7 @@ def _fingerprint(plan: Plan) -> str:
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".checkpoint.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)  # a crash leaves the previous checkpoint whole
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic_with(path, lambda f: torch.save(state, f))  # a crash leaves the previous checkpoint whole
 
 
 def _split(data: Data, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,10 +125,10 @@ def train(
     progress: Progress | None = None,
     seed: int = 0,
     measure: bool = True,
-    device: str | None = None,
+    device: str | Device | None = None,
 ) -> TrainResult:
     """Train as ``plan`` says; see the module docstring."""
-    plan, model = plan_for_data(plan, data.num_classes)
+    plan, model, graph, costs = _for_data(plan, data.num_classes)
     here = _profile_here(device) if measure else None  # before training: a wrong --device fails now
     if weights is not None:
         own = model.state_dict()
@@ -140,7 +141,7 @@ def train(
     if steps is not None:
         epochs = -(-steps // per_epoch)
     epochs = epochs or 1
-    apply_plan(model, plan)
+    apply_plan(model, plan, graph=graph)
     model.train()
     trained = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(trained, plan.optimizer)
@@ -197,10 +198,10 @@ def train(
         if step_times:
             measured["step_ms"] = round(statistics.median(step_times), 3)
     return TrainResult(plan, tuple(history), resumed, dict(plan.predicted), measured,
-                       _predicted_here(plan, here) if measure else {})
+                       _predicted_here(graph, costs, here) if measure else {})
 
 
-def _profile_here(device: str | None):
+def _profile_here(device: str | Device | None):
     """The profile to predict this machine's step time with: ``device`` (a measured profile), else
     a measured profile of this machine (same CPU, cores, threads) where one exists."""
     from .predict.devices import resolve_device, this_machine
@@ -214,13 +215,11 @@ def _profile_here(device: str | None):
     return found
 
 
-def _predicted_here(plan: Plan, found) -> dict:
-    """This machine's step time for ``plan``, predicted from the profile ``found`` (None: nothing)."""
+def _predicted_here(graph: LayerGraph, costs: CostTable, found) -> dict:
+    """This machine's step time for the plan ``costs`` stand for, predicted from the profile ``found`` (None: nothing)."""
     from .predict.predictor import predict_latency
-    from .zoo import load_model
 
     if found is None or not found.predicts:
         return {}
-    graph = trace_model(load_model(plan.model, num_classes=plan.num_classes), plan.input_shape, plan.model)
-    prediction = predict_latency(graph, annotate(graph, plan.layers, plan.runtime, plan.precision), found)
-    return {"step_ms": round(prediction.step_ms, 3), "source": f"predicted for {found.name} ({prediction.source})"}
+    prediction = predict_latency(graph, costs, found)
+    return {"step_ms": round(prediction.step_ms, 3), "on": prediction.on}

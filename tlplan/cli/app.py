@@ -77,7 +77,8 @@ def profile(
     if plot is not None:
         from ..report.plot import plot_kept_bytes
 
-        full = profiling.profile(net, shape, scheme="full", runtime=runtime, precision=precision, model_name=model)
+        full = report if report.scheme == "full" else profiling.profile(net, shape, scheme="full", runtime=runtime,
+                                                                         precision=precision, model_name=model)
         plot_kept_bytes(report, full, plot)
         if not quiet:
             output.stderr_console().print(f"wrote {plot}")
@@ -132,12 +133,12 @@ def compare(
     model, num_classes = cfg["model"], cfg["num_classes"]
     shape = _input_shape(model, cfg["resolution"], cfg["batch"])
     _positive(repeats=repeats, num_classes=num_classes)
-    device_name = _device(cfg["device"], quiet)
+    found = _device(cfg["device"], quiet)
     net = zoo.load_model(model, num_classes=num_classes)
     names = [s.strip() for s in schemes.split(",") if s.strip()]
     with output.progress_bar("measuring schemes", quiet or no_measure) as progress:
         report = comparing.compare(net, shape, names, model_name=model, measure=not no_measure, repeats=repeats,
-                                   device=device_name, progress=progress)
+                                   device=found, progress=progress)
     _emit(report, reporter, fmt, out, quiet, summary=True)
 
 
@@ -164,52 +165,41 @@ def solve(
     """The most important blocks, biases, channels and filter settings whose predicted peak fits --ram."""
     from .. import zoo
     from ..costs.annotate import annotate
-    from ..plan.plan import Optimizer
+    from ..plan.plan import OPTIMIZER_PRESETS, RUNTIMES
     from ..report import solve as reporter
     from ..report.solve import SolveReport
     from ..sizes import parse_size
-    from ..solve import build_space, load_importance, plan_of, solve_space
+    from ..solve import build_space, device_time, load_importance, plan_of, solve_space
     from ..trace import trace_model
 
     cfg = _resolve(model=model, ram=ram, resolution=resolution, batch=batch, num_classes=num_classes, runtime=runtime,
-                   precision=precision, optimizer=optimizer, device=device)
+                   precision=precision, optimizer=optimizer, device=device,
+                   defaults={"num_classes": None})  # none given: the runtime's default below
     model, runtime, precision, optimizer, device = cfg["model"], cfg["runtime"], cfg["precision"], cfg["optimizer"], cfg["device"]
-    from ..settings import find_settings
-
-    if num_classes is None:
-        num_classes = find_settings().get("num_classes")
+    num_classes = cfg["num_classes"]
     if cfg["ram"] is None:
         raise BadInputError("no budget: give --ram (e.g. --ram 256KB) or set ram in [tool.tlplan] of pyproject.toml / tlplan.yaml")
     budget = parse_size(str(cfg["ram"]))
     shape = _input_shape(model, cfg["resolution"], cfg["batch"])
-    if runtime not in ("tlplan", "mcu", "eager"):
+    if runtime not in RUNTIMES:
         raise BadInputError(f"unknown runtime {runtime!r}; use tlplan, mcu or eager")
-    optimizers = {"sgd": Optimizer(), "momentum": Optimizer("sgd", 0.01, 0.9), "adam": Optimizer("adam", 0.001)}
-    if optimizer not in optimizers:
-        raise BadInputError(f"unknown optimizer {optimizer!r}; use sgd, momentum or adam")
+    if optimizer not in OPTIMIZER_PRESETS:
+        raise BadInputError(f"unknown optimizer {optimizer!r}; use {', '.join(OPTIMIZER_PRESETS)}")
     if num_classes is None:
         num_classes = 10 if runtime == "mcu" else 1000
         if runtime == "mcu" and not quiet:
             output.stderr_console().print("note: mcu runtime: planning for a 10-class task (--num-classes to change)")
     _positive(num_classes=num_classes)
-    device_name = _device(device, quiet)
+    found = _device(device, quiet)
     net = zoo.load_model(model, num_classes=num_classes)
     graph = trace_model(net, shape, model)
     table = load_importance(importance) if importance is not None else None
     if export not in (None, "backward-config"):
         raise BadInputError(f"--export {export!r}: the one export is backward-config")
-    space = build_space(graph, runtime, "int8" if runtime == "mcu" else precision, optimizers[optimizer], table, form=export)
-    time = None
+    space = build_space(graph, runtime, precision, OPTIMIZER_PRESETS[optimizer], table, form=export)
     if max_step_ms is not None and not max_step_ms > 0:
         raise BadInputError(f"--max-step-ms must be a positive number of milliseconds, not {max_step_ms:g}")
-    if device_name is not None:
-        from ..predict.devices import resolve_device
-        from ..solve.timing import time_model
-
-        if resolve_device(device_name).predicts:
-            time = time_model(space, device_name, per_depth=max_step_ms is not None)
-    if max_step_ms is not None and time is None:
-        raise BadInputError("--max-step-ms needs --device NAME with a latency model (see `tlplan devices`)")
+    time = device_time(space, found, max_step_ms)
     if pareto:
         from ..report import pareto as pareto_report
         from ..solve.pareto import frontier
@@ -220,7 +210,7 @@ def solve(
         _emit(front, pareto_report, fmt, None, quiet, summary=True)
         return
     result = solve_space(space, budget, time=time, max_step_ms=max_step_ms)
-    plan = plan_of(result, space, model, num_classes, device_name)
+    plan = plan_of(result, space, model, num_classes, found.name if found else None)
     report = SolveReport(plan, result, annotate(graph, plan.layers, plan.runtime, plan.precision))
     if export is not None:
         import yaml
@@ -334,11 +324,11 @@ def check(
 
     cfg = _resolve(ram=ram, device=device, need_model=False)
     budget = parse_size(str(ram)) if ram is not None else None  # the plan's own budget before the project's
-    device_name = _device(cfg["device"], quiet)
+    found = _device(cfg["device"], quiet)
     loaded = load_plan(plan)
     if budget is None and loaded.budget_bytes is None and cfg["ram"] is not None:
         budget = parse_size(str(cfg["ram"]))
-    result = check_plan(loaded, str(plan), budget, device=device_name)
+    result = check_plan(loaded, str(plan), budget, device=found)
     _emit(result, reporter, fmt, out, quiet, summary=True)
     if not result.passed:
         raise CheckFailed(reporter.status(result).removeprefix("FAIL: ") + f" ({plan})")
@@ -347,11 +337,13 @@ def check(
 DEFAULTS = {"batch": 1, "num_classes": 1000, "scheme": "full", "runtime": "tlplan", "precision": "fp32", "optimizer": "sgd"}
 
 
-def _resolve(need_model: bool = True, **given):
-    """Each value from the command line, else the project's settings, else tlplan's default."""
+def _resolve(need_model: bool = True, defaults: Optional[dict] = None, **given):
+    """Each value from the command line, else the project's settings, else tlplan's default
+    (``defaults`` overrides tlplan's for this command)."""
     from ..settings import find_settings
 
     settings = find_settings()
+    defaults = {**DEFAULTS, **(defaults or {})}
     values = {}
     for key, value in given.items():
         if value is not None:
@@ -359,7 +351,7 @@ def _resolve(need_model: bool = True, **given):
         elif settings.get(key) is not None:
             values[key] = settings.get(key)
         else:
-            values[key] = DEFAULTS.get(key)
+            values[key] = defaults.get(key)
     if need_model and "model" in given and not values.get("model"):
         raise BadInputError(
             "no model given: name one (tlplan solve mcunet-5fps --ram 256KB) or set model in [tool.tlplan] "
@@ -448,7 +440,8 @@ def train(
     _emit(result, reporter, Format.table, None, quiet)
 
 
-def _device(device: Optional[str], quiet: bool) -> Optional[str]:
+def _device(device: Optional[str], quiet: bool):
+    """The profile ``device`` names (resolved once, passed on as a ``Device``), with a note on how."""
     if device is None:
         return None
     from ..predict.devices import resolution_note, resolve_device
@@ -457,7 +450,7 @@ def _device(device: Optional[str], quiet: bool) -> Optional[str]:
     note = resolution_note(device, found)
     if note and not quiet:
         output.stderr_console().print(note)
-    return found.name
+    return found
 
 
 def _input_shape(model: str, resolution: Optional[int], batch: int) -> tuple[int, int, int, int]:

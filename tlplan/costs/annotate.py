@@ -16,6 +16,11 @@ RUNTIMES = ("eager", "tlplan", "mcu")
 ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 
 
+def runtime_precision(runtime: str, precision: str) -> str:
+    """The precision a runtime really keeps: the ``mcu`` engine is int8 whatever was asked."""
+    return "int8" if runtime == "mcu" else precision
+
+
 @dataclass(frozen=True)
 class LayerCost:
     """Costs of one layer under one plan and runtime (analytic: derived, not measured)."""
@@ -88,7 +93,8 @@ def annotate(
 
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}")
-    element_bytes = 1 if runtime == "mcu" else ELEMENT_BYTES[precision]
+    precision = runtime_precision(runtime, precision)
+    element_bytes = ELEMENT_BYTES[precision]
     trainable = trainable_params(graph, options)
     requires_grad: dict[str, bool] = {INPUT: False}
     seen_storages: set[str] = set()

@@ -97,10 +97,6 @@ class Bench:
         return {name: [t for part in needs for t in parts[part]] for name, needs in BACKWARD_GROUPS.items()
                 if all(parts[part] for part in needs)}
 
-    @property
-    def passes(self) -> tuple[str, ...]:
-        return ("fwd", "fwd_nograd", *self.backward_groups(self.inputs))
-
 
 @dataclass(frozen=True)
 class CalibrationOp:
@@ -392,7 +388,6 @@ class Measurement:
 
     ms: dict[str, float]
     foreign_cpu: float | None
-    repeats: int
 
 
 def time_config(entry: CalibrationOp, config: Config, *, target_s: float = 0.08, max_repeats: int = 25,
@@ -428,4 +423,4 @@ def time_config(entry: CalibrationOp, config: Config, *, target_s: float = 0.08,
         fwd, bwd = time_passes(prepare, warmup=1, repeats=repeats)
         fwd_nograd, _ = time_passes(prepare_nograd, warmup=1, repeats=repeats)
     ms = {"fwd": fwd, "fwd_nograd": fwd_nograd, **dict(zip(backward, bwd))}
-    return Measurement(ms=ms, foreign_cpu=window.share, repeats=repeats)
+    return Measurement(ms=ms, foreign_cpu=window.share)

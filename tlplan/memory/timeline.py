@@ -44,7 +44,7 @@ def simulate_peak(costs: CostTable, optimizer: Optimizer = Optimizer()) -> Memor
     runtime = costs.runtime
     mcu = runtime == "mcu"
     value_bytes = (lambda name: graph.value_bytes(name, 1)) if mcu else graph.value_bytes
-    setting = Setting(runtime, 1 if mcu else ELEMENT_BYTES.get(costs.precision, 4))
+    setting = Setting(runtime, ELEMENT_BYTES.get(costs.precision, 4))
 
     all_params = sum(p.numel * p.dtype_bytes for layer in graph.layers for p in layer.params)
     trained_full = sum(p.numel * p.dtype_bytes for layer in graph.layers for p in layer.params if p.name in costs.trainable)

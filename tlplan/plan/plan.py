@@ -34,6 +34,10 @@ class Optimizer:
         return 1 if self.momentum else 0
 
 
+#: the optimizers a command line names: their state counts in the memory a plan needs
+OPTIMIZER_PRESETS = {"sgd": Optimizer(), "momentum": Optimizer("sgd", 0.01, 0.9), "adam": Optimizer("adam", 0.001)}
+
+
 @dataclass(frozen=True)
 class Plan:
     """What to train, layer by layer. ``layers`` lists only layers whose options are not frozen."""

@@ -16,6 +16,7 @@ gradient work × r).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ..costs.annotate import CostTable, annotate
 from ..trace.graph import LayerGraph
@@ -66,13 +67,19 @@ def sparse_costs(graph: LayerGraph, config: SparseUpdate) -> tuple[CostTable, di
     return annotate(graph, options_for_params(graph, trainable), "eager"), ratios
 
 
-def anchor_ms(device: Device, model: str) -> float:
-    """Predicted ms per image of sparse-update training of ``model`` on ``device`` (its roofline)."""
+@lru_cache(maxsize=None)
+def _anchor_case(model: str):
+    """The anchor's traced model, its sparse-update costs and channel ratios: the same on every device."""
     from ..trace import trace_model
     from ..zoo import load_model
 
     graph = trace_model(load_model(model), (1, 3, RESOLUTION, RESOLUTION), model)
-    costs, ratios = sparse_costs(graph, SPARSE_CONFIGS[model])
+    return (graph, *sparse_costs(graph, SPARSE_CONFIGS[model]))
+
+
+def anchor_ms(device: Device, model: str) -> float:
+    """Predicted ms per image of sparse-update training of ``model`` on ``device`` (its roofline)."""
+    graph, costs, ratios = _anchor_case(model)
     return predict_latency(graph, costs, device, weight_ratios=ratios).step_ms
 
 

@@ -7,11 +7,13 @@ cannot be read is ignored and rewritten: the cache is a speed-up, never a source
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
+
+from ..errors import BadInputError
+from ..fileio import write_atomic_with
 
 
 def cache_dir() -> Path:
@@ -39,17 +41,7 @@ def save_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> bool:
     """Write atomically (temp file + rename); False where the cache folder is not writable."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz.tmp", dir=path.parent)
-    except OSError:
-        return False
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
+        write_atomic_with(path, lambda f: np.savez(f, **arrays))
         return True
-    except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+    except (OSError, BadInputError):
         return False

@@ -37,6 +37,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import BadInputError
+from ..fileio import write_atomic
 from ..measure.load import LoadWindow, quiet, wait_until_quiet
 from ..measure.microbench import CALIBRATION_OPS, Config, time_config
 from . import sampling
@@ -141,17 +142,14 @@ def framework_versions() -> dict[str, str]:
 # ---- whole steps ------------------------------------------------------------------------------------
 
 
-@dataclass
-class PreparedStep:
-    """A zoo network set up to train under a scheme, its input, and how many steps fill a window."""
+def time_step(network: str, scheme: str, batch: int, resolution: int, *, threshold: float, window_s: float = 0.5,
+              retries: int = 4, trainable: frozenset[str] | None = None) -> tuple[float, float | None, float]:
+    """Median ms of whole training steps (``step_samples_ms``) of a freshly built model, redone
+    while the CPU was busy.
 
-    model: object
-    x: object
-    repeats: int
-
-
-def prepare_step(network: str, scheme: str, batch: int, resolution: int, *, window_s: float = 0.5) -> PreparedStep:
-    """Build, set up and warm a whole training step once, to time it as often as needed.
+    Returns the median, the other processes' CPU share during the kept run, and the seconds spent
+    timing (waiting for a quiet CPU not included). ``trainable``: the scheme's trained parameter
+    names, where the caller has them (``StepCases``); else the model is traced to find them.
 
     As many steps as fill ``window_s`` (5 to 30): enough samples for a stable median, and a window
     long enough for ``LoadWindow`` to see whether anything else ran meanwhile.
@@ -160,31 +158,18 @@ def prepare_step(network: str, scheme: str, batch: int, resolution: int, *, wind
 
     from ..measure.latency import step_samples_ms
     from ..measure.saved import set_trainable
-    from ..trace import trace_model
     from ..zoo import load_model
-    from .predictor import scheme_costs
 
     model = load_model(network)
-    graph = trace_model(model, (batch, 3, resolution, resolution), network)
-    set_trainable(model, scheme_costs(graph, scheme).trainable)
+    if trainable is None:
+        from .predictor import StepCases
+
+        trainable = StepCases().costs(network, scheme, batch, resolution).trainable
+    set_trainable(model, trainable)
     model.train()
     x = torch.randn(batch, 3, resolution, resolution)
     once = max(step_samples_ms(model, x, warmup=1, repeats=1)[0], 1e-3)
-    return PreparedStep(model, x, int(min(30, max(5, math.ceil(window_s * 1e3 / once)))))
-
-
-def time_step(network: str, scheme: str, batch: int, resolution: int, *, threshold: float, window_s: float = 0.5,
-              retries: int = 4, prepared: PreparedStep | None = None) -> tuple[float, float | None, float]:
-    """Median ms of whole training steps (``step_samples_ms``), redone while the CPU was busy.
-
-    Returns the median, the other processes' CPU share during the kept run, and the seconds spent
-    timing (waiting for a quiet CPU not included). ``prepared``: the step built before
-    (``prepare_step``), to time it again without building the model anew.
-    """
-    from ..measure.latency import step_samples_ms
-
-    prepared = prepared or prepare_step(network, scheme, batch, resolution, window_s=window_s)
-    model, x, repeats = prepared.model, prepared.x, prepared.repeats
+    repeats = int(min(30, max(5, math.ceil(window_s * 1e3 / once))))
     share: float | None = None
     samples: list[float] = []
     spent = 0.0
@@ -238,9 +223,7 @@ class _Partial:
             path.write_bytes(data[: data.rfind(b"\n") + 1])
 
     def save_state(self, state: dict) -> None:
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=1))
-        os.replace(tmp, self.state_path)
+        write_atomic(self.state_path, json.dumps(state, indent=1))
 
     def layer_rows(self) -> list[LayerRow]:
         return read_layer_rows(self.layers_path, allow_truncated_tail=True)
@@ -294,12 +277,16 @@ class _Sampler:
     parents: dict[str, list[sampling.Sample]] = field(default_factory=dict)  # badly predicted rows, per op
     adaptive: bool = False
 
+    def __post_init__(self) -> None:
+        # round 0's share of each op, from how often networks use it: the same for every draw
+        self.prior_weights = sampling.prior_weights([s for op in self.ops for s in self.prior.get(op, [])])
+
     def adapt(self, rows: Sequence[LayerRow], seed: int) -> None:
         errors = _cv_errors(rows, seed)
         per_op: dict[str, list[tuple[float, LayerRow]]] = {}
         for i, row in enumerate(rows):
             per_op.setdefault(row.op, []).append((errors.get(i, 0.0), row))
-        base = sampling.prior_weights([s for op in self.ops for s in self.prior.get(op, [])])
+        base = self.prior_weights
         self.op_weights, self.parents = {}, {}
         for op in self.ops:
             scored = sorted(per_op.get(op, []), key=lambda e: -e[0])
@@ -310,7 +297,7 @@ class _Sampler:
         self.adaptive = True
 
     def draw(self) -> sampling.Sample:
-        weights = self.op_weights or sampling.prior_weights([s for op in self.ops for s in self.prior.get(op, [])])
+        weights = self.op_weights or self.prior_weights
         ops = [op for op in self.ops if weights.get(op, 0) > 0 or op not in weights]
         while True:
             op = self.rng.choices(ops, [weights.get(o, 1.0) for o in ops])[0]
@@ -364,11 +351,15 @@ def calibrate(settings: Settings, *, root: Path | None = None, progress: Progres
     done = {r.key for r in partial.step_rows()}
     cases = [(net, scheme, batch, settings.step_resolution or step_resolution(net))
              for net in networks for scheme in settings.step_schemes for batch in settings.step_batches]
+    from .predictor import StepCases
+
+    traced = StepCases()  # one trace per network and batch, shared by its schemes
     for i, (net, scheme, batch, res) in enumerate(cases):
         report(Progress("steps", i, len(cases), f"{net} {scheme} batch {batch}"))
         if (net, scheme, batch, res) in done:
             continue
-        ms, share, spent = time_step(net, scheme, batch, res, threshold=settings.threshold)
+        ms, share, spent = time_step(net, scheme, batch, res, threshold=settings.threshold,
+                                     trainable=traced.costs(net, scheme, batch, res).trainable)
         partial.append(partial.steps_path, [StepRow(net, scheme, batch, res, ms, share)])
         state["measured_s"] += spent
         partial.save_state(state)

@@ -91,10 +91,6 @@ class Device:
             return self.measurements is not None
         return self.peak_flops_fp32 is not None
 
-    @property
-    def prediction_source(self) -> str:
-        return "fitted on measurements" if self.source == "measured" else "datasheet roofline"
-
 
 def profiles_dir() -> Path:
     """``$TLPLAN_PROFILES``, else the ``profiles/`` folder shipped beside the package."""
@@ -239,11 +235,14 @@ def this_machine(root: Path | None = None) -> Device | None:
 ALIASES = {"jetson": "jetson-orin-nano"}
 
 
-def resolve_device(name: str, root: Path | None = None) -> Device:
-    """A device by exact name, family alias (``jetson``) or unique prefix (case-insensitive).
+def resolve_device(name: "str | Device", root: Path | None = None) -> Device:
+    """A device by exact name, family alias (``jetson``) or unique prefix (case-insensitive); a
+    ``Device`` is returned as it is (resolved once, passed on).
 
     Anything else is a one-line UnknownDeviceError listing the known (or the matching) names.
     """
+    if isinstance(name, Device):
+        return name
     devices = list_devices(root)
     wanted = name.strip().lower()
     by_name = {d.name.lower(): d for d in devices}

@@ -23,13 +23,12 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import BadInputError
-from .calibration import Progress, ProgressFn, step_resolution, time_step
+from .calibration import STEP_BATCHES, STEP_SCHEMES, Progress, ProgressFn, step_resolution, time_step
 from .devices import Device, load_device
 from .predictor import StepCases, fit_profile, predict_latency
 from .store import LayerRow, StepRow, read_layer_rows, read_step_rows
 
-SCHEMES = ("full", "last", "bias", "norm+last", "blocks:3")
-BATCHES = (1, 4, 8)
+SCHEMES, BATCHES = STEP_SCHEMES, STEP_BATCHES  # the cases calibration measured, held out one network at a time
 EVALUATION_CSV = "evaluation.csv"
 
 
@@ -94,16 +93,18 @@ class Evaluation:
 
 
 def measure_cases(cases: Sequence[tuple[str, str, int, int]], *, rounds: int = 3, threshold: float = 0.05,
-                  seed: int = 0, progress: ProgressFn | None = None) -> dict[tuple[str, str, int, int], float]:
+                  seed: int = 0, progress: ProgressFn | None = None,
+                  traced: StepCases | None = None) -> dict[tuple[str, str, int, int], float]:
     """Median step ms of every case over interleaved rounds; disagreeing cases timed once more.
 
     Each timing builds its case's model afresh, as calibration does: keeping every case's model
     alive in one process (5.8 GB for the zoo) measured the small networks 9–14 % slower than
     calibration had (the process's memory state, we believe, not the networks)."""
     samples: dict[tuple[str, str, int, int], list[float]] = {c: [] for c in cases}
+    traced = traced or StepCases()  # what each scheme trains: traced once per network and batch
 
     def timed(case: tuple[str, str, int, int]) -> float:
-        return time_step(*case, threshold=threshold)[0]
+        return time_step(*case, threshold=threshold, trainable=traced.costs(*case).trainable)[0]
 
     order = list(cases)
     total = len(cases) * rounds
@@ -136,9 +137,9 @@ def evaluate(device: Device, *, networks: Sequence[str] | None = None, schemes: 
     step_rows: list[StepRow] = read_step_rows(device.folder / str(device.steps))
     networks = list(networks or zoo_names())
     cases = [(n, s, b, step_resolution(n)) for n in networks for s in schemes for b in batches]
-    measured = measured if measured is not None else measure_cases(cases, rounds=rounds, threshold=threshold,
-                                                                    progress=progress)
     step_cases = StepCases()
+    measured = measured if measured is not None else measure_cases(cases, rounds=rounds, threshold=threshold,
+                                                                    progress=progress, traced=step_cases)
     results: list[Case] = []
     for i, held_out in enumerate(networks):
         if progress:

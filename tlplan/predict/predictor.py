@@ -41,6 +41,17 @@ FORWARD = ("fwd", "fwd_nograd")
 
 
 @dataclass(frozen=True)
+class PredictedOn:
+    """Where a time was predicted: the device, and from what (``FITTED`` or ``DATASHEET``)."""
+
+    device: str
+    source: str
+
+    def __str__(self) -> str:
+        return f"predicted for {self.device} ({self.source})"
+
+
+@dataclass(frozen=True)
 class LayerPrediction:
     fwd_ms: float
     bwd_ms: float | None  # None where the layer has no backward under the scheme
@@ -59,6 +70,10 @@ class Prediction:
     overhead_ms: float  # per-step term (fitted profiles); 0 for a datasheet roofline
     step_ms: float
     unpredicted: tuple[str, ...] = ()  # layers no calibration op stands for: counted as 0 ms
+
+    @property
+    def on(self) -> PredictedOn:
+        return PredictedOn(self.device, self.source)
 
 
 # ---- what to predict -------------------------------------------------------------------------------
@@ -91,7 +106,11 @@ class Plan:
 def passes_for(cost) -> list[str]:
     """The passes a layer runs under its scheme (see the module docstring): a forward, and the
     one backward call that computes every gradient the scheme needs of it."""
-    state = cost.state
+    return passes_of(cost.state)
+
+
+def passes_of(state) -> list[str]:
+    """``passes_for`` from a layer's ``GradState``."""
     if not state.recorded:
         return ["fwd_nograd"]
     wants = [part for part, needed in (("input", state.needs_input_grad), ("weight", "weight" in state.trained),
@@ -198,6 +217,7 @@ class StepCases:
     def __init__(self) -> None:
         self._graphs: dict[tuple[str, int, int], LayerGraph] = {}
         self._costs: dict[tuple[str, str, int, int], CostTable] = {}
+        self._plans: dict[tuple[str, str, int, int], Plan] = {}
 
     def costs(self, network: str, scheme: str, batch: int, resolution: int) -> CostTable:
         from ..trace import trace_model
@@ -211,6 +231,14 @@ class StepCases:
             graph = self._graphs[gkey]
             self._costs[key] = scheme_costs(graph, scheme)
         return self._costs[key]
+
+    def plan(self, network: str, scheme: str, batch: int, resolution: int) -> Plan:
+        """What the case's step runs, to price: the same for every fit."""
+        key = (network, scheme, batch, resolution)
+        if key not in self._plans:
+            costs = self.costs(*key)
+            self._plans[key] = plan_items(costs.graph, costs)
+        return self._plans[key]
 
 
 def fit_profile(layer_rows: Sequence[LayerRow], step_rows: Sequence[StepRow], *, cases: StepCases | None = None,
@@ -241,8 +269,7 @@ def fit_overhead(profile: FittedProfile, step_rows: Sequence[StepRow], cases: St
         return np.zeros(N_OVERHEAD)
     X, y, w = [], [], []
     for row in step_rows:
-        costs = cases.costs(row.network, row.scheme, row.batch, row.resolution)
-        plan = plan_items(costs.graph, costs)
+        plan = cases.plan(row.network, row.scheme, row.batch, row.resolution)
         X.append(plan.overhead_terms)
         y.append(row.ms - layer_sum_ms(profile, plan))
         w.append(1.0 / row.ms)
@@ -257,13 +284,40 @@ def _data_files(device: Device) -> tuple[Path, Path]:
     return folder / str(device.measurements), folder / str(device.steps)
 
 
+_LOADED: dict[tuple, tuple["FittedProfile", Path, tuple]] = {}  # data files' identity -> fit, its cache file and that file's identity
+
+
+def _identity(path: Path) -> tuple:
+    try:
+        st = path.stat()
+    except OSError:
+        return (str(path), None, None)
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
 def load_fitted(device: Device) -> FittedProfile:
-    """The device's fit: from the cache when its data has not changed, else fitted and cached."""
+    """The device's fit: from the cache when its data has not changed, else fitted and cached.
+
+    Within a process a fit is loaded once while the data files and its cache file stay as they
+    were (path, size, mtime): hashing 8 MB of measurements and reading the cached arrays is most
+    of a prediction's time."""
     measurements, steps = _data_files(device)
     for path in (measurements, steps):
         if not path.is_file():
             raise BadInputError(f"profile data {path}: the file is missing (named by {device.folder}/device.json); "
                                 "run `tlplan calibrate` again")
+    identity = (_identity(measurements), _identity(steps))
+    if identity in _LOADED:
+        fitted, cached, cached_identity = _LOADED[identity]
+        if _identity(cached) == cached_identity:
+            return fitted
+    fitted, cached = _load_fitted(measurements, steps)
+    _LOADED[identity] = (fitted, cached, _identity(cached))
+    return fitted
+
+
+def _load_fitted(measurements: Path, steps: Path) -> tuple[FittedProfile, Path]:
+    """The fit and its cache file: read from there when it holds this data's fit, else fitted and written."""
     digest = sha256_of(measurements, steps)
     path = cache.fit_path(digest, FIT_VERSION)
     arrays = cache.load_arrays(path)
@@ -271,7 +325,7 @@ def load_fitted(device: Device) -> FittedProfile:
         try:
             fitted = FittedProfile.from_arrays(arrays)
             if fitted.digest == digest:
-                return fitted
+                return fitted, path
         except (KeyError, ValueError, TypeError):
             pass
     layer_rows = read_layer_rows(measurements)
@@ -280,7 +334,7 @@ def load_fitted(device: Device) -> FittedProfile:
         raise BadInputError(f"profile data {measurements}: no measurements; run `tlplan calibrate` again")
     fitted = fit_profile(layer_rows, step_rows, digest=digest)
     cache.save_arrays(path, fitted.arrays())
-    return fitted
+    return fitted, path
 
 
 # ---- the entry point -----------------------------------------------------------------------------------
@@ -309,6 +363,10 @@ class Pricer:
     @property
     def source(self) -> str:
         return FITTED if self.fitted is not None else DATASHEET
+
+    @property
+    def on(self) -> PredictedOn:
+        return PredictedOn(self.device.name, self.source)
 
     def price(self, items: Sequence[Item]) -> np.ndarray:
         """ms of each item; NaN where a fitted profile has no model for it."""

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 
 from rich.console import Console
-from rich.table import Table
 
 from ..checking import CheckResult
-from . import units
+from . import tables, units
 
 ROWS = (
     ("peak memory", "peak_bytes"), ("kept for backward", "saved_bytes"), ("trainable parameters", "trainable_param_bytes"),
     ("gradients", "grad_bytes"), ("optimizer state", "optimizer_bytes"),
 )
+COLUMNS, ALIGN = ("", "predicted now", "in the plan", ""), "lrrl"
 NOTE = "predicted: recomputed now from the model (peak by a simulated timeline, the rest derived); KB = 1024 bytes"
 
 
@@ -26,7 +25,7 @@ def status(result: CheckResult) -> str:
     if not result.fits:
         reasons.append(f"over budget by {units.human_bytes(result.predicted['peak_bytes'] - result.budget_bytes)}")
     if not result.fast_enough:
-        reasons.append(f"step {result.step_ms:.1f} ms ({result.step_source}) over the plan's limit of {result.max_step_ms:g} ms")
+        reasons.append(f"step {result.step_ms:.1f} ms ({result.step_on}) over the plan's limit of {result.max_step_ms:g} ms")
     if result.stale:
         reasons.append("stale prediction: " + ", ".join(result.stale))
     return "FAIL: " + "; ".join(reasons)
@@ -39,19 +38,18 @@ def _cells(result: CheckResult) -> list[list[str]]:
         mark = "" if stored is None or stored == now else "changed"
         rows.append([label, units.human_bytes(now), "-" if stored is None else units.human_bytes(stored), mark])
     if result.step_ms is not None:
-        same = result.stored.get("step_ms_source") == result.step_source  # else predicted for another device
-        stored = result.stored.get("step_ms") if same else None
+        stored = result.stored_step_ms
         mark = "" if result.fast_enough else f"over the {result.max_step_ms:g} ms limit"
         rows.append([_step_label(result), f"{result.step_ms:.1f} ms", "-" if stored is None else f"{stored:.1f} ms", mark])
     return rows
 
 
 def _step_label(result: CheckResult) -> str:
-    return f"step time on {result.step_source.split(' (')[0].removeprefix('predicted for ')}"
+    return f"step time on {result.step_on.device}"
 
 
 def note(result: CheckResult) -> str:
-    return NOTE + (f"; step time: {result.step_source}" if result.step_source else "") + "".join(f"; {n}" for n in result.notes)
+    return NOTE + (f"; step time: {result.step_on}" if result.step_on else "") + "".join(f"; {n}" for n in result.notes)
 
 
 def title(result: CheckResult) -> str:
@@ -59,17 +57,12 @@ def title(result: CheckResult) -> str:
 
 
 def render_table(result: CheckResult, console: Console) -> None:
-    table = Table(title=title(result), caption=note(result))
-    for col, right in (("", False), ("predicted now", True), ("in the plan", True), ("", False)):
-        table.add_column(col, justify="right" if right else "left", no_wrap=True)
-    for row in _cells(result):
-        table.add_row(*row)
-    console.print(table)
+    console.print(tables.rich(title(result), COLUMNS, _cells(result), ALIGN, caption=note(result)))
     console.print(f"[bold]{status(result)}[/bold]", highlight=False, soft_wrap=True)
 
 
 def to_json(result: CheckResult) -> str:
-    return json.dumps(result.to_dict(), indent=2) + "\n"
+    return tables.json_text(result.to_dict())
 
 
 def to_csv(result: CheckResult) -> str:
@@ -80,13 +73,11 @@ def to_csv(result: CheckResult) -> str:
     for label, key in ROWS:
         w.writerow([label, result.predicted.get(key), result.stored.get(key, "")])
     if result.step_ms is not None:
-        same = result.stored.get("step_ms_source") == result.step_source
-        w.writerow([_step_label(result) + " (ms)", result.step_ms, result.stored.get("step_ms", "") if same else ""])
+        w.writerow([_step_label(result) + " (ms)", result.step_ms, result.stored_step_ms])
     return out.getvalue()
 
 
 def to_markdown(result: CheckResult) -> str:
-    lines = [f"### {title(result)}", "", "| | predicted now | in the plan | |", "|---|---:|---:|---|"]
-    lines += ["| " + " | ".join(row) + " |" for row in _cells(result)]
+    lines = [f"### {title(result)}", "", *tables.markdown(COLUMNS, _cells(result), ALIGN)]
     lines += ["", f"**{status(result)}**", "", f"- {note(result)}"]
     return "\n".join(lines) + "\n"

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 
 from rich.console import Console
-from rich.table import Table
 
 from ..comparing import CompareReport
-from . import units
+from . import tables, units
 
 COLUMNS = ["scheme", "kept KB (PyTorch)", "kept KB (tlplan)", "×full", "peak KB", "×full ", "trainable", "MMACs bwd", "ms/step", "×full  "]
 NOTE = ("kept: derived (exact for the runtime named); peak: predicted (tlplan runtime); "
@@ -24,16 +22,15 @@ def _ratio(v: float | None) -> str:
 def columns(report: CompareReport) -> list[str]:
     if not report.predicted:
         return COLUMNS
-    device = report.predicted.split(" (")[0].removeprefix("predicted for ")
-    return COLUMNS + [f"{device} ms/step (predicted)", "×full   "]
+    return COLUMNS + [f"{report.predicted.device} ms/step (predicted)", "×full   "]
+
+
+def _align(cols: list[str]) -> str:
+    return "l" + "r" * (len(cols) - 1)  # the scheme, then numbers
 
 
 def note(report: CompareReport) -> str:
-    return NOTE + (f"; {device_note(report)}" if report.predicted else "")
-
-
-def device_note(report: CompareReport) -> str:
-    return f"ms/step on the device: {report.predicted}, tlplan runtime"
+    return NOTE + (f"; ms/step on the device: {report.predicted}, tlplan runtime" if report.predicted else "")
 
 
 def rows(report: CompareReport) -> list[list[str]]:
@@ -55,18 +52,14 @@ def title(report: CompareReport) -> str:
 
 
 def render_table(report: CompareReport, console: Console) -> None:
-    table = Table(title=title(report), caption=note(report))
-    for col in columns(report):
-        table.add_column(col, justify="left" if col == "scheme" else "right", no_wrap=True)
-    for cells in rows(report):
-        table.add_row(*cells)
-    console.print(table)
+    cols = columns(report)
+    console.print(tables.rich(title(report), cols, rows(report), _align(cols), caption=note(report)))
     if report.measured:
         console.print(f"measured here: {report.measured}", highlight=False, soft_wrap=True)
 
 
 def to_json(report: CompareReport) -> str:
-    return json.dumps(report.to_dict(), indent=2) + "\n"
+    return tables.json_text(report.to_dict())
 
 
 def to_csv(report: CompareReport) -> str:
@@ -74,7 +67,7 @@ def to_csv(report: CompareReport) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["scheme", "kept_eager_bytes", "kept_tlplan_bytes", "peak_bytes", "trainable_params", "macs_bwd", "step_ms",
                      "step_ms_predicted", "predicted_for"])
-    device = report.predicted.split(" (")[0].removeprefix("predicted for ") if report.predicted else ""
+    device = report.predicted.device if report.predicted else ""
     for r in report.rows:
         writer.writerow([r.scheme, r.kept_eager_bytes, r.kept_tlplan_bytes, r.peak_bytes, r.trainable_params, r.macs_bwd,
                          "" if r.step_ms is None else r.step_ms, "" if r.step_ms_predicted is None else r.step_ms_predicted,
@@ -84,9 +77,7 @@ def to_csv(report: CompareReport) -> str:
 
 def to_markdown(report: CompareReport) -> str:
     cols = columns(report)
-    lines = [f"### {title(report)}", "", "| " + " | ".join(c.strip() for c in cols) + " |",
-             "|" + "|".join("---" if c == "scheme" else "---:" for c in cols) + "|"]
-    lines += ["| " + " | ".join(cells) + " |" for cells in rows(report)]
+    lines = [f"### {title(report)}", "", *tables.markdown(cols, rows(report), _align(cols))]
     lines += ["", f"- {note(report)}"]
     if report.measured:
         lines.append(f"- measured here: {report.measured}")

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from ..solve.pareto import Frontier
-from . import units
+from . import tables, units
 from .figure import pyplot, save_png
 
 NOTE = "importance: the documented prior; peak: predicted by a simulated timeline; KB = 1024 bytes"
@@ -19,37 +17,37 @@ NOTE = "importance: the documented prior; peak: predicted by a simulated timelin
 
 def _rows(front: Frontier) -> list[list[str]]:
     rows = [[p.label, "-" if p.budget_bytes is None else units.human_bytes(p.budget_bytes), f"{p.importance:.4f}",
-             units.human_bytes(p.peak_bytes)] + ([units.ms(p.step_ms)] if front.step_source else [])
+             units.human_bytes(p.peak_bytes)] + ([units.ms(p.step_ms)] if front.step_on else [])
             for p in (*front.points, *front.schemes)]
     return rows
 
 
 def _columns(front: Frontier) -> tuple[str, ...]:
-    return ("plan", "budget", "importance", "peak") + (("ms/step (predicted)",) if front.step_source else ())
+    return ("plan", "budget", "importance", "peak") + (("ms/step (predicted)",) if front.step_on else ())
+
+
+def _title(front: Frontier) -> str:
+    return f"{front.model} · runtime {front.runtime} · budget → importance"
 
 
 def _note(front: Frontier) -> str:
-    return NOTE + (f"; ms/step: {front.step_source}" if front.step_source else "")
+    return NOTE + (f"; ms/step: {front.step_on}" if front.step_on else "")
 
 
 def render_table(front: Frontier, console: Console) -> None:
-    table = Table(title=f"{front.model} · runtime {front.runtime} · budget → importance", caption=_note(front))
-    for col in _columns(front):
-        table.add_column(col, justify="left" if col == "plan" else "right", no_wrap=True)
-    for row in _rows(front):
-        table.add_row(*row)
-    console.print(table)
+    cols = _columns(front)
+    console.print(tables.rich(_title(front), cols, _rows(front), "l" + "r" * (len(cols) - 1), caption=_note(front)))
 
 
 def to_json(front: Frontier) -> str:
-    return json.dumps(front.to_dict(), indent=2) + "\n"
+    return tables.json_text(front.to_dict())
 
 
 def to_csv(front: Frontier) -> str:
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     w.writerow(["plan", "budget_bytes", "importance", "peak_bytes", "step_ms_predicted", "predicted_for"])
-    device = front.step_source.split(" (")[0].removeprefix("predicted for ") if front.step_source else ""
+    device = front.step_on.device if front.step_on else ""
     for p in (*front.points, *front.schemes):
         w.writerow([p.label, "" if p.budget_bytes is None else p.budget_bytes, p.importance, p.peak_bytes,
                     "" if p.step_ms is None else round(p.step_ms, 3), device])
@@ -58,9 +56,7 @@ def to_csv(front: Frontier) -> str:
 
 def to_markdown(front: Frontier) -> str:
     cols = _columns(front)
-    lines = [f"### {front.model} · runtime {front.runtime} · budget → importance", "", "| " + " | ".join(cols) + " |",
-             "|---|" + "---:|" * (len(cols) - 1)]
-    lines += ["| " + " | ".join(r) + " |" for r in _rows(front)]
+    lines = [f"### {_title(front)}", "", *tables.markdown(cols, _rows(front), "l" + "r" * (len(cols) - 1))]
     return "\n".join(lines + ["", f"- {_note(front)}"]) + "\n"
 
 

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from ..costs.annotate import CostTable
 from ..plan.plan import Plan
 from ..solve.importance import option_key
 from ..solve.solver import SolveResult
-from . import units
+from . import tables, units
 
 
 @dataclass(frozen=True)
@@ -74,25 +72,27 @@ def _memory_lines(report: SolveReport) -> list[tuple[str, str]]:
     return lines
 
 
+COLUMNS, ALIGN = ("layer", "op", "trains", "kept KB", "trained params", "param KB"), "lllrrr"
+
+
+def _cells(report: SolveReport) -> list[list[str]]:
+    return [[row["layer"], row["op"], row["trains"], units.kb(row["kept_bytes"]), units.count(row["trainable_params"]),
+             units.kb(row["trainable_param_bytes"])] for row in report.chosen()]
+
+
 NOTE = "kept, params: derived; peak: predicted by a simulated timeline; importance: the documented prior unless --importance"
 
 
 def render_table(report: SolveReport, console: Console) -> None:
     p = report.plan
-    table = Table(title=f"{p.model} · input {units.shape(p.input_shape)} · runtime {p.runtime} · plan for {units.human_bytes(report.result.budget_bytes)}",
-                  caption=NOTE + "; KB = 1024 bytes")
-    for col, right in (("layer", False), ("op", False), ("trains", False), ("kept KB", True), ("trained params", True), ("param KB", True)):
-        table.add_column(col, justify="right" if right else "left", no_wrap=right)
-    for row in report.chosen():
-        table.add_row(row["layer"], row["op"], row["trains"], units.kb(row["kept_bytes"]), units.count(row["trainable_params"]),
-                      units.kb(row["trainable_param_bytes"]))
-    console.print(table)
+    title = f"{p.model} · input {units.shape(p.input_shape)} · runtime {p.runtime} · plan for {units.human_bytes(report.result.budget_bytes)}"
+    console.print(tables.rich(title, COLUMNS, _cells(report), ALIGN, caption=NOTE + "; KB = 1024 bytes", wrap_left=True))
     for what, value in _memory_lines(report):
         console.print(f"[bold]{what}[/bold]: {value}", highlight=False, soft_wrap=True)
 
 
 def to_json(report: SolveReport) -> str:
-    return json.dumps(report.to_dict(), indent=2) + "\n"
+    return tables.json_text(report.to_dict())
 
 
 def to_csv(report: SolveReport) -> str:
@@ -107,11 +107,7 @@ def to_csv(report: SolveReport) -> str:
 def to_markdown(report: SolveReport) -> str:
     p = report.plan
     lines = [f"### {p.model} · runtime {p.runtime} · plan for {units.human_bytes(report.result.budget_bytes)}", "",
-             "| layer | op | trains | kept KB | trained params | param KB |", "|---|---|---|---:|---:|---:|"]
-    for row in report.chosen():
-        lines.append(f"| {row['layer']} | {row['op']} | {row['trains']} | {units.kb(row['kept_bytes'])} | "
-                     f"{units.count(row['trainable_params'])} | {units.kb(row['trainable_param_bytes'])} |")
-    lines.append("")
+             *tables.markdown(COLUMNS, _cells(report), ALIGN), ""]
     lines += [f"- **{what}**: {value}" for what, value in _memory_lines(report)]
     lines.append(f"- {NOTE}; KB = 1024 bytes")
     return "\n".join(lines) + "\n"

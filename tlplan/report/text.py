@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 
 from rich.console import Console
 from rich.table import Table
 
 from ..profiling import ProfileReport
 from . import profile_rows as pr
+from . import tables
 
 
 def render_table(report: ProfileReport, console: Console) -> None:
@@ -51,7 +51,7 @@ def render_table(report: ProfileReport, console: Console) -> None:
 
 
 def to_json(report: ProfileReport) -> str:
-    return json.dumps(report.to_dict(), indent=2) + "\n"
+    return tables.json_text(report.to_dict())
 
 
 def to_csv(report: ProfileReport) -> str:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 
 from rich.console import Console
-from rich.table import Table
 
 from ..training import TrainResult
-from . import units
+from . import tables, units
 
+COLUMNS, ALIGN = ("", "predicted", "measured here", "measured/predicted"), "lrrr"
 NOTE = "predicted: the plan's memory model; measured: here, during and after this run; KB = 1024 bytes"
 
 
@@ -23,42 +22,38 @@ def _compare_rows(result: TrainResult) -> list[list[str]]:
     if here is None:
         rows.append(["ms per step", "- (no measured profile of this machine: tlplan calibrate)", units.ms(step), "-"])
     else:
-        name = result.predicted_here["source"].split(" (")[0].removeprefix("predicted for ")
+        name = result.predicted_here["on"].device
         rows.append([f"ms per step ({name})", units.ms(here), units.ms(step), "-" if step is None else f"{step / here:.3f}"])
     return rows
 
 
 def note(result: TrainResult) -> str:
-    extra = (f"; ms per step: {result.predicted_here['source']}, forward and backward (the optimizer step is measured, "
+    extra = (f"; ms per step: {result.predicted_here['on']}, forward and backward (the optimizer step is measured, "
              "not predicted)") if result.predicted_here else ""
     return NOTE + extra
 
 
 def render_table(result: TrainResult, console: Console) -> None:
-    epochs = Table(title=f"training {result.plan.model} · {result.plan.scheme or 'plan'} · runtime {result.plan.runtime}")
-    for col in ("epoch", "loss", "train acc", "val acc", "images/s"):
-        epochs.add_column(col, justify="right", no_wrap=True)
-    for h in result.history:
-        epochs.add_row(str(h.epoch), f"{h.loss:.4f}", f"{h.train_accuracy:.3f}", "-" if h.val_accuracy is None else f"{h.val_accuracy:.3f}",
-                       f"{h.images_per_s:,.1f}")
-    console.print(epochs)
-    table = Table(title="predicted vs measured", caption=note(result))
-    for col, right in (("", False), ("predicted", True), ("measured here", True), ("measured/predicted", True)):
-        table.add_column(col, justify="right" if right else "left", no_wrap=True)
-    for row in _compare_rows(result):
-        table.add_row(*row)
-    console.print(table)
+    epochs = [[str(h.epoch), f"{h.loss:.4f}", f"{h.train_accuracy:.3f}", "-" if h.val_accuracy is None else f"{h.val_accuracy:.3f}",
+               f"{h.images_per_s:,.1f}"] for h in result.history]
+    console.print(tables.rich(f"training {result.plan.model} · {result.plan.scheme or 'plan'} · runtime {result.plan.runtime}",
+                              ("epoch", "loss", "train acc", "val acc", "images/s"), epochs, "rrrrr"))
+    console.print(tables.rich("predicted vs measured", COLUMNS, _compare_rows(result), ALIGN, caption=note(result)))
 
 
 def to_json(result: TrainResult) -> str:
-    return json.dumps({"model": result.plan.model, "history": [h.__dict__ for h in result.history],
-                       "resumed_from": result.resumed_from, "predicted": result.predicted, "measured": result.measured,
-                       "predicted_here": result.predicted_here}, indent=2) + "\n"
+    return tables.json_text({"model": result.plan.model, "history": [h.__dict__ for h in result.history],
+                             "resumed_from": result.resumed_from, "predicted": result.predicted,
+                             "measured": result.measured, "predicted_here": _here_json(result)})
+
+
+def _here_json(result: TrainResult) -> dict:
+    here = result.predicted_here
+    return {"step_ms": here["step_ms"], "source": str(here["on"])} if here else {}
 
 
 def to_markdown(result: TrainResult) -> str:
-    lines = ["### predicted vs measured", "", "| | predicted | measured here | measured/predicted |", "|---|---:|---:|---:|"]
-    lines += ["| " + " | ".join(r) + " |" for r in _compare_rows(result)]
+    lines = ["### predicted vs measured", "", *tables.markdown(COLUMNS, _compare_rows(result), ALIGN)]
     return "\n".join(lines + ["", f"- {note(result)}"]) + "\n"
 
 

@@ -9,11 +9,11 @@ from ..plan.options import LayerOptions
 from ..plan.plan import Plan
 from ..plan.schemes import trainable_params
 from ..plan.validate import validate_options, validate_shapes
-from ..trace import trace_model
+from ..trace import LayerGraph, trace_model
 from .modules import make_planned, planned_class
 
 
-def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
+def apply_plan(model: nn.Module, plan: Plan, *, graph: LayerGraph | None = None) -> nn.Module:
     """Set up ``model`` (in place) to train as ``plan`` says; returns it.
 
     ``eager`` plans only set ``requires_grad``. ``tlplan`` plans also swap conv, linear, batch-norm
@@ -31,7 +31,8 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
             "the mcu runtime is the accounting of an int8 training engine and does not run in PyTorch; "
             "make the plan with --runtime tlplan to train it here"
         )
-    graph = trace_model(model, plan.input_shape, plan.model)
+    if graph is None:  # else the caller's trace of this model (or of an identical copy)
+        graph = trace_model(model, plan.input_shape, plan.model)
     validate_shapes(graph, plan.shapes, f"plan for {plan.model}")
     validate_options(graph, plan.layers, f"plan for {plan.model}")
     trainable = trainable_params(graph, plan.layers)

@@ -24,19 +24,18 @@ def plan_of(result: SolveResult, space: SearchSpace, model_name: str, num_classe
     from ..planning import predicted_costs
 
     best = result.best
-    precision = "int8" if space.runtime == "mcu" else space.precision
-    costs = annotate(space.graph, best.options, space.runtime, precision)
+    costs = annotate(space.graph, best.options, space.runtime, space.precision)
     predicted = predicted_costs(costs, space.optimizer)
     predicted["importance"] = round(best.importance, 6)
     predicted["solver_model_bytes"] = best.model_bytes
     if best.step_ms is not None and result.time is not None:
         predicted["step_ms"] = round(best.step_ms, 3)
-        predicted["step_ms_source"] = f"predicted for {result.time.device} ({result.time.source})"
+        predicted["step_ms_source"] = str(result.time.on)
         if result.max_step_ms is not None:
             predicted["max_step_ms"] = result.max_step_ms
     return Plan(
         model=model_name, input_shape=space.graph.input_shape, layers=MappingProxyType(dict(best.options)),
-        runtime=space.runtime, precision=precision, optimizer=space.optimizer, scheme="solved",
+        runtime=space.runtime, precision=space.precision, optimizer=space.optimizer, scheme="solved",
         num_classes=num_classes, budget_bytes=result.budget_bytes, device=device,
         predicted=MappingProxyType(predicted),
         shapes=MappingProxyType(shapes_of(space.graph, best.options)),
@@ -72,15 +71,24 @@ def solve(
     """
     graph = model if isinstance(model, LayerGraph) else trace_model(model, tuple(input_shape), model_name or type(model).__name__)
     table = load_importance(importance) if isinstance(importance, str) else importance
-    space = build_space(graph, runtime, "int8" if runtime == "mcu" else precision, optimizer, table)
+    space = build_space(graph, runtime, precision, optimizer, table)
+    time = device_time(space, device, max_step_ms)
+    result = solve_space(space, ram_bytes, time=time, max_step_ms=max_step_ms)
+    return plan_of(result, space, model_name or graph.model_name, num_classes, time.device if time else device)
+
+
+def device_time(space: SearchSpace, device, max_step_ms: float | None = None):
+    """The time model of ``space`` on ``device`` (a name or a ``Device``), or None where there is
+    no device or it has no latency model (then a plan just records the device's name). With
+    ``max_step_ms``, the per-depth times a limit needs; a limit without a latency model is an error."""
     time = None
     if device is not None:
         from ..predict.devices import resolve_device
         from .timing import time_model
 
-        if resolve_device(device).predicts:  # else the plan just records the device's name
-            time = time_model(space, device, per_depth=max_step_ms is not None)
+        found = resolve_device(device)
+        if found.predicts:
+            time = time_model(space, found, per_depth=max_step_ms is not None)
     if max_step_ms is not None and time is None:
-        raise BadInputError("max_step_ms needs a device with a latency model to predict step times on")
-    result = solve_space(space, ram_bytes, time=time, max_step_ms=max_step_ms)
-    return plan_of(result, space, model_name or graph.model_name, num_classes, time.device if time else device)
+        raise BadInputError("--max-step-ms needs --device NAME with a latency model (see `tlplan devices`)")
+    return time

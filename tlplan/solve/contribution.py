@@ -32,7 +32,7 @@ from ..plan.validate import shapes_of
 from ..runtime import apply_plan
 from ..trace import LayerGraph
 from .importance import option_key
-from .space import _options_for, build_space
+from .space import _options_for, base_options
 
 Progress = Callable[[int, int], None]  # (options done, options in all)
 
@@ -71,20 +71,17 @@ def contribution_importance(
         raise BadInputError(f"unknown runtime {runtime!r}; use tlplan, mcu or eager")
     train_idx, val_idx = _split(data, seed)
     order = train_idx[torch.randint(len(train_idx), (steps * batch,), generator=torch.Generator().manual_seed(seed))]
-    space = build_space(graph, runtime)
-    base = dict(space.base_options)
+    base = base_options(graph)
     classifier = {name for name, opts in base.items() if opts.weight}
     runs = [(layer.name, opts) for layer in graph.layers if layer.name not in classifier
             for opts in _options_for(layer, runtime)]
-    start = model.state_dict()
 
     def fine_tuned_loss(options: Mapping[str, LayerOptions]) -> float:
         plan = Plan(model=graph.model_name, input_shape=graph.input_shape, layers=MappingProxyType(dict(options)),
                     runtime="eager" if runtime == "eager" else "tlplan", precision="fp32", optimizer=optimizer,
                     scheme="contribution", shapes=MappingProxyType(shapes_of(graph, options)))
         net = copy.deepcopy(model)
-        net.load_state_dict(start)
-        apply_plan(net, plan)
+        apply_plan(net, plan, graph=graph)  # a copy of the model traced: no need to trace it again
         net.train()
         opt = make_optimizer([p for p in net.parameters() if p.requires_grad], optimizer)
         with torch.random.fork_rng():  # the same dropout draws in every run, the caller's RNG untouched

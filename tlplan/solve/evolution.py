@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import random
 
-from .space import SearchSpace, fixed_cost
+from .space import SearchSpace
 
 
 def evolve(space: SearchSpace, budget_bytes: int, samples: int = 5000, seed: int = 0, population: int = 50) -> float:
     """Best importance found with ``samples`` evaluations (0 if none fits)."""
     rng = random.Random(seed)
-    fixed = {d: fixed_cost(space, d) for d in space.depths}
+    fixed = space.fixed_bytes
     depths = [d for d in space.depths if fixed[d] <= budget_bytes]
     if not depths:
         return 0.0

@@ -9,6 +9,7 @@ from ..costs.annotate import annotate
 from ..errors import CheckFailed, SchemeError
 from ..memory.timeline import simulate_peak
 from ..plan.schemes import classifier_layers, parse_scheme, scheme_options
+from ..predict.predictor import PredictedOn
 from .importance import importance_of
 from .solver import solve_space
 from .space import SearchSpace
@@ -32,10 +33,10 @@ class Frontier:
     runtime: str
     points: tuple[Point, ...]  # solved plans, by budget
     schemes: tuple[Point, ...]  # the named schemes
-    step_source: str | None = None  # "predicted for DEVICE (fitted on measurements | datasheet roofline)"
+    step_on: PredictedOn | None = None  # where the points' steps were predicted, if they were
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "runtime": self.runtime, "step_ms_source": self.step_source,
+        return {"model": self.model, "runtime": self.runtime, "step_ms_source": str(self.step_on) if self.step_on else None,
                 "frontier": [p.__dict__ for p in self.points], "schemes": [p.__dict__ for p in self.schemes]}
 
 
@@ -49,8 +50,7 @@ def scheme_importance(space: SearchSpace, scheme: str, time: TimeModel | None = 
     for name, opts in options.items():
         if name in ranks and name not in classifier:
             value += importance_of(graph, graph.by_name[name], (ranks[name] + 1) / (n + 1), opts, None)
-    precision = "int8" if space.runtime == "mcu" else space.precision
-    peak = simulate_peak(annotate(graph, options, space.runtime, precision), space.optimizer).peak_bytes
+    peak = simulate_peak(annotate(graph, options, space.runtime, space.precision), space.optimizer).peak_bytes
     return value, peak, time.step_ms(space, options) if time is not None else None
 
 
@@ -76,5 +76,4 @@ def frontier(space: SearchSpace, max_budget: int, points: int = 8, time: TimeMod
         except SchemeError:
             continue  # e.g. fewer blocks than the scheme asks for
         named.append(Point(scheme, None, value, peak, step_ms))
-    source = f"predicted for {time.device} ({time.source})" if time is not None else None
-    return Frontier(space.graph.model_name, space.runtime, tuple(solved), tuple(named), source)
+    return Frontier(space.graph.model_name, space.runtime, tuple(solved), tuple(named), time.on if time is not None else None)

@@ -18,14 +18,13 @@ from types import MappingProxyType
 from typing import Mapping
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
 
 from ..costs.annotate import annotate
 from ..errors import CheckFailed
 from ..memory.timeline import MemoryBreakdown, simulate_peak
 from ..plan.options import LayerOptions
 from ..report.units import human_bytes
-from .space import SearchSpace, fixed_cost
+from .space import SearchSpace
 from .timing import TimeModel
 
 
@@ -48,7 +47,6 @@ class SolveResult:
     next_better: Solution | None  # the best plan of more importance found with a larger budget need
     per_depth: tuple[tuple[int | None, float, int], ...] = ()  # (depth, importance, model bytes)
     seconds: float = 0.0
-    extras: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
     max_step_ms: float | None = None
     time: "TimeModel | None" = field(default=None, compare=False)  # the device's time model, where steps were predicted
 
@@ -74,14 +72,16 @@ def _quiet_stdout():
 def _knapsack(space: SearchSpace, depth: int, capacity: int, time: TimeModel | None = None,
               time_capacity: float = np.inf) -> tuple[list[int], float, float] | None:
     """Best option index per choice ≥ depth under ``capacity`` bytes (and ``time_capacity`` ms of
-    the options' added step time); None if nothing fits."""
+    the options' added step time), its objective and HiGHS's relative gap; None if nothing fits."""
+    from scipy.optimize import Bounds, LinearConstraint, milp  # scipy only when solving, not at start-up
+
+    if capacity < 0:
+        return None
     layers = space.choices[depth:]
     sizes = [len(c.candidates) for c in layers]
     n = sum(sizes)
     values = np.concatenate([[c.importance for c in ch.candidates] for ch in layers])
     costs = np.concatenate([[c.cost_bytes for c in ch.candidates] for ch in layers]).astype(float)
-    if capacity < 0:
-        return None
     rows, start = [], 0
     for s in sizes:
         row = np.zeros(n)
@@ -102,8 +102,7 @@ def _knapsack(space: SearchSpace, depth: int, capacity: int, time: TimeModel | N
     for s in sizes:
         chosen.append(int(np.argmax(res.x[start : start + s])))
         start += s
-    gap = float(getattr(res, "mip_gap", 0.0) or 0.0)
-    return chosen, float(values @ np.round(res.x)), gap
+    return chosen, float(values @ np.round(res.x)), float(getattr(res, "mip_gap", 0.0) or 0.0)
 
 
 def _assemble(space: SearchSpace, depth: int | None, chosen: list[int]) -> tuple[dict[str, LayerOptions], float, int]:
@@ -120,8 +119,7 @@ def _assemble(space: SearchSpace, depth: int | None, chosen: list[int]) -> tuple
 
 
 def _memory(space: SearchSpace, options: Mapping[str, LayerOptions]) -> MemoryBreakdown:
-    precision = "int8" if space.runtime == "mcu" else space.precision
-    return simulate_peak(annotate(space.graph, options, space.runtime, precision), space.optimizer)
+    return simulate_peak(annotate(space.graph, options, space.runtime, space.precision), space.optimizer)
 
 
 def _best_over_depths(
@@ -182,7 +180,7 @@ def solve_space(
         raise ValueError("max_step_ms needs a time model of the device with per-depth times (solve.timing.time_model)")
     t0 = _time.perf_counter()
     base_options = dict(space.base_options)
-    base_memory = _memory(space, base_options)
+    base_memory = space.base_memory
     minimum = base_memory.peak_bytes
     if minimum > budget_bytes:
         raise CheckFailed(
@@ -194,7 +192,7 @@ def solve_space(
             f"no plan runs within {max_step_ms:g} ms per step on {time.device}: the cheapest (classifier only) is "
             f"predicted at {time.minimum_ms:.1f} ms ({time.source}); raise --max-step-ms or lower --batch / --resolution"
         )
-    fixed = {d: fixed_cost(space, d) for d in space.depths}
+    fixed = space.fixed_bytes
     limit = {"time": time, "max_step_ms": max_step_ms}
     best, per_depth = _best_over_depths(space, budget_bytes, fixed, max_rounds, refine=False, **limit)
     if refine and per_depth:

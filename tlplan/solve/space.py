@@ -9,12 +9,14 @@ and backward transients — is the fixed cost of a backward depth, read off a si
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+from types import MappingProxyType
 from typing import Mapping
 
-from ..costs.annotate import ELEMENT_BYTES, annotate
+from ..costs.annotate import ELEMENT_BYTES, annotate, runtime_precision
 from ..costs.rules import EAGER_SAVED, GradState
 from ..costs.runtime_rules import mcu_saved, tlplan_saved, trained_channels
-from ..memory.timeline import simulate_peak
+from ..memory.timeline import MemoryBreakdown, simulate_peak
 from ..plan.options import FILTER_SIZES, NORM_OPS, WEIGHT_OPS, WEIGHT_RATIOS, LayerOptions
 from ..plan.plan import Optimizer
 from ..plan.schemes import EXACT_MASK_OPS, classifier_layers
@@ -46,12 +48,21 @@ class SearchSpace:
     base_options: Mapping[str, LayerOptions]  # always on: the classifier, 1-bit ReLU masks
     depths: tuple[int, ...]  # indices into choices where the backward pass may start
 
-    @property
-    def size(self) -> int:
-        n = 1
-        for c in self.choices:
-            n *= len(c.candidates)
-        return n
+    def cheapest(self, depth: int) -> int:
+        """Index of the cheapest candidate of choice ``depth`` that trains something."""
+        candidates = self.choices[depth].candidates
+        return 1 if candidates[0].options == LayerOptions() and len(candidates) > 1 else 0
+
+    # what no budget changes, computed once per space (the frontier solves it at many budgets)
+    @cached_property
+    def fixed_bytes(self) -> Mapping[int, int]:
+        """Per depth: ``fixed_cost``."""
+        return MappingProxyType({d: fixed_cost(self, d) for d in self.depths})
+
+    @cached_property
+    def base_memory(self) -> MemoryBreakdown:
+        """The memory of the cheapest plan: the base options alone (the classifier)."""
+        return simulate_peak(annotate(self.graph, self.base_options, self.runtime, self.precision), self.optimizer)
 
 
 def _options_for(layer: Layer, runtime: str, form: str | None = None) -> list[LayerOptions]:
@@ -127,13 +138,9 @@ def build_space(
     """The options of every trainable layer. ``form="backward-config"`` keeps to what the 256KB
     paper's config can say: every conv above the backward depth trains its bias (no frozen option),
     some also a weight at a channel ratio; no norm or gradient-filter options."""
-    classifier = {layer.name for layer in classifier_layers(graph)}
-    base: dict[str, LayerOptions] = {}
-    for layer in graph.layers:
-        if layer.name in classifier:
-            base[layer.name] = LayerOptions(weight=1.0, bias=layer.param("bias") is not None)
-        elif layer.op in EXACT_MASK_OPS:
-            base[layer.name] = LayerOptions(mask=True)
+    precision = runtime_precision(runtime, precision)
+    base = base_options(graph)
+    classifier = {name for name, opts in base.items() if opts.weight}
     trainable = [(i, layer) for i, layer in enumerate(graph.layers)
                  if layer.name not in classifier and _options_for(layer, runtime, form)]
     n = len(trainable)
@@ -147,6 +154,18 @@ def build_space(
         choices.append(LayerChoices(layer.name, i, tuple(_pareto(cands))))
     depths = tuple(k for k, c in enumerate(choices) if graph.by_name[c.layer].op in WEIGHT_OPS)
     return SearchSpace(graph, runtime, precision, optimizer, tuple(choices), base, depths)
+
+
+def base_options(graph: LayerGraph) -> dict[str, LayerOptions]:
+    """What every plan has, whatever is chosen: the classifier trained, exact 1-bit masks on ReLU / ReLU6."""
+    classifier = {layer.name for layer in classifier_layers(graph)}
+    base: dict[str, LayerOptions] = {}
+    for layer in graph.layers:
+        if layer.name in classifier:
+            base[layer.name] = LayerOptions(weight=1.0, bias=layer.param("bias") is not None)
+        elif layer.op in EXACT_MASK_OPS:
+            base[layer.name] = LayerOptions(mask=True)
+    return base
 
 
 def _pareto(cands: list[Candidate]) -> list[Candidate]:
@@ -167,9 +186,8 @@ def fixed_cost(space: SearchSpace, depth: int | None) -> int:
     own = 0
     if depth is not None:
         choice = space.choices[depth]
-        frozen_first = choice.candidates[0].options == LayerOptions()
-        cheapest = choice.candidates[1] if frozen_first and len(choice.candidates) > 1 else choice.candidates[0]
+        cheapest = choice.candidates[space.cheapest(depth)]
         options[choice.layer] = cheapest.options
         own = cheapest.cost_bytes
-    costs = annotate(space.graph, options, space.runtime, "int8" if space.runtime == "mcu" else space.precision)
+    costs = annotate(space.graph, options, space.runtime, space.precision)
     return simulate_peak(costs, space.optimizer).peak_bytes - own

@@ -19,17 +19,16 @@ from ..costs.annotate import annotate
 from ..measure.microbench import CALIBRATION_OPS
 from ..plan.options import LayerOptions
 from ..predict.devices import Device
-from ..predict.predictor import Item, Pricer, predict_latency
+from ..costs.rules import GradState
+from ..predict.predictor import Item, PredictedOn, Pricer, passes_of, predict_latency
 from ..trace.graph import Layer
 from .space import SearchSpace
 
 
 def _passes(layer: Layer, opts: LayerOptions) -> list[str]:
-    """The calls a layer on the backward path runs under ``opts``: forward, and one backward call."""
+    """The calls a layer on the backward path (its input's gradient needed) runs under ``opts``."""
     roles = opts.trained_roles(layer.op, layer.param("bias") is not None)
-    wants = ["input"] + [part for part, needed in (("weight", "weight" in roles),
-                                                   ("bias", "bias" in roles and "weight" not in roles)) if needed]
-    return ["fwd", "bwd_" + "_".join(wants)]
+    return passes_of(GradState((True,), roles, opts))
 
 
 def _items(layer: Layer, opts: LayerOptions) -> list[Item]:
@@ -55,9 +54,12 @@ class TimeModel:
     def source(self) -> str:
         return self.pricer.source
 
+    @property
+    def on(self) -> PredictedOn:
+        return self.pricer.on
+
     def step_ms(self, space: SearchSpace, options: Mapping[str, LayerOptions]) -> float:
-        precision = "int8" if space.runtime == "mcu" else space.precision
-        costs = annotate(space.graph, options, space.runtime, precision)
+        costs = annotate(space.graph, options, space.runtime, space.precision)
         return predict_latency(space.graph, costs, self.pricer).step_ms
 
 
@@ -86,8 +88,7 @@ def time_model(space: SearchSpace, device: Device | str | Pricer, *, per_depth: 
     model = TimeModel(pricer, tuple(deltas), {}, 0.0)
     fixed: dict[int, float] = {}
     for depth in space.depths if per_depth else ():
-        choice = space.choices[depth]
-        k = 1 if choice.candidates[0].options == frozen and len(choice.candidates) > 1 else 0
+        choice, k = space.choices[depth], space.cheapest(depth)
         options = dict(space.base_options)
         options[choice.layer] = choice.candidates[k].options
         fixed[depth] = model.step_ms(space, options) - float(deltas[depth][k])

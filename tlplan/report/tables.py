@@ -1,0 +1,34 @@
+"""The table and JSON shapes every reporter shares: the reporters say what goes in, these how it looks.
+
+``align`` gives each column's side, ``l`` or ``r`` (numbers right, names left).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+from rich.table import Table
+
+
+def rich(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[str]], align: str, *,
+         caption: str | None = None, wrap_left: bool = False) -> Table:
+    """A rich table; right-aligned columns never wrap, left ones only with ``wrap_left``."""
+    table = Table(title=title, caption=caption)
+    for col, side in zip(columns, align, strict=True):
+        table.add_column(col, justify="right" if side == "r" else "left", no_wrap=side == "r" or not wrap_left)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def markdown(columns: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> list[str]:
+    """A markdown table's lines: header, alignment row, one line per row."""
+    sides = {"l": "---", "r": "---:"}
+    header = "|" + "|".join(f" {c.strip()} " if c.strip() else " " for c in columns) + "|"
+    lines = [header, "|" + "|".join(sides[a] for a in align) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def json_text(data: Any) -> str:
+    return json.dumps(data, indent=2) + "\n"
