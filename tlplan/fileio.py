@@ -32,6 +32,7 @@ def write_atomic_with(path: Path, write: Callable[[BinaryIO], object]) -> None:
     except OSError as exc:
         raise BadInputError(f"cannot write {path}: {exc.strerror or exc}; check that the folder exists and is writable") from None
     try:
+        os.chmod(tmp, _mode_for(path))  # mkstemp makes it private: keep the mode a plain write would give
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -43,3 +44,13 @@ def write_atomic_with(path: Path, write: Callable[[BinaryIO], object]) -> None:
         except OSError:
             pass
         raise
+
+
+def _mode_for(path: Path) -> int:
+    """The replaced file's permissions, or a new file's (0666 less the umask)."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
