@@ -39,6 +39,7 @@ def test_calibrate_writes_a_complete_profile(tmp_path):
     assert device == load_device(folder / "device.json")
     assert device.source == "measured" and device.runtime_overhead_bytes == 123 * 2**20
     assert device.cores and device.threads and device.framework["torch"] and device.date
+    assert device.allocator and device.allocator["malloc"]  # how malloc was set while timing
     rows = read_layer_rows(folder / "measurements.csv")
     assert {r.op for r in rows} == set(TINY["ops"])
     assert {r.pass_ for r in rows if r.op == "conv2d.pw"} >= {"fwd", "fwd_nograd", "bwd_input", "bwd_weight"}

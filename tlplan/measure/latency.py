@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from ..costs.annotate import CostTable
 from ..trace.ops import symbolic_trace
+from .allocator import keep_freed_memory
 from .saved import set_trainable
 
 
@@ -36,6 +37,7 @@ Progress = Callable[[int, int], None]  # (done, total)
 
 
 def _samples_ms(fn: Callable[[], Any], warmup: int, repeats: int) -> list[float]:
+    keep_freed_memory()  # every timing under the same allocator settings (see tlplan.measure.allocator)
     for _ in range(warmup):
         fn()
     samples = []
@@ -56,6 +58,7 @@ def time_passes(prepare: Callable[[], Prepared], *, warmup: int, repeats: int) -
     recording, and the tensor groups to differentiate for, one ``torch.autograd.grad`` call each,
     in order, on the same graph (kept between calls). An empty ``groups`` times the forward only.
     """
+    keep_freed_memory()
     fwd: list[float] = []
     bwd: list[list[float]] = []
     for i in range(warmup + repeats):

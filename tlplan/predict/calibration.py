@@ -38,7 +38,8 @@ import numpy as np
 
 from ..errors import BadInputError
 from ..fileio import write_atomic
-from ..measure.load import LoadWindow, quiet, wait_until_quiet
+from ..measure.allocator import keep_freed_memory
+from ..measure.load import Handoff, LoadWindow, quiet, wait_until_quiet
 from ..measure.microbench import CALIBRATION_OPS, Config, time_config
 from . import sampling
 from .devices import Device, cpu_name, load_device, profiles_dir
@@ -143,9 +144,10 @@ def framework_versions() -> dict[str, str]:
 
 
 def time_step(network: str, scheme: str, batch: int, resolution: int, *, threshold: float, window_s: float = 0.5,
-              retries: int = 4, trainable: frozenset[str] | None = None) -> tuple[float, float | None, float]:
+              retries: int = 4, trainable: frozenset[str] | None = None,
+              handoff: Handoff | None = None) -> tuple[float, float | None, float]:
     """Median ms of whole training steps (``step_samples_ms``) of a freshly built model, redone
-    while the CPU was busy.
+    while the CPU was busy or, given ``handoff``, while the machine was in its slow state.
 
     Returns the median, the other processes' CPU share during the kept run, and the seconds spent
     timing (waiting for a quiet CPU not included). ``trainable``: the scheme's trained parameter
@@ -175,11 +177,13 @@ def time_step(network: str, scheme: str, batch: int, resolution: int, *, thresho
     spent = 0.0
     for _ in range(retries):
         wait_until_quiet(threshold)
+        if handoff is not None:
+            handoff.wait_until_usual()
         with LoadWindow() as window:
             samples = step_samples_ms(model, x, warmup=1, repeats=repeats)
         share = window.share
         spent += window.wall_s
-        if quiet(share, threshold):
+        if quiet(share, threshold) and (handoff is None or handoff.usual()):
             break
     return float(np.median(samples)), share, spent
 
@@ -354,14 +358,19 @@ def calibrate(settings: Settings, *, root: Path | None = None, progress: Progres
     from .predictor import StepCases
 
     traced = StepCases()  # one trace per network and batch, shared by its schemes
+    handoff = Handoff(baseline_us=state.get("handoff_us"), slow_readings=state.get("slow_readings", 0))
+
+    def keep_handoff() -> None:
+        state["handoff_us"], state["slow_readings"] = handoff.baseline_us, handoff.slow_readings
     for i, (net, scheme, batch, res) in enumerate(cases):
         report(Progress("steps", i, len(cases), f"{net} {scheme} batch {batch}"))
         if (net, scheme, batch, res) in done:
             continue
         ms, share, spent = time_step(net, scheme, batch, res, threshold=settings.threshold,
-                                     trainable=traced.costs(net, scheme, batch, res).trainable)
+                                     trainable=traced.costs(net, scheme, batch, res).trainable, handoff=handoff)
         partial.append(partial.steps_path, [StepRow(net, scheme, batch, res, ms, share)])
         state["measured_s"] += spent
+        keep_handoff()
         partial.save_state(state)
     report(Progress("steps", len(cases), len(cases)))
 
@@ -392,6 +401,7 @@ def calibrate(settings: Settings, *, root: Path | None = None, progress: Progres
         chunk: list[sampling.Sample] = []
         chunk_rows: list[LayerRow] = []
         wait_until_quiet(settings.threshold)
+        handoff.wait_until_usual()
         t0 = time.perf_counter()
         with LoadWindow() as window:
             while True:
@@ -404,9 +414,10 @@ def calibrate(settings: Settings, *, root: Path | None = None, progress: Progres
                 if not missing and (spent >= settings.chunk_s or state.get("layers_s", 0.0) + spent >= layer_budget):
                     break
         elapsed = time.perf_counter() - t0
-        if not quiet(window.share, settings.threshold) and discarded < 3:
+        if not (quiet(window.share, settings.threshold) and handoff.usual()) and discarded < 3:
             discarded += 1
-            continue  # someone else used the CPU meanwhile: drawn again, timed again when quiet
+            keep_handoff()
+            continue  # someone else used the CPU meanwhile, or the machine turned slow: drawn again, timed again
         discarded = 0
         chunk_rows = [replace(r, foreign_cpu=window.share) for r in chunk_rows]
         partial.append(partial.layers_path, chunk_rows)
@@ -415,6 +426,7 @@ def calibrate(settings: Settings, *, root: Path | None = None, progress: Progres
         state["layers_s"] = state.get("layers_s", 0.0) + elapsed
         state["measured_s"] += elapsed
         state["rounds"] = current_round + 1
+        keep_handoff()
         partial.save_state(state)
         report(Progress("layers", int(min(state["layers_s"], layer_budget)), int(layer_budget),
                         f"round {current_round}, {configs} configurations"))
@@ -451,6 +463,7 @@ def _finish(root: Path, name: str, partial: _Partial, state: dict, settings: Set
         "cores": cores,
         "threads": torch.get_num_threads(),
         "framework": framework_versions(),
+        "allocator": dict(keep_freed_memory()),
         "date": _dt.date.today().isoformat(),
         "measurements": MEASUREMENTS,
         "steps": STEPS,
@@ -463,6 +476,8 @@ def _finish(root: Path, name: str, partial: _Partial, state: dict, settings: Set
             "seed": state["seed"],
             "threshold_foreign_cpu": settings.threshold,
             "rounds": state.get("rounds", 1),
+            "handoff_us": round(float(state.get("handoff_us") or 0.0), 3),
+            "slow_readings": int(state.get("slow_readings", 0)),
         },
         "notes": "Layer configurations and whole training steps timed on this machine (median of runs, "
                  "fp32, CPU); runtime_overhead_bytes is the resident memory of Python with torch imported, "

@@ -27,6 +27,7 @@ _OPTIONAL = {
     "cores": int,
     "threads": int,
     "framework": dict,  # {"python": "3.11.9", "torch": "2.13.0", ...}
+    "allocator": dict,  # how malloc was set while timing (tlplan.measure.allocator)
     # a measured profile's data files (in the profile's folder) and how they were gathered
     "measurements": str,
     "steps": str,
@@ -43,11 +44,13 @@ _OPTIONAL = {
 #: the keys each nested object may have, and their types
 _NESTED = {
     "framework": (None, str),
-    "calibration": ({"budget_s", "elapsed_s", "configs", "rows", "steps", "seed", "threshold_foreign_cpu", "rounds"}, _NUMBER),
+    "allocator": (None, (str, int)),
+    "calibration": ({"budget_s", "elapsed_s", "configs", "rows", "steps", "seed", "threshold_foreign_cpu", "rounds",
+                     "handoff_us", "slow_readings"}, _NUMBER),
     "efficiency_compute": (None, _NUMBER),
     "efficiency_memory": (None, _NUMBER),
 }
-_ACCURACY_NUMBERS = {"mape", "within_10", "cases", "networks_evaluated", "seconds"}
+_ACCURACY_NUMBERS = {"mape", "within_10", "cases", "networks_evaluated", "seconds", "slow_readings"}
 _ACCURACY_TEXT = {"date", "method"}
 _ANCHOR_KEYS = {"model": str, "published_ms": _NUMBER, "predicted_ms": _NUMBER, "role": str, "assumption": str}
 
@@ -69,6 +72,7 @@ class Device:
     cores: int | None = None
     threads: int | None = None
     framework: Mapping[str, str] | None = None
+    allocator: Mapping[str, Any] | None = None
     measurements: str | None = None  # file name of the layer measurements CSV, in ``folder``
     steps: str | None = None  # file name of the whole-step measurements CSV, in ``folder``
     calibration: Mapping[str, float] | None = None
@@ -149,10 +153,10 @@ def _checked_nested(path: Path, key: str, value: Any) -> Any:
         for k, v in value.items():
             if allowed is not None and k not in allowed:
                 raise fail(f"unknown key {k!r}")
-            if kind is str and not isinstance(v, str):
-                raise fail(f"{k!r} must be text")
             if kind is _NUMBER:
                 number(k, v)
+            elif not isinstance(v, kind) or isinstance(v, bool):
+                raise fail(f"{k!r} must be text" if kind is str else f"{k!r} must be text or a whole number")
         if key.startswith("efficiency_") and not all(0 < v <= 1 for v in value.values()):
             raise fail("efficiencies must be in (0, 1]")
         return dict(value)
