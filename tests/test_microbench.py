@@ -63,17 +63,16 @@ def test_handoff_tells_the_slow_state_from_the_usual_one():
     readings = iter([4.6, 4.7, 7.0, 6.9, 4.5, 4.6])
     gauge = Handoff(measure=lambda: next(readings))
     assert gauge.usual() and gauge.usual()  # 4.6, then 4.7: within 20 % of the fastest
-    naps = []
-    assert gauge.wait_until_usual(probe_s=0.5, sleep=naps.append)  # 7.0 and 6.9 slow, then 4.5
-    assert naps == [0.5, 0.5] and gauge.slow_readings == 2 and gauge.baseline_us == 4.5
+    assert gauge.wait_until_usual(clock=lambda: 0.0)  # 7.0 and 6.9 slow, then 4.5
+    assert gauge.slow_readings == 2 and gauge.baseline_us == 4.5
     assert Handoff(baseline_us=3.0, measure=lambda: 4.0).usual() is False  # a profile's reading is the reference
 
 
 def test_handoff_gives_up_waiting_in_time():
     gauge = Handoff(baseline_us=1.0, measure=lambda: 2.0)
-    naps = []
-    assert gauge.wait_until_usual(probe_s=1.0, max_wait_s=2.0, sleep=naps.append) is False
-    assert naps == [1.0, 1.0] and gauge.slow_readings == 3
+    ticks = iter(range(100))
+    assert gauge.wait_until_usual(max_wait_s=2.0, clock=lambda: float(next(ticks))) is False
+    assert gauge.slow_readings == 2  # read at 0 s and at 1 s; at 2 s it gives up
 
 
 def test_handoff_gauge_reads_microseconds():

@@ -138,12 +138,13 @@ class Handoff:
             return False
         return True
 
-    def wait_until_usual(self, *, probe_s: float = 0.5, max_wait_s: float = 60.0, sleep=time.sleep) -> bool:
-        """Sleep in ``probe_s`` steps until the usual state (at most ``max_wait_s``); whether it came."""
-        waited = 0.0
+    def wait_until_usual(self, *, max_wait_s: float = 10.0, clock: Callable[[], float] = time.perf_counter) -> bool:
+        """Read the gauge back to back until the usual state, at most ``max_wait_s``; whether it came.
+
+        No sleeping in between: the readings keep the threads busy, and waits that slept through
+        the slow state saw it last for minutes at a time."""
+        start = clock()
         while not self.usual():
-            if waited >= max_wait_s:
+            if clock() - start >= max_wait_s:
                 return False
-            sleep(probe_s)
-            waited += probe_s
         return True

@@ -401,7 +401,7 @@ def calibrate(settings: Settings, *, root: Path | None = None, progress: Progres
         chunk: list[sampling.Sample] = []
         chunk_rows: list[LayerRow] = []
         wait_until_quiet(settings.threshold)
-        handoff.wait_until_usual()
+        handoff.wait_until_usual(max_wait_s=5.0)  # chunks are short: a long slow spell is timed through
         t0 = time.perf_counter()
         with LoadWindow() as window:
             while True:
