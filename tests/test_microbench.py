@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from tlplan.measure.latency import time_passes
-from tlplan.measure.load import Handoff, LoadWindow, handoff_us, quiet, wait_until_quiet
+from tlplan.measure.load import LoadWindow, quiet, wait_until_quiet
 from tlplan.measure.microbench import CALIBRATION_OPS, Config, time_config
 
 
@@ -57,24 +57,3 @@ def test_wait_until_quiet_gives_up_in_time():
     naps = []
     share = wait_until_quiet(-1.0, probe_s=0.0, max_wait_s=0.0, sleep=naps.append)  # never quiet enough
     assert len(naps) == 1 and (share is None or share >= 0)
-
-
-def test_handoff_tells_the_slow_state_from_the_usual_one():
-    readings = iter([4.6, 4.7, 7.0, 6.9, 4.5, 4.6])
-    gauge = Handoff(measure=lambda: next(readings))
-    assert gauge.usual() and gauge.usual()  # 4.6, then 4.7: within 20 % of the fastest
-    assert gauge.wait_until_usual(clock=lambda: 0.0)  # 7.0 and 6.9 slow, then 4.5
-    assert gauge.slow_readings == 2 and gauge.baseline_us == 4.5
-    assert Handoff(baseline_us=3.0, measure=lambda: 4.0).usual() is False  # a profile's reading is the reference
-
-
-def test_handoff_gives_up_waiting_in_time():
-    gauge = Handoff(baseline_us=1.0, measure=lambda: 2.0)
-    ticks = iter(range(100))
-    assert gauge.wait_until_usual(max_wait_s=2.0, clock=lambda: float(next(ticks))) is False
-    assert gauge.slow_readings == 2  # read at 0 s and at 1 s; at 2 s it gives up
-
-
-def test_handoff_gauge_reads_microseconds():
-    us = handoff_us(ops=2, samples=3)
-    assert 0 < us < 10_000

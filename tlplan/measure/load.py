@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 #: a window must span this many CPU ticks (all cores) before its share means anything
@@ -89,62 +88,3 @@ def wait_until_quiet(threshold: float, *, probe_s: float = 0.25, max_wait_s: flo
         if quiet(share, threshold) or waited >= max_wait_s:
             return share
         waited += probe_s
-
-
-# ---- the machine's slow state: threads that take long to wake ----------------------------------------
-
-
-def handoff_us(ops: int = 20, samples: int = 50) -> float:
-    """Median µs of one tiny elementwise op split over all of the framework's threads.
-
-    What it costs is mostly waking the other threads and waiting for them. On a virtual machine
-    it has two levels: on host-x86-2c 4.6 µs most of the time, and 7 µs for seconds to minutes at
-    a time, while every step with many small layers is slower too (mcunet-5fps, batch 1: 3.3 →
-    4.7 ms) and a single thread's work is not. Nothing inside the machine shows it otherwise:
-    the CPU share of other processes and the stolen time stay at zero.
-    """
-    import statistics
-
-    import torch
-
-    x = torch.randn(64, 1024)  # 64 Ki elements: large enough for the framework to split over its threads
-    times = []
-    for _ in range(samples):
-        t0 = time.perf_counter()
-        for _ in range(ops):
-            x.relu()
-        times.append((time.perf_counter() - t0) / ops * 1e6)
-    return statistics.median(times)
-
-
-@dataclass
-class Handoff:
-    """Tells the machine's usual state from its slow one by ``handoff_us`` against the fastest seen.
-
-    ``baseline_us`` starts at a profile's recorded value, if any, and follows the fastest reading
-    since; a reading over ``slow_factor`` times it is the slow state (the two levels seen are
-    1.5× apart; readings within a level, 5 %)."""
-
-    baseline_us: float | None = None
-    slow_factor: float = 1.2
-    measure: Callable[[], float] = handoff_us
-    slow_readings: int = 0  # how many readings found the slow state
-
-    def usual(self) -> bool:
-        us = self.measure()
-        self.baseline_us = us if self.baseline_us is None else min(self.baseline_us, us)
-        if us > self.slow_factor * self.baseline_us:
-            self.slow_readings += 1
-            return False
-        return True
-
-    def wait_until_usual(self, *, max_wait_s: float = 10.0, clock: Callable[[], float] = time.perf_counter) -> bool:
-        """Read the gauge back to back until the usual state, at most ``max_wait_s``; whether it came.
-
-        No sleeping in between: the readings keep the threads busy, and waits that slept through
-        the slow state saw it last for minutes at a time."""
-        start = clock()
-        while not self.usual():
-            if clock() - start >= max_wait_s:
-                return False
-        return True

@@ -39,7 +39,7 @@ import numpy as np
 from ..errors import BadInputError
 from ..fileio import write_atomic
 from ..measure.allocator import keep_freed_memory
-from ..measure.load import Handoff, LoadWindow, quiet, wait_until_quiet
+from ..measure.load import LoadWindow, quiet, wait_until_quiet
 from ..measure.microbench import CALIBRATION_OPS, Config, time_config
 from . import sampling
 from .devices import Device, cpu_name, load_device, profiles_dir
@@ -144,10 +144,9 @@ def framework_versions() -> dict[str, str]:
 
 
 def time_step(network: str, scheme: str, batch: int, resolution: int, *, threshold: float, window_s: float = 0.5,
-              retries: int = 4, trainable: frozenset[str] | None = None,
-              handoff: Handoff | None = None) -> tuple[float, float | None, float]:
+              retries: int = 4, trainable: frozenset[str] | None = None) -> tuple[float, float | None, float]:
     """Median ms of whole training steps (``step_samples_ms``) of a freshly built model, redone
-    while the CPU was busy or, given ``handoff``, while the machine was in its slow state.
+    while the CPU was busy.
 
     Returns the median, the other processes' CPU share during the kept run, and the seconds spent
     timing (waiting for a quiet CPU not included). ``trainable``: the scheme's trained parameter
@@ -177,13 +176,11 @@ def time_step(network: str, scheme: str, batch: int, resolution: int, *, thresho
     spent = 0.0
     for _ in range(retries):
         wait_until_quiet(threshold)
-        if handoff is not None:
-            handoff.wait_until_usual()
         with LoadWindow() as window:
             samples = step_samples_ms(model, x, warmup=1, repeats=repeats)
         share = window.share
         spent += window.wall_s
-        if quiet(share, threshold) and (handoff is None or handoff.usual()):
+        if quiet(share, threshold):
             break
     return float(np.median(samples)), share, spent
 
@@ -358,19 +355,14 @@ def calibrate(settings: Settings, *, root: Path | None = None, progress: Progres
     from .predictor import StepCases
 
     traced = StepCases()  # one trace per network and batch, shared by its schemes
-    handoff = Handoff(baseline_us=state.get("handoff_us"), slow_readings=state.get("slow_readings", 0))
-
-    def keep_handoff() -> None:
-        state["handoff_us"], state["slow_readings"] = handoff.baseline_us, handoff.slow_readings
     for i, (net, scheme, batch, res) in enumerate(cases):
         report(Progress("steps", i, len(cases), f"{net} {scheme} batch {batch}"))
         if (net, scheme, batch, res) in done:
             continue
         ms, share, spent = time_step(net, scheme, batch, res, threshold=settings.threshold,
-                                     trainable=traced.costs(net, scheme, batch, res).trainable, handoff=handoff)
+                                     trainable=traced.costs(net, scheme, batch, res).trainable)
         partial.append(partial.steps_path, [StepRow(net, scheme, batch, res, ms, share)])
         state["measured_s"] += spent
-        keep_handoff()
         partial.save_state(state)
     report(Progress("steps", len(cases), len(cases)))
 
@@ -401,7 +393,6 @@ def calibrate(settings: Settings, *, root: Path | None = None, progress: Progres
         chunk: list[sampling.Sample] = []
         chunk_rows: list[LayerRow] = []
         wait_until_quiet(settings.threshold)
-        handoff.wait_until_usual(max_wait_s=5.0)  # chunks are short: a long slow spell is timed through
         t0 = time.perf_counter()
         with LoadWindow() as window:
             while True:
@@ -414,10 +405,9 @@ def calibrate(settings: Settings, *, root: Path | None = None, progress: Progres
                 if not missing and (spent >= settings.chunk_s or state.get("layers_s", 0.0) + spent >= layer_budget):
                     break
         elapsed = time.perf_counter() - t0
-        if not (quiet(window.share, settings.threshold) and handoff.usual()) and discarded < 3:
+        if not quiet(window.share, settings.threshold) and discarded < 3:
             discarded += 1
-            keep_handoff()
-            continue  # someone else used the CPU meanwhile, or the machine turned slow: drawn again, timed again
+            continue  # someone else used the CPU meanwhile: drawn again, timed again when quiet
         discarded = 0
         chunk_rows = [replace(r, foreign_cpu=window.share) for r in chunk_rows]
         partial.append(partial.layers_path, chunk_rows)
@@ -426,7 +416,6 @@ def calibrate(settings: Settings, *, root: Path | None = None, progress: Progres
         state["layers_s"] = state.get("layers_s", 0.0) + elapsed
         state["measured_s"] += elapsed
         state["rounds"] = current_round + 1
-        keep_handoff()
         partial.save_state(state)
         report(Progress("layers", int(min(state["layers_s"], layer_budget)), int(layer_budget),
                         f"round {current_round}, {configs} configurations"))
@@ -476,8 +465,6 @@ def _finish(root: Path, name: str, partial: _Partial, state: dict, settings: Set
             "seed": state["seed"],
             "threshold_foreign_cpu": settings.threshold,
             "rounds": state.get("rounds", 1),
-            "handoff_us": round(float(state.get("handoff_us") or 0.0), 3),
-            "slow_readings": int(state.get("slow_readings", 0)),
         },
         "notes": "Layer configurations and whole training steps timed on this machine (median of runs, "
                  "fp32, CPU); runtime_overhead_bytes is the resident memory of Python with torch imported, "

@@ -45,12 +45,11 @@ _OPTIONAL = {
 _NESTED = {
     "framework": (None, str),
     "allocator": (None, (str, int)),
-    "calibration": ({"budget_s", "elapsed_s", "configs", "rows", "steps", "seed", "threshold_foreign_cpu", "rounds",
-                     "handoff_us", "slow_readings"}, _NUMBER),
+    "calibration": ({"budget_s", "elapsed_s", "configs", "rows", "steps", "seed", "threshold_foreign_cpu", "rounds"}, _NUMBER),
     "efficiency_compute": (None, _NUMBER),
     "efficiency_memory": (None, _NUMBER),
 }
-_ACCURACY_NUMBERS = {"mape", "within_10", "cases", "networks_evaluated", "seconds", "slow_readings"}
+_ACCURACY_NUMBERS = {"mape", "within_10", "cases", "networks_evaluated", "seconds"}
 _ACCURACY_TEXT = {"date", "method"}
 _ANCHOR_KEYS = {"model": str, "published_ms": _NUMBER, "predicted_ms": _NUMBER, "role": str, "assumption": str}
 

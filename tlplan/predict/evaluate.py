@@ -7,8 +7,7 @@ Reported: MAPE (mean absolute percentage error) and the share of cases within ±
 per network — nn-Meter's figures of merit, on networks never seen in fitting.
 
 Measurements are taken in interleaved rounds (every case once, then every case again, in a new
-order), only while the CPU is quiet and the machine is in its usual state (``Handoff``, against
-the reading calibration recorded); a case whose rounds disagree by more than 10 % is timed
+order) and only while the CPU is quiet; a case whose rounds disagree by more than 10 % is timed
 again, and the median is kept.
 """
 
@@ -24,7 +23,6 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import BadInputError
-from ..measure.load import Handoff
 from .calibration import STEP_BATCHES, STEP_SCHEMES, Progress, ProgressFn, step_resolution, time_step
 from .devices import Device, load_device
 from .predictor import StepCases, fit_profile, predict_latency
@@ -53,7 +51,6 @@ class Evaluation:
     device: str
     cases: tuple[Case, ...]
     seconds: float
-    slow_readings: int = 0  # times the machine was found in its slow state, and timing waited or was redone
 
     @staticmethod
     def figures(cases: Sequence[Case]) -> dict[str, float]:
@@ -85,7 +82,6 @@ class Evaluation:
                             for n, f in self.per_network.items()},
             "date": _dt.date.today().isoformat(),
             "seconds": round(self.seconds, 1),
-            "slow_readings": self.slow_readings,
         }
 
     def to_csv(self) -> str:
@@ -98,8 +94,7 @@ class Evaluation:
 
 def measure_cases(cases: Sequence[tuple[str, str, int, int]], *, rounds: int = 3, threshold: float = 0.05,
                   seed: int = 0, progress: ProgressFn | None = None,
-                  traced: StepCases | None = None,
-                  handoff: Handoff | None = None) -> dict[tuple[str, str, int, int], float]:
+                  traced: StepCases | None = None) -> dict[tuple[str, str, int, int], float]:
     """Median step ms of every case over interleaved rounds; disagreeing cases timed once more.
 
     Each timing builds its case's model afresh, as calibration does: keeping every case's model
@@ -109,7 +104,7 @@ def measure_cases(cases: Sequence[tuple[str, str, int, int]], *, rounds: int = 3
     traced = traced or StepCases()  # what each scheme trains: traced once per network and batch
 
     def timed(case: tuple[str, str, int, int]) -> float:
-        return time_step(*case, threshold=threshold, trainable=traced.costs(*case).trainable, handoff=handoff)[0]
+        return time_step(*case, threshold=threshold, trainable=traced.costs(*case).trainable)[0]
 
     order = list(cases)
     total = len(cases) * rounds
@@ -143,10 +138,8 @@ def evaluate(device: Device, *, networks: Sequence[str] | None = None, schemes: 
     networks = list(networks or zoo_names())
     cases = [(n, s, b, step_resolution(n)) for n in networks for s in schemes for b in batches]
     step_cases = StepCases()
-    handoff = Handoff(baseline_us=(device.calibration or {}).get("handoff_us") or None)
     if measured is None:
-        measured = measure_cases(cases, rounds=rounds, threshold=threshold, progress=progress, traced=step_cases,
-                                 handoff=handoff)
+        measured = measure_cases(cases, rounds=rounds, threshold=threshold, progress=progress, traced=step_cases)
     results: list[Case] = []
     for i, held_out in enumerate(networks):
         if progress:
@@ -161,7 +154,7 @@ def evaluate(device: Device, *, networks: Sequence[str] | None = None, schemes: 
             results.append(Case(*case, measured_ms=measured[case], predicted_ms=prediction.step_ms))
     if progress:
         progress(Progress("fitting", len(networks), len(networks)))
-    return Evaluation(device.name, tuple(results), time.perf_counter() - t_start, handoff.slow_readings)
+    return Evaluation(device.name, tuple(results), time.perf_counter() - t_start)
 
 
 def write_accuracy(device: Device, evaluation: Evaluation) -> Device:
