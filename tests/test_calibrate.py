@@ -63,7 +63,8 @@ def test_calibrate_resumes_after_an_interruption(tmp_path):
     assert not (root / "tiny").exists()
     partial = root / ".tiny.partial"
     first_rows = read_layer_rows(partial / "measurements.csv")
-    assert first_rows and len(read_step_rows(partial / "steps.csv")) == 1
+    timings = read_step_rows(partial / "steps.csv")
+    assert first_rows and len(timings) == Settings.step_rounds  # the one step, once per round
     first_elapsed = json.loads((partial / "state.json").read_text())["measured_s"]
     # a row cut short by the interruption is dropped, not an error
     with open(partial / "measurements.csv", "a") as f:
@@ -72,9 +73,34 @@ def test_calibrate_resumes_after_an_interruption(tmp_path):
     device = calibrate(Settings("tiny", **TINY), root=root)
     rows = read_layer_rows(root / "tiny" / "measurements.csv")
     assert rows[: len(first_rows)] == first_rows
-    assert len(read_step_rows(root / "tiny" / "steps.csv")) == 1
+    (step,) = read_step_rows(root / "tiny" / "steps.csv")  # its median
+    assert step.ms == sorted(t.ms for t in timings)[1]
     assert not partial.exists()
     assert device.calibration["elapsed_s"] >= round(max(first_elapsed, TINY["budget_s"]), 1) - 0.1
+
+
+def test_steps_interrupted_between_rounds_resume_where_they_stopped(tmp_path):
+    root = tmp_path / "profiles"
+    settings = Settings("tiny", **{**TINY, "step_batches": (1, 2)})  # two steps, three rounds
+
+    def interrupt(progress):
+        if progress.phase == "steps" and progress.done == 3:  # round 2, its second step
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        calibrate(settings, root=root, progress=interrupt)
+    assert len(read_step_rows(root / ".tiny.partial" / "steps.csv")) == 3  # round 1, and one step of round 2
+    calibrate(settings, root=root)
+    steps = read_step_rows(root / "tiny" / "steps.csv")
+    assert sorted(s.batch for s in steps) == [1, 2]
+
+
+def test_median_steps_keeps_one_row_per_step():
+    from tlplan.predict.store import StepRow
+
+    rows = [StepRow("a", "last", 1, 48, ms, share) for ms, share in ((3.0, 0.0), (9.0, 0.02), (4.0, None))]
+    rows.insert(1, StepRow("b", "full", 1, 48, 7.0, None))
+    assert calibration.median_steps(rows) == [StepRow("a", "last", 1, 48, 4.0, 0.02), StepRow("b", "full", 1, 48, 7.0, None)]
 
 
 def test_recalibrating_replaces_the_profile_whole(tmp_path):

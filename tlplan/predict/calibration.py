@@ -4,7 +4,9 @@ Run on the target device itself. Writes ``<profiles>/<name>/`` with ``measuremen
 row per pass of each timed configuration), ``steps.csv`` (whole training steps of the zoo
 networks, which fit the per-step overhead) and ``device.json``.
 
-* **Where the time goes.** Whole steps first (a fixed list, needed for the overhead fit), then
+* **Where the time goes.** Whole steps first (a fixed list, needed for the overhead fit: every
+  step once per round, each round in a new order, the median kept, so that a slow spell of the
+  machine lands on a few timings of many steps rather than on every timing of one network), then
   layer configurations until the budget is spent, in rounds: round 0 samples from the shape prior
   (``tlplan.predict.sampling``); each later round fits the models so far, cross-validates them,
   and spends more samples on the ops whose predictions are worst, near the configurations
@@ -80,6 +82,7 @@ class Settings:
     #: per core, a neighbour on one core stalls every parallel region, so even a little is too much
     threshold: float = 0.05
     chunk_s: float = 1.0
+    step_rounds: int = 3  # timings of each whole step, in interleaved rounds; the median is kept
 
 
 @dataclass(frozen=True)
@@ -348,23 +351,31 @@ def calibrate(settings: Settings, *, root: Path | None = None, progress: Progres
         state["runtime_overhead_bytes"] = framework_overhead_bytes()
         partial.save_state(state)
 
-    # whole steps: a fixed list, skipping those an interrupted run already has
-    done = {r.key for r in partial.step_rows()}
+    # whole steps: a fixed list, timed once per round (each round in its own order); the partial
+    # file has a row per timing, so an interrupted run knows how many rounds each step has
+    timings: dict[tuple, int] = {}
+    for r in partial.step_rows():
+        timings[r.key] = timings.get(r.key, 0) + 1
     cases = [(net, scheme, batch, settings.step_resolution or step_resolution(net))
              for net in networks for scheme in settings.step_schemes for batch in settings.step_batches]
     from .predictor import StepCases
 
     traced = StepCases()  # one trace per network and batch, shared by its schemes
-    for i, (net, scheme, batch, res) in enumerate(cases):
-        report(Progress("steps", i, len(cases), f"{net} {scheme} batch {batch}"))
-        if (net, scheme, batch, res) in done:
-            continue
-        ms, share, spent = time_step(net, scheme, batch, res, threshold=settings.threshold,
-                                     trainable=traced.costs(net, scheme, batch, res).trainable)
-        partial.append(partial.steps_path, [StepRow(net, scheme, batch, res, ms, share)])
-        state["measured_s"] += spent
-        partial.save_state(state)
-    report(Progress("steps", len(cases), len(cases)))
+    total = len(cases) * settings.step_rounds
+    for rnd in range(settings.step_rounds):
+        order = list(cases)
+        random.Random(state["seed"] * 7919 + rnd).shuffle(order)
+        for i, (net, scheme, batch, res) in enumerate(order):
+            report(Progress("steps", rnd * len(cases) + i, total, f"round {rnd + 1}: {net} {scheme} batch {batch}"))
+            if timings.get((net, scheme, batch, res), 0) > rnd:
+                continue
+            ms, share, spent = time_step(net, scheme, batch, res, threshold=settings.threshold,
+                                         trainable=traced.costs(net, scheme, batch, res).trainable)
+            partial.append(partial.steps_path, [StepRow(net, scheme, batch, res, ms, share)])
+            timings[(net, scheme, batch, res)] = timings.get((net, scheme, batch, res), 0) + 1
+            state["measured_s"] += spent
+            partial.save_state(state)
+    report(Progress("steps", total, total))
 
     # layer configurations, in adaptive rounds, until the budget is spent
     prior_samples = sampling.shape_prior(networks)
@@ -435,9 +446,21 @@ def _smallest(op: str, prior: dict[str, list[sampling.Sample]]) -> Config:
     return entry.conform(Config(1, 16, 8, 8, 16, 8, 8, k=3 if op == "conv2d" else 1))
 
 
+def median_steps(rows: Sequence[StepRow]) -> list[StepRow]:
+    """One row per step, in first-timed order: the median ms of its timings, the largest foreign share."""
+    grouped: dict[tuple, list[StepRow]] = {}
+    for r in rows:
+        grouped.setdefault(r.key, []).append(r)
+    out = []
+    for timed in grouped.values():
+        shares = [r.foreign_cpu for r in timed if r.foreign_cpu is not None]
+        out.append(replace(timed[0], ms=float(np.median([r.ms for r in timed])), foreign_cpu=max(shares) if shares else None))
+    return out
+
+
 def _finish(root: Path, name: str, partial: _Partial, state: dict, settings: Settings, configs: int) -> Device:
     """Write the complete profile beside its final place, then rename it into place."""
-    layer_rows, step_rows = partial.layer_rows(), partial.step_rows()
+    layer_rows, step_rows = partial.layer_rows(), median_steps(partial.step_rows())
     import torch
 
     cores = os.cpu_count() or 1
@@ -465,6 +488,7 @@ def _finish(root: Path, name: str, partial: _Partial, state: dict, settings: Set
             "seed": state["seed"],
             "threshold_foreign_cpu": settings.threshold,
             "rounds": state.get("rounds", 1),
+            "step_rounds": settings.step_rounds,
         },
         "notes": "Layer configurations and whole training steps timed on this machine (median of runs, "
                  "fp32, CPU); runtime_overhead_bytes is the resident memory of Python with torch imported, "

@@ -45,7 +45,8 @@ _OPTIONAL = {
 _NESTED = {
     "framework": (None, str),
     "allocator": (None, (str, int)),
-    "calibration": ({"budget_s", "elapsed_s", "configs", "rows", "steps", "seed", "threshold_foreign_cpu", "rounds"}, _NUMBER),
+    "calibration": ({"budget_s", "elapsed_s", "configs", "rows", "steps", "seed", "threshold_foreign_cpu", "rounds",
+                     "step_rounds"}, _NUMBER),
     "efficiency_compute": (None, _NUMBER),
     "efficiency_memory": (None, _NUMBER),
 }
