@@ -74,10 +74,10 @@ def main() -> None:
                                   env={**os.environ, "TLPLAN_KEEP_FREED_MEMORY": env})
             runs[setting].append(json.loads(done.stdout))
     print(f"{args.processes} processes per setting, alternating; {BUILDS} builds per step in each; ms per step")
-    print(f"{'step':34s} {'setting':18s} {'median':>8s} {'in-process spread':>18s} {'overall spread':>15s}")
     for setting, per_process in runs.items():
         print(f"thread hand-off gauge, {setting}, before/after each process: "
               + "  ".join(f"{p['gauge'][0]:.1f}/{p['gauge'][1]:.1f} µs" for p in per_process))
+    print(f"{'step':34s} {'setting':18s} {'median':>8s} {'in-process spread':>18s} {'overall spread':>15s}")
     for case in [c for c in runs["default malloc"][0] if c != "gauge"]:
         for setting, per_process in runs.items():
             values = sorted(v for p in per_process for v in p[case])
