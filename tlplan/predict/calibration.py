@@ -32,9 +32,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -94,6 +95,7 @@ class Progress:
 
 
 ProgressFn = Callable[[Progress], None]
+T = TypeVar("T")
 
 
 def check_name(name: str) -> str:
@@ -353,28 +355,23 @@ def calibrate(settings: Settings, *, root: Path | None = None, progress: Progres
 
     # whole steps: a fixed list, timed once per round (each round in its own order); the partial
     # file has a row per timing, so an interrupted run knows how many rounds each step has
-    timings: dict[tuple, int] = {}
-    for r in partial.step_rows():
-        timings[r.key] = timings.get(r.key, 0) + 1
+    timings = Counter(r.key for r in partial.step_rows())
     cases = [(net, scheme, batch, settings.step_resolution or step_resolution(net))
              for net in networks for scheme in settings.step_schemes for batch in settings.step_batches]
     from .predictor import StepCases
 
     traced = StepCases()  # one trace per network and batch, shared by its schemes
     total = len(cases) * settings.step_rounds
-    for rnd in range(settings.step_rounds):
-        order = list(cases)
-        random.Random(state["seed"] * 7919 + rnd).shuffle(order)
-        for i, (net, scheme, batch, res) in enumerate(order):
-            report(Progress("steps", rnd * len(cases) + i, total, f"round {rnd + 1}: {net} {scheme} batch {batch}"))
-            if timings.get((net, scheme, batch, res), 0) > rnd:
-                continue
-            ms, share, spent = time_step(net, scheme, batch, res, threshold=settings.threshold,
-                                         trainable=traced.costs(net, scheme, batch, res).trainable)
-            partial.append(partial.steps_path, [StepRow(net, scheme, batch, res, ms, share)])
-            timings[(net, scheme, batch, res)] = timings.get((net, scheme, batch, res), 0) + 1
-            state["measured_s"] += spent
-            partial.save_state(state)
+    for done, (rnd, case) in enumerate(interleaved_rounds(cases, settings.step_rounds, state["seed"] * 7919)):
+        net, scheme, batch, res = case
+        report(Progress("steps", done, total, f"round {rnd + 1}: {net} {scheme} batch {batch}"))
+        if timings[case] > rnd:
+            continue
+        ms, share, spent = time_step(*case, threshold=settings.threshold, trainable=traced.costs(*case).trainable)
+        partial.append(partial.steps_path, [StepRow(net, scheme, batch, res, ms, share)])
+        timings[case] += 1
+        state["measured_s"] += spent
+        partial.save_state(state)
     report(Progress("steps", total, total))
 
     # layer configurations, in adaptive rounds, until the budget is spent
@@ -444,6 +441,14 @@ def _smallest(op: str, prior: dict[str, list[sampling.Sample]]) -> Config:
     if shapes:
         return min(shapes, key=lambda s: s.config.numel_in + s.config.numel_out).config
     return entry.conform(Config(1, 16, 8, 8, 16, 8, 8, k=3 if op == "conv2d" else 1))
+
+
+def interleaved_rounds(cases: Sequence[T], rounds: int, seed: int) -> Iterator[tuple[int, T]]:
+    """(round, case): every case once per round, each round in a new order (seeded, reproducible)."""
+    order = list(cases)
+    for rnd in range(rounds):
+        random.Random(seed + rnd).shuffle(order)
+        yield from ((rnd, case) for case in order)
 
 
 def median_steps(rows: Sequence[StepRow]) -> list[StepRow]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..errors import BadInputError, UnknownDeviceError
+from ..errors import BadInputError, TlplanError, UnknownDeviceError
 
 SOURCES = ("measured", "datasheet")
 _NUMBER = (int, float)
@@ -218,11 +218,7 @@ def cpu_name() -> str:
 
 def this_machine(root: Path | None = None) -> Device | None:
     """A measured profile of the machine tlplan runs on (same CPU, cores and framework threads), if one exists."""
-    import os
-
     import torch
-
-    from ..errors import TlplanError
 
     cpu, cores, threads = cpu_name(), os.cpu_count(), torch.get_num_threads()
     try:

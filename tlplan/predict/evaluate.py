@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import random
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -23,7 +22,9 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import BadInputError
-from .calibration import STEP_BATCHES, STEP_SCHEMES, Progress, ProgressFn, step_resolution, time_step
+from .calibration import (
+    STEP_BATCHES, STEP_SCHEMES, Progress, ProgressFn, interleaved_rounds, step_resolution, time_step,
+)
 from .devices import Device, load_device
 from .predictor import StepCases, fit_profile, predict_latency
 from .store import LayerRow, StepRow, read_layer_rows, read_step_rows
@@ -106,16 +107,11 @@ def measure_cases(cases: Sequence[tuple[str, str, int, int]], *, rounds: int = 3
     def timed(case: tuple[str, str, int, int]) -> float:
         return time_step(*case, threshold=threshold, trainable=traced.costs(*case).trainable)[0]
 
-    order = list(cases)
     total = len(cases) * rounds
-    done = 0
-    for r in range(rounds):
-        random.Random(seed + r).shuffle(order)
-        for case in order:
-            if progress:
-                progress(Progress("measuring", done, total, f"{case[0]} {case[1]} batch {case[2]}"))
-            samples[case].append(timed(case))
-            done += 1
+    for done, (_, case) in enumerate(interleaved_rounds(cases, rounds, seed)):
+        if progress:
+            progress(Progress("measuring", done, total, f"{case[0]} {case[1]} batch {case[2]}"))
+        samples[case].append(timed(case))
     for case, values in samples.items():
         if len(values) >= 2 and max(values) > 1.10 * min(values):
             samples[case].append(timed(case))

@@ -351,8 +351,7 @@ class Pricer:
     def of(cls, device: "Device | str | Pricer", fitted: FittedProfile | None = None) -> "Pricer":
         if isinstance(device, Pricer):
             return device if fitted is None else cls(device.device, fitted)
-        if isinstance(device, str):
-            device = resolve_device(device)
+        device = resolve_device(device)  # a Device is returned as it is
         if fitted is None and not device.predicts:
             what = "measurements" if device.source == "measured" else "peak_flops_fp32"
             raise BadInputError(f"device profile {device.name} has no {what}: nothing to predict latency from")
@@ -376,7 +375,6 @@ class Pricer:
 
     def overhead_ms(self, plan: Plan) -> float:
         return self.fitted.overhead_ms(plan) if self.fitted is not None else 0.0
-
 
 
 def predict_latency(graph: LayerGraph, costs: CostTable, device: "Device | str | Pricer", *,
