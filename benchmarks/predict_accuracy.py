@@ -36,7 +36,7 @@ def main(argv: list[str]) -> None:
     t0 = time.perf_counter()
     predict_latency(first, scheme_costs(first, "full"), device)
     print(f"first prediction, fitting the profile and caching the fit: {time.perf_counter() - t0:.2f} s")
-    print(f"\n{'model':22s} {'layers':>6s} {'predict (median of 5)':>22s} {'step ms (full, batch 1)':>24s}")
+    print(f"\n{'model':22s} {'layers':>6s} {'predict (median of 5)':>22s} {'predicted step ms (full, b1)':>29s}")
     for model, graph in graphs.items():
         costs = scheme_costs(graph, "full")
         times = []
@@ -44,7 +44,7 @@ def main(argv: list[str]) -> None:
             t0 = time.perf_counter()
             p = predict_latency(graph, costs, device)
             times.append(time.perf_counter() - t0)
-        print(f"{model:22s} {len(graph.layers):6d} {1e3 * statistics.median(times):19.1f} ms {p.step_ms:24.1f}")
+        print(f"{model:22s} {len(graph.layers):6d} {1e3 * statistics.median(times):19.1f} ms {p.step_ms:29.1f}")
 
     if "--evaluate" in argv:
         from tlplan.predict.evaluate import evaluate, write_accuracy
