@@ -160,7 +160,8 @@ def with_prediction(report: ProfileReport, device: Any) -> ProfileReport:
     totals = {**report.totals, "latency_ms_predicted": {"fwd": round(p.fwd_ms, 3), "bwd": round(p.bwd_ms, 3)},
               "predicted_step_ms": round(p.step_ms, 3)}
     predicted = {"device": p.device, "source": p.source, "device_source": device.source,
-                 "overhead_ms": round(p.overhead_ms, 3), "unpredicted": list(p.unpredicted)}
+                 "overhead_ms": round(p.overhead_ms, 3), "unpredicted": list(p.unpredicted),
+                 "stand_ins": list(p.stand_ins)}
     if device.accuracy:
         predicted["accuracy"] = {k: device.accuracy[k] for k in ("mape", "within_10") if k in device.accuracy}
     sources = {**report.sources, "latency_ms_predicted": str(p.on)}
@@ -168,6 +169,9 @@ def with_prediction(report: ProfileReport, device: Any) -> ProfileReport:
     if p.unpredicted:
         warnings += (f"no latency model on {p.device} for {len(p.unpredicted)} layer(s), counted as 0 ms: "
                      f"{', '.join(p.unpredicted[:5])}{' ...' if len(p.unpredicted) > 5 else ''}",)
+    if p.stand_ins:
+        warnings += (f"{device.name} was calibrated without the tlplan runtime's kernels: {len(p.stand_ins)} layer(s) "
+                     "priced as PyTorch's own (run `tlplan calibrate --name NAME --add-runtime-ops` on the device)",)
     return replace(report, layers=rows, totals=totals, predicted=predicted, sources=sources, warnings=warnings)
 
 

@@ -27,7 +27,7 @@ def _progress(quiet: bool) -> Iterator[Callable | None]:
     ) as bar:
         tasks: dict[str, int] = {}
         labels = {"steps": "whole steps", "layers": "layers (s measured)", "fitting": "fitting",
-                  "measuring": "steps measured", "writing": "writing"}
+                  "measuring": "steps measured", "rechecking": "profile configs re-timed", "writing": "writing"}
 
         def update(p) -> None:
             if p.phase not in tasks:
@@ -50,7 +50,8 @@ def calibrate(
     name: Annotated[Optional[str], typer.Option("--name", help="Profile to write: profiles/NAME/ (e.g. host-x86-2c).")] = None,
     budget_minutes: Annotated[float, typer.Option(help="Minutes of measuring (time waiting for a quiet CPU is not counted).")] = 20.0,
     evaluate: Annotated[Optional[str], typer.Option("--evaluate", metavar="NAME", help="Instead: leave-one-network-out accuracy of measured profile NAME (re-measures the zoo's steps here), written into its device.json.")] = None,
-    ops: Annotated[Optional[str], typer.Option(help="Only these calibration ops (comma-separated; default: all).")] = None,
+    ops: Annotated[Optional[str], typer.Option(help="Only these calibration ops (comma-separated; default: all, or with --add those the profile lacks).")] = None,
+    add: Annotated[bool, typer.Option("--add", help="Time ops into the existing profile NAME, keeping its other measurements and steps (default: the ops it has none of, e.g. the tlplan runtime's).")] = False,
     networks: Annotated[Optional[str], typer.Option(help="Zoo networks for the shape prior, whole steps and evaluation (comma-separated; default: all).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the sampling.")] = 0,
     max_foreign_cpu: Annotated[float, typer.Option(help="Largest share of the CPUs other processes may use while timing (0-1); busier timings are redone.")] = 0.05,
@@ -58,7 +59,7 @@ def calibrate(
 ) -> None:
     """Time layer configurations and whole training steps on THIS machine into a device profile.
 
-    Run it on the device itself. Interrupted runs resume (same --name); the profile folder appears only when complete. With --evaluate NAME, measures how well profile NAME predicts networks held out of its fit.
+    Run it on the device itself. Interrupted runs resume (same --name); the profile folder appears only when complete. With --evaluate NAME, measures how well profile NAME predicts networks held out of its fit. With --add, times the ops profile NAME lacks into it.
     """  # noqa: E501 (typer keeps a docstring's line breaks)
     from ..predict import calibration
     from ..report import devices as report
@@ -83,6 +84,11 @@ def calibrate(
         raise BadInputError(f"--budget-minutes must be positive, not {budget_minutes}")
     settings = calibration.Settings(name=calibration.check_name(name), budget_s=budget_minutes * 60, ops=_names(ops),
                                     networks=_names(networks), seed=seed, threshold=max_foreign_cpu)
+    if add:
+        with _progress(quiet) as progress:
+            device, record = calibration.add_ops(settings, progress=progress)
+        report.render_added(device, record, console)
+        return
     with _progress(quiet) as progress:
         device = calibration.calibrate(settings, progress=progress)
     report.render_calibrated(device, console)

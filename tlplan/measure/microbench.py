@@ -64,6 +64,10 @@ class Config:
     groups: int = 1
     bias: int = 0
     inplace: int = 0
+    #: the tlplan runtime's conv / linear options: the share of input channels whose weight
+    #: gradient is computed (per mille, 1000 = all) and the gradient filter's patch size (0: none)
+    weight_per_mille: int = 1000
+    grad_filter: int = 0
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -90,6 +94,10 @@ class Bench:
     weight: list[torch.Tensor] = field(default_factory=list)  # weight (and bias) for bwd_weight
     bias: list[torch.Tensor] = field(default_factory=list)  # the bias alone, for bwd_bias
     grad_inputs: bool = True  # whether the op has an input gradient
+    #: a custom autograd Function decides at forward time which gradients its backward computes
+    #: (``ctx.needs_input_grad``), so each backward pass is timed on a graph of its own, built
+    #: with only that pass's tensors requiring grad (built-in ops see what ``autograd.grad`` asks)
+    graph_per_pass: bool = False
 
     def backward_groups(self, leaves: list[torch.Tensor]) -> dict[str, list[torch.Tensor]]:
         """The tensors each backward pass differentiates for, in ``PASSES`` order."""
@@ -113,6 +121,19 @@ class CalibrationOp:
     #: a sampled configuration made consistent: output sizes (and groups) from input sizes
     conform: Callable[[Config], Config]
     priority: int = 0
+    #: the plan's options of the layer written into its configuration (the tlplan runtime's ops)
+    with_options: Callable[[Config, Any], Config] | None = None
+    #: ops whose shape prior this op samples from (an op no plain network layer maps to)
+    prior_from: tuple[str, ...] = ()
+    #: a sampled configuration given random option fields (``weight_per_mille``, ``grad_filter``)
+    vary: Callable[[Config, Any], Config] | None = None
+
+    def config_for(self, layer: Layer, option: Any = None) -> Config:
+        """The configuration a layer runs under the plan's ``option`` (None: no plan)."""
+        config = self.config_of(layer)
+        if self.with_options is not None and option is not None:
+            config = self.with_options(config, option)
+        return config
 
 
 class CalibrationRegistry:
@@ -356,8 +377,8 @@ def _always(layer: Layer, option: Any = None) -> bool:
 
 def _register(name: str, ops: tuple[str, ...], config_of: Callable[[Layer], Config], build: Callable[[Config], Bench],
               conform: Callable[[Config], Config] = same_size, matches: Callable[[Layer, Any], bool] = _always,
-              priority: int = 0) -> None:
-    CALIBRATION_OPS.register(CalibrationOp(name, matches, config_of, build, frozenset(ops), conform, priority))
+              priority: int = 0, **runtime: Any) -> None:
+    CALIBRATION_OPS.register(CalibrationOp(name, matches, config_of, build, frozenset(ops), conform, priority, **runtime))
 
 
 _register("conv2d", ("conv2d",), conv_config, _build_conv, conform_conv)  # dense k×k and grouped
@@ -377,6 +398,8 @@ _register("mul", ("mul",), _binary_config, _build_mul)
 _register("mul.bcast", ("mul",), _binary_config, _build_mul_broadcast, matches=_is_broadcast_mul, priority=1)
 _register("dropout", ("dropout",), elementwise_config, _build_dropout)
 _register("view", ("flatten", "view", "identity"), elementwise_config, _build_view)
+
+from . import runtime_ops  # noqa: E402,F401  (registers the tlplan runtime's ops, which use the above)
 
 
 # ---- timing ----------------------------------------------------------------------------------------
@@ -399,6 +422,8 @@ def time_config(entry: CalibrationOp, config: Config, *, target_s: float = 0.08,
     """
     torch.manual_seed(0)
     bench = entry.build(config)
+    if bench.graph_per_pass:
+        return _time_per_pass(bench, target_s, max_repeats, min_repeats)
     backward = list(bench.backward_groups(bench.inputs))
 
     def prepare() -> Prepared:
@@ -424,3 +449,57 @@ def time_config(entry: CalibrationOp, config: Config, *, target_s: float = 0.08,
         fwd_nograd, _ = time_passes(prepare_nograd, warmup=1, repeats=repeats)
     ms = {"fwd": fwd, "fwd_nograd": fwd_nograd, **dict(zip(backward, bwd))}
     return Measurement(ms=ms, foreign_cpu=window.share)
+
+
+def _requiring(bench: Bench, needs: tuple[str, ...]) -> list[torch.Tensor]:
+    """Fresh input leaves, with ``requires_grad`` set on exactly the parts in ``needs``."""
+    for t in bench.weight + bench.bias:
+        t.requires_grad_(False)
+    for part in needs:
+        for t in {"weight": bench.weight, "bias": bench.bias}.get(part, []):
+            t.requires_grad_(True)
+    return [t.clone().requires_grad_(bench.grad_inputs and "input" in needs) for t in bench.inputs]
+
+
+def _time_per_pass(bench: Bench, target_s: float, max_repeats: int, min_repeats: int) -> Measurement:
+    """``time_config`` for a custom autograd Function (``Bench.graph_per_pass``).
+
+    ``fwd``: recorded with every tensor requiring grad (the forward keeps what a trained weight
+    needs); each backward pass: on a graph recorded with only its own tensors requiring grad."""
+    every = tuple(part for part in ("input", "weight", "bias") if part != "input" or bench.grad_inputs)
+    groups = {name: needs for name, needs in BACKWARD_GROUPS.items()
+              if bench.backward_groups(bench.inputs).get(name) is not None}
+
+    def prepare_for(needs: tuple[str, ...], backward: bool) -> Callable[[], Prepared]:
+        def prepare() -> Prepared:
+            leaves = _requiring(bench, needs)
+            args = [leaf.clone() if leaf.requires_grad else leaf for leaf in leaves]
+            group = bench.backward_groups(leaves).get(_group_name(needs), []) if backward else []
+            return (lambda: bench.fn(*args)), ([group] if group else [])
+        return prepare
+
+    def prepare_nograd() -> Prepared:
+        args = [t.clone() for t in bench.inputs]
+
+        def forward() -> torch.Tensor:
+            with torch.no_grad():
+                return bench.fn(*args)
+
+        return forward, []
+
+    t0 = time.perf_counter()
+    time_passes(prepare_for(every, False), warmup=0, repeats=1)
+    once = time.perf_counter() - t0
+    repeats = int(min(max_repeats, max(min_repeats, target_s / max(once, 1e-6) / (1 + len(groups)))))
+    with LoadWindow() as window:
+        ms = {"fwd": time_passes(prepare_for(every, False), warmup=1, repeats=repeats)[0],
+              "fwd_nograd": time_passes(prepare_nograd, warmup=1, repeats=repeats)[0]}
+        for name, needs in groups.items():
+            ms[name] = time_passes(prepare_for(needs, True), warmup=1, repeats=repeats)[1][0]
+    for t in bench.weight + bench.bias:
+        t.requires_grad_(True)
+    return Measurement(ms=ms, foreign_cpu=window.share)
+
+
+def _group_name(needs: tuple[str, ...]) -> str:
+    return next(name for name, parts in BACKWARD_GROUPS.items() if parts == needs)

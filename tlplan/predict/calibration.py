@@ -309,12 +309,13 @@ class _Sampler:
             op = self.rng.choices(ops, [weights.get(o, 1.0) for o in ops])[0]
             entry = CALIBRATION_OPS[op]
             roll = self.rng.random()
-            if self.adaptive and self.parents.get(op) and roll < 0.8:
+            if self.adaptive and self.parents.get(op) and roll < 0.8:  # keeps the parent's options
                 sample = sampling.perturb(self.rng.choice(self.parents[op]), self.rng, strength=0.5)
             elif self.prior.get(op) and roll < 1 - RANDOM_SHARE:
-                sample = sampling.perturb(self.rng.choice(self.prior[op]), self.rng)
+                sample = sampling.with_random_options(sampling.perturb(self.rng.choice(self.prior[op]), self.rng), self.rng)
             else:
-                sample = sampling.Sample(op, sampling.random_config(entry, self.rng), "random")
+                sample = sampling.with_random_options(
+                    sampling.Sample(op, sampling.random_config(entry, self.rng), "random"), self.rng)
             if sampling.affordable(sample.config, macs(op, sample.config)):
                 return sample
 
@@ -375,14 +376,22 @@ def calibrate(settings: Settings, *, root: Path | None = None, progress: Progres
     report(Progress("steps", total, total))
 
     # layer configurations, in adaptive rounds, until the budget is spent
-    prior_samples = sampling.shape_prior(networks)
-    prior: dict[str, list[sampling.Sample]] = {}
-    for s in prior_samples:
-        if s.op in ops:
-            prior.setdefault(s.op, []).append(s)
-    rows = partial.layer_rows()
+    prior = sampling.priors_by_op(ops, sampling.shape_prior(networks))
     steps_s = state["measured_s"] - state.get("layers_s", 0.0)
-    layer_budget = max(settings.budget_s - steps_s, 0.0)
+    configs = _measure_layers(settings, tuple(ops), prior, partial, state, max(settings.budget_s - steps_s, 0.0), report)
+
+    report(Progress("writing", 0, 1))
+    device = _finish(root, name, partial, state, settings, configs)
+    report(Progress("writing", 1, 1))
+    return device
+
+
+def _measure_layers(settings: Settings, ops: tuple[str, ...], prior: dict[str, list[sampling.Sample]], partial: "_Partial",
+                    state: dict, layer_budget: float, report: ProgressFn) -> int:
+    """Time layer configurations of ``ops`` in adaptive rounds until ``layer_budget`` seconds of
+    measuring are spent, appending them to the partial folder; returns how many configurations
+    it holds."""
+    rows = partial.layer_rows()
     sampler = _Sampler(tuple(ops), prior, random.Random(state["seed"] * 1_000_003 + len(rows)))
     current_round = -1
     configs = len({(r.op, r.config, r.round) for r in rows})
@@ -428,10 +437,7 @@ def calibrate(settings: Settings, *, root: Path | None = None, progress: Progres
         report(Progress("layers", int(min(state["layers_s"], layer_budget)), int(layer_budget),
                         f"round {current_round}, {configs} configurations"))
 
-    report(Progress("writing", 0, 1))
-    device = _finish(root, name, partial, state, settings, configs)
-    report(Progress("writing", 1, 1))
-    return device
+    return configs
 
 
 def _smallest(op: str, prior: dict[str, list[sampling.Sample]]) -> Config:
@@ -439,8 +445,10 @@ def _smallest(op: str, prior: dict[str, list[sampling.Sample]]) -> Config:
     entry = CALIBRATION_OPS[op]
     shapes = prior.get(op)
     if shapes:
-        return min(shapes, key=lambda s: s.config.numel_in + s.config.numel_out).config
-    return entry.conform(Config(1, 16, 8, 8, 16, 8, 8, k=3 if op == "conv2d" else 1))
+        config = min(shapes, key=lambda s: s.config.numel_in + s.config.numel_out).config
+    else:
+        config = entry.conform(Config(1, 16, 8, 8, 16, 8, 8, k=3 if op == "conv2d" else 1))
+    return sampling.with_random_options(sampling.Sample(op, config, "random"), random.Random(0)).config
 
 
 def interleaved_rounds(cases: Sequence[T], rounds: int, seed: int) -> Iterator[tuple[int, T]]:
@@ -499,14 +507,29 @@ def _finish(root: Path, name: str, partial: _Partial, state: dict, settings: Set
                  "fp32, CPU); runtime_overhead_bytes is the resident memory of Python with torch imported, "
                  "before any tensor. Time spent waiting for a quiet CPU is not counted in elapsed_s.",
     }
+    files = {MEASUREMENTS: render(LAYER_COLUMNS, layer_rows), STEPS: render(STEP_COLUMNS, step_rows),
+             "device.json": json.dumps(data, indent=2) + "\n"}
+    device = _write_profile(root, name, files)
+    shutil.rmtree(partial.dir, ignore_errors=True)
+    return device
+
+
+def _write_profile(root: Path, name: str, files: dict[str, str], keep_from: Path | None = None,
+                   drop: Sequence[str] = ()) -> Device:
+    """Write ``<root>/<name>/`` whole: beside it first, then renamed into place (an old one is
+    replaced only once the new one is complete and loads). ``keep_from``: a folder whose other
+    files (an evaluation's cases), but those in ``drop``, are copied along."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
     try:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a profile is as readable as any folder
-        (tmp / MEASUREMENTS).write_text(render(LAYER_COLUMNS, layer_rows), encoding="utf-8")
-        (tmp / STEPS).write_text(render(STEP_COLUMNS, step_rows), encoding="utf-8")
-        (tmp / "device.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        if keep_from is not None:
+            for path in keep_from.iterdir():
+                if path.is_file() and path.name not in files and path.name not in drop:
+                    shutil.copy2(path, tmp / path.name)
+        for file_name, text in files.items():
+            (tmp / file_name).write_text(text, encoding="utf-8")
         device = load_device(tmp / "device.json")  # what is written must load
         final = root / name
         old = None
@@ -519,5 +542,96 @@ def _finish(root: Path, name: str, partial: _Partial, state: dict, settings: Set
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    shutil.rmtree(partial.dir, ignore_errors=True)
     return replace(device, folder=root / name)
+
+
+# ---- adding ops to a profile ------------------------------------------------------------------------
+
+#: configurations of the profile timed again when ops are added: how fast the machine is now
+RECHECK_CONFIGS = 24
+
+
+def add_ops(settings: Settings, *, root: Path | None = None, progress: ProgressFn | None = None) -> tuple[Device, dict]:
+    """Time calibration ops into the existing measured profile ``settings.name``: those it has no
+    measurements of (the tlplan runtime's, for a profile calibrated before them), or
+    ``settings.ops``. Its other measurements, whole steps and evaluation are kept; rows of a named
+    op it had are replaced (and then its accuracy, which they entered, is dropped).
+
+    First a sample of the profile's own configurations is timed again: the median ratio of now to
+    then (``time_vs_profile``) says whether the machine runs as it did at calibration, since the
+    new rows are fitted beside rows measured then. Resumable like ``calibrate``. Returns the
+    profile and the addition's record (also in ``device.json``, ``additions``)."""
+    name = check_name(settings.name)
+    root = root or profiles_dir()
+    path = root / name / "device.json"
+    if not path.is_file():
+        raise BadInputError(f"no profile {name} under {root} to add to; run `tlplan calibrate --name {name}` first")
+    device = load_device(path)
+    if device.source != "measured" or not device.measurements or device.folder is None:
+        raise BadInputError(f"device profile {name} is not a measured profile: ops can be added only to a profile "
+                            "calibrated on the device")
+    existing = read_layer_rows(device.folder / device.measurements)
+    had = {r.op for r in existing}
+    ops = tuple(settings.ops or [op for op in CALIBRATION_OPS.names if op not in had])
+    unknown = [op for op in ops if op not in CALIBRATION_OPS]
+    if unknown:
+        raise BadInputError(f"unknown calibration op(s) {', '.join(unknown)}; known: {', '.join(CALIBRATION_OPS.names)}")
+    if not ops:
+        raise BadInputError(f"profile {name} already has measurements of every calibration op; name the ops to time "
+                            "again with --ops")
+    from ..zoo import zoo_names
+
+    report = progress or (lambda p: None)
+    partial = _Partial(root, f"{name}.add")
+    try:
+        state = partial.open(settings)
+    except OSError as exc:
+        raise BadInputError(f"cannot write under {root}: {exc.strerror or exc}") from None
+    if state.get("ops") not in (None, list(ops)):
+        raise BadInputError(f"an interrupted addition of {', '.join(state['ops'])} to {name} is in {partial.dir}: "
+                            "run it again with those ops, or remove that folder")
+    state["ops"] = list(ops)
+    if "time_vs_profile" not in state:
+        state["time_vs_profile"], state["rechecked_configs"] = _recheck(existing, ops, settings, report)
+        partial.save_state(state)
+    prior = sampling.priors_by_op(ops, sampling.shape_prior(settings.networks or tuple(zoo_names())))
+    configs = _measure_layers(settings, ops, prior, partial, state, settings.budget_s, report)
+
+    report(Progress("writing", 0, 1))
+    added = partial.layer_rows()
+    layer_rows = [r for r in existing if r.op not in ops] + added
+    data = json.loads(path.read_text())
+    record = {"ops": ",".join(ops), "date": _dt.date.today().isoformat(), "budget_s": round(settings.budget_s, 1),
+              "elapsed_s": round(float(state["measured_s"]), 1), "configs": configs, "rows": len(added),
+              "rechecked_configs": state["rechecked_configs"]}
+    if state["time_vs_profile"] is not None:
+        record["time_vs_profile"] = round(state["time_vs_profile"], 3)
+    data["additions"] = [*data.get("additions", []), record]
+    replaced = had & set(ops)
+    if replaced:
+        data.pop("accuracy", None)  # its predictions used the rows just replaced
+    files = {MEASUREMENTS: render(LAYER_COLUMNS, layer_rows), "device.json": json.dumps(data, indent=2) + "\n"}
+    result = _write_profile(root, name, files, keep_from=device.folder, drop=("evaluation.csv",) if replaced else ())
+    shutil.rmtree(partial.dir, ignore_errors=True)
+    report(Progress("writing", 1, 1))
+    return result, record
+
+
+def _recheck(existing: Sequence[LayerRow], ops: Sequence[str], settings: Settings,
+             report: ProgressFn) -> tuple[float | None, int]:
+    """Median (ms now / ms in the profile) over a sample of the profile's configurations of other ops."""
+    by_config: dict[tuple[str, Config], dict[str, float]] = {}
+    for r in existing:
+        if r.op not in ops:
+            by_config.setdefault((r.op, r.config), {})[r.pass_] = r.ms
+    keys = sorted(by_config, key=lambda k: (k[0], k[1].as_dict().__repr__()))
+    random.Random(settings.seed).shuffle(keys)
+    keys = [k for k in keys if sampling.affordable(k[1], macs(k[0], k[1]))][:RECHECK_CONFIGS]
+    ratios = []
+    for i, (op, config) in enumerate(keys):
+        report(Progress("rechecking", i, len(keys), op))
+        wait_until_quiet(settings.threshold)
+        now = time_config(CALIBRATION_OPS[op], config).ms
+        ratios += [now[p] / then for p, then in by_config[(op, config)].items() if p in now and then > 0]
+    report(Progress("rechecking", len(keys), len(keys)))
+    return (float(np.median(ratios)) if ratios else None), len(keys)

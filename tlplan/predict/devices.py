@@ -40,6 +40,8 @@ _OPTIONAL = {
     "efficiency_memory": dict,
     "layer_overhead_s": _NUMBER,
     "anchors": list,
+    # ops timed into the profile later (`tlplan calibrate --name NAME --add`), one entry a run
+    "additions": list,
 }
 #: the keys each nested object may have, and their types
 _NESTED = {
@@ -53,6 +55,10 @@ _NESTED = {
 _ACCURACY_NUMBERS = {"mape", "within_10", "cases", "networks_evaluated", "seconds"}
 _ACCURACY_TEXT = {"date", "method"}
 _ANCHOR_KEYS = {"model": str, "published_ms": _NUMBER, "predicted_ms": _NUMBER, "role": str, "assumption": str}
+_ADDITION_KEYS = {"ops": str, "date": str, "budget_s": _NUMBER, "elapsed_s": _NUMBER, "configs": _NUMBER,
+                  "rows": _NUMBER, "time_vs_profile": _NUMBER, "rechecked_configs": _NUMBER}
+#: the list fields of device.json: what one entry is called in errors, and its keys' types
+_LISTS = {"anchors": ("an anchor", _ANCHOR_KEYS), "additions": ("an addition", _ADDITION_KEYS)}
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,7 @@ class Device:
     efficiency_memory: Mapping[str, float] | None = None
     layer_overhead_s: float | None = None
     anchors: tuple[Mapping[str, Any], ...] | None = None
+    additions: tuple[Mapping[str, Any], ...] | None = None
     folder: Path | None = field(default=None, compare=False)  # where device.json was read from
 
     @property
@@ -178,21 +185,22 @@ def _checked_nested(path: Path, key: str, value: Any) -> Any:
             else:
                 raise fail(f"unknown key {k!r}")
         return dict(value)
-    if key == "anchors":
-        anchors = []
+    if key in _LISTS:
+        what, keys = _LISTS[key]
+        entries = []
         for item in value:
             if not isinstance(item, dict):
-                raise fail("each anchor must be an object")
+                raise fail(f"each entry must be an object ({what})")
             for k, v in item.items():
-                kind = _ANCHOR_KEYS.get(k)
+                kind = keys.get(k)
                 if kind is None:
-                    raise fail(f"unknown key {k!r} in an anchor")
+                    raise fail(f"unknown key {k!r} in {what}")
                 if kind is str and not isinstance(v, str):
                     raise fail(f"{k!r} must be text")
                 if kind is _NUMBER:
                     number(k, v)
-            anchors.append(dict(item))
-        return tuple(anchors)
+            entries.append(dict(item))
+        return tuple(entries)
     return value
 
 

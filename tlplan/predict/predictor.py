@@ -27,8 +27,8 @@ import numpy as np
 
 from ..costs.annotate import CostTable, annotate
 from ..errors import BadInputError
-from ..measure.microbench import CALIBRATION_OPS, Config
-from ..trace.graph import INPUT, LayerGraph
+from ..measure.microbench import CALIBRATION_OPS, CalibrationOp, Config
+from ..trace.graph import INPUT, Layer, LayerGraph
 from . import cache
 from .devices import Device, resolve_device
 from .fit import FIT_VERSION, PassModel, TreeEnsemble, fit_pass_model
@@ -70,6 +70,9 @@ class Prediction:
     overhead_ms: float  # per-step term (fitted profiles); 0 for a datasheet roofline
     step_ms: float
     unpredicted: tuple[str, ...] = ()  # layers no calibration op stands for: counted as 0 ms
+    #: layers the tlplan runtime runs with its own kernels, priced with the plain PyTorch op's
+    #: model because the profile has no measurements of the runtime's (calibrated before them)
+    stand_ins: tuple[str, ...] = ()
 
     @property
     def on(self) -> PredictedOn:
@@ -88,6 +91,9 @@ class Item:
     pass_: str
     config: Config
     weight_ratio: float = 1.0
+    #: the plain PyTorch op a tlplan-runtime op stands in for: what a fitted profile calibrated
+    #: without the runtime's ops prices it with (None: the op is a plain one)
+    fallback: str | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +131,25 @@ def _option(costs: CostTable, layer: str) -> object:
     return options.get(layer) if options else None
 
 
+def plain_entry(layer: Layer) -> CalibrationOp | None:
+    """The calibration op of ``layer`` run by PyTorch's own kernels (no plan options)."""
+    return CALIBRATION_OPS.for_layer(layer, None)
+
+
+def calibration_entry(layer: Layer, option: object, runtime: str) -> tuple[CalibrationOp, Config] | None:
+    """The calibration op that prices ``layer`` trained with ``option`` on ``runtime``, and its
+    configuration. Only the ``tlplan`` runtime runs its own kernels (``tlplan.measure.runtime_ops``);
+    ``eager`` (and the ``mcu`` engine's accounting) price PyTorch's."""
+    if runtime != "tlplan":
+        option = None
+    elif option is None:  # the runtime swaps every layer it can, a frozen one too
+        from ..plan.options import FROZEN
+
+        option = FROZEN
+    entry = CALIBRATION_OPS.for_layer(layer, option)
+    return None if entry is None else (entry, entry.config_for(layer, option))
+
+
 def scheme_costs(graph: LayerGraph, scheme: str) -> CostTable:
     """Costs of training ``graph`` under a named scheme with plain PyTorch autograd (``requires_grad``
     only): what the whole-step timings of calibration and evaluation run."""
@@ -146,13 +171,15 @@ def plan_items(graph: LayerGraph, costs: CostTable, weight_ratios: Mapping[str, 
                 if needs and src != INPUT:
                     gradients_into[src] = gradients_into.get(src, 0) + 1
         option = _option(costs, layer.name)
-        entry = CALIBRATION_OPS.for_layer(layer, option)
-        if entry is None:
+        found = calibration_entry(layer, option, costs.runtime)
+        if found is None:
             unpredicted.append(layer.name)
             continue
-        config = entry.config_of(layer)
+        entry, config = found
         ratio = (weight_ratios or {}).get(layer.name, getattr(option, "weight", 0) or 1.0)
-        items.extend(Item(layer.name, entry.name, p, config, ratio) for p in passes)
+        plain = plain_entry(layer)
+        fallback = plain.name if plain is not None and plain.name != entry.name else None
+        items.extend(Item(layer.name, entry.name, p, config, ratio, fallback) for p in passes)
     for src, n in gradients_into.items():
         if n > 1:
             shape = graph.by_name[src].output_shape
@@ -175,11 +202,15 @@ class FittedProfile:
     digest: str = ""
 
     def price(self, items: Sequence[Item]) -> np.ndarray:
-        """ms of each item; NaN where the profile has no model for the item's (op, pass)."""
+        """ms of each item; NaN where the profile has no model for the item's (op, pass), nor for
+        the plain op it stands in for (``Item.fallback``)."""
         out = np.full(len(items), np.nan)
         groups: dict[tuple[str, str], list[int]] = {}
         for i, item in enumerate(items):
-            key = (item.op, "fwd_nograd" if item.pass_ == "accumulate" else item.pass_)
+            pass_ = "fwd_nograd" if item.pass_ == "accumulate" else item.pass_
+            key = (item.op, pass_)
+            if key not in self.models and item.fallback is not None:
+                key = (item.fallback, pass_)
             groups.setdefault(key, []).append(i)
         for key, idx in groups.items():
             model = self.models.get(key)
@@ -376,6 +407,13 @@ class Pricer:
     def overhead_ms(self, plan: Plan) -> float:
         return self.fitted.overhead_ms(plan) if self.fitted is not None else 0.0
 
+    def stands_in(self, item: Item) -> bool:
+        """Whether ``item`` is priced with its plain op's model (a profile without the runtime's ops)."""
+        if self.fitted is None or item.fallback is None:
+            return False
+        pass_ = "fwd_nograd" if item.pass_ == "accumulate" else item.pass_
+        return (item.op, pass_) not in self.fitted.models and (item.fallback, pass_) in self.fitted.models
+
 
 def predict_latency(graph: LayerGraph, costs: CostTable, device: "Device | str | Pricer", *,
                     weight_ratios: Mapping[str, float] | None = None,
@@ -422,4 +460,6 @@ def predict_latency(graph: LayerGraph, costs: CostTable, device: "Device | str |
     fwd = sum(p.fwd_ms for p in layers.values())
     bwd = sum(p.bwd_ms or 0.0 for p in layers.values())
     unpredicted = tuple(dict.fromkeys([*plan.unpredicted, *sorted(missing)]))
-    return Prediction(pricer.device.name, source, MappingProxyType(layers), fwd, bwd, overhead, fwd + bwd + overhead, unpredicted)
+    stand_ins = tuple(dict.fromkeys(item.layer for item in plan.items if pricer.stands_in(item)))
+    return Prediction(pricer.device.name, source, MappingProxyType(layers), fwd, bwd, overhead, fwd + bwd + overhead,
+                      unpredicted, stand_ins)

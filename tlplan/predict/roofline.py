@@ -23,6 +23,9 @@ FLOPS_PER_ELEMENT = {
     "batch_norm": 6.0,  # mean, variance, normalise, scale, shift
     "relu": 1.0, "relu6": 2.0, "hardswish": 4.0, "hardsigmoid": 3.0, "sigmoid": 4.0, "silu": 5.0,
     "dropout": 2.0, "add": 1.0, "mul": 1.0, "mul.bcast": 1.0, "view": 0.0,
+    # the tlplan runtime: a norm on running statistics is one multiply-add; a masked activation
+    # also compares and packs its 1-bit mask
+    "batch_norm.tl": 2.0, "relu.mask": 3.0, "relu6.mask": 4.0, "hardswish.mask": 6.0,
 }
 DEFAULT = "default"
 
@@ -33,8 +36,9 @@ def pass_work(op: str, pass_: str, c: Config, bytes_per_element: int, weight_rat
     Linear maps (conv, linear): 2 FLOPs per MAC in every pass; the input gradient reads the output
     gradient and the weights and writes the input gradient; the weight gradient reads the input
     (only the kept channels, ``weight_ratio``) and the output gradient and writes the weight
-    gradient; the bias gradient sums the output gradient. Pooling does one operation per window
-    element. Other ops: ``FLOPS_PER_ELEMENT`` per element, input and output read or written once.
+    gradient; the bias gradient sums the output gradient. A gradient filter of patch size r
+    (``Config.grad_filter``) divides both gradients' MACs and the kept input by r². Pooling does
+    one operation per window element. Other ops: ``FLOPS_PER_ELEMENT`` per element, input and output read or written once.
     """
     e = bytes_per_element
     x, y = c.numel_in * e, c.numel_out * e
@@ -45,10 +49,14 @@ def pass_work(op: str, pass_: str, c: Config, bytes_per_element: int, weight_rat
     if m:
         if pass_ == "fwd":
             return 2.0 * m, x + y + w
+        kept = x
+        if c.grad_filter:  # gradients from r×r patch averages: r² fewer positions, patch sums kept (Yang et al.)
+            m /= c.grad_filter**2
+            kept = x / c.grad_filter**2
         if pass_ == "bwd_input":
             return 2.0 * m, y + x + w
         if pass_ == "bwd_weight":
-            return 2.0 * m * weight_ratio, x * weight_ratio + y + w * weight_ratio
+            return 2.0 * m * weight_ratio, kept * weight_ratio + y + w * weight_ratio
         return float(c.numel_out), y + c.c_out * e  # bwd_bias
     if op in ("max_pool2d", "avg_pool2d"):
         flops = float(c.numel_out * c.k * c.k)

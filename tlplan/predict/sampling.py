@@ -52,6 +52,32 @@ def shape_prior(networks: Iterable[str] | None = None) -> list[Sample]:
     return samples
 
 
+def priors_by_op(ops: Sequence[str], samples: Sequence[Sample]) -> dict[str, list[Sample]]:
+    """The shape prior of each op in ``ops``: its own layers' configurations, or, for an op no
+    plain layer maps to (the tlplan runtime's), those of the ops it stands in for (``prior_from``)."""
+    by_op: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_op.setdefault(s.op, []).append(s)
+    prior: dict[str, list[Sample]] = {}
+    for op in ops:
+        entry = CALIBRATION_OPS[op]
+        if entry.prior_from:
+            borrowed = [s for source in entry.prior_from for s in by_op.get(source, [])]
+            if borrowed:
+                prior[op] = [Sample(op, entry.conform(s.config), s.origin) for s in borrowed]
+        elif op in by_op:
+            prior[op] = by_op[op]
+    return prior
+
+
+def with_random_options(sample: Sample, rng: random.Random) -> Sample:
+    """``sample`` with option fields drawn for its op (unchanged for an op without plan options)."""
+    entry = CALIBRATION_OPS[sample.op]
+    if entry.vary is None:
+        return sample
+    return Sample(sample.op, entry.conform(entry.vary(sample.config, rng)), sample.origin)
+
+
 def _round_channels(c: float) -> int:
     return max(1, int(round(c / 8)) * 8) if c >= 12 else max(1, int(round(c)))
 

@@ -25,6 +25,9 @@ STEPS = "steps.csv"
 CONFIG_COLUMNS = Config.field_names()
 LAYER_COLUMNS = ("op", "pass", *CONFIG_COLUMNS, "origin", "round", "ms", "foreign_cpu")
 STEP_COLUMNS = ("network", "scheme", "batch", "resolution", "ms", "foreign_cpu")
+#: columns added later, with the value every row of an older file means (profiles calibrated
+#: before the tlplan runtime's ops were timed have no plan options: all channels, no filter)
+OPTIONAL_COLUMNS = {"weight_per_mille": "1000", "grad_filter": "0"}
 
 
 @dataclass(frozen=True)
@@ -110,16 +113,17 @@ def _read_rows(path: Path, columns: Sequence[str], *, allow_truncated_tail: bool
     unknown = [c for c in header if c not in columns]
     if unknown:
         raise BadInputError(f"profile data {path}: unknown column(s) {', '.join(map(repr, unknown))}")
-    missing = [c for c in columns if c not in header]
+    missing = [c for c in columns if c not in header and c not in OPTIONAL_COLUMNS]
     if missing:
         raise BadInputError(f"profile data {path}: missing column(s) {', '.join(missing)}")
+    defaults = {c: OPTIONAL_COLUMNS[c] for c in columns if c not in header}
     rows = []
     for number, cells in enumerate(lines[1:], start=2):
         if not cells:
             continue
         if len(cells) != len(header):
             raise BadInputError(f"profile data {path}, line {number}: {len(cells)} fields, expected {len(header)}")
-        rows.append((number, dict(zip(header, cells))))
+        rows.append((number, {**defaults, **dict(zip(header, cells))}))
     return rows
 
 
@@ -152,10 +156,14 @@ def read_layer_rows(path: Path, *, allow_truncated_tail: bool = False) -> list[L
             raise BadInputError(f"profile data {path}, line {line}: unknown op {d['op']!r}")
         if d["pass"] not in PASSES:
             raise BadInputError(f"profile data {path}, line {line}: unknown pass {d['pass']!r} (one of {', '.join(PASSES)})")
-        config = Config(**{c: int(_number(path, line, c, d[c], integer=True, positive=c not in ("bias", "inplace")))
+        config = Config(**{c: int(_number(path, line, c, d[c], integer=True,
+                                          positive=c not in ("bias", "inplace", "grad_filter")))
                            for c in CONFIG_COLUMNS})
         if config.bias not in (0, 1) or config.inplace not in (0, 1):
             raise BadInputError(f"profile data {path}, line {line}: bias and inplace must be 0 or 1")
+        if config.weight_per_mille > 1000 or config.grad_filter < 0:
+            raise BadInputError(f"profile data {path}, line {line}: weight_per_mille must be 1 to 1000 and grad_filter "
+                                "0 or more")
         rows.append(LayerRow(
             op=d["op"], pass_=d["pass"], config=config, origin=d["origin"] or "random",
             round=int(_number(path, line, "round", d["round"], integer=True, positive=False)),

@@ -16,11 +16,10 @@ from typing import Mapping
 import numpy as np
 
 from ..costs.annotate import annotate
-from ..measure.microbench import CALIBRATION_OPS
 from ..plan.options import LayerOptions
 from ..predict.devices import Device
 from ..costs.rules import GradState
-from ..predict.predictor import Item, PredictedOn, Pricer, passes_of, predict_latency
+from ..predict.predictor import Item, PredictedOn, Pricer, calibration_entry, passes_of, predict_latency
 from ..trace.graph import Layer
 from .space import SearchSpace
 
@@ -31,11 +30,11 @@ def _passes(layer: Layer, opts: LayerOptions) -> list[str]:
     return passes_of(GradState((True,), roles, opts))
 
 
-def _items(layer: Layer, opts: LayerOptions) -> list[Item]:
-    entry = CALIBRATION_OPS.for_layer(layer, opts)
-    if entry is None:
+def _items(layer: Layer, opts: LayerOptions, runtime: str) -> list[Item]:
+    found = calibration_entry(layer, opts, runtime)
+    if found is None:
         return []
-    config = entry.config_of(layer)
+    entry, config = found
     return [Item(layer.name, entry.name, p, config, opts.weight or 1.0) for p in _passes(layer, opts)]
 
 
@@ -77,7 +76,7 @@ def time_model(space: SearchSpace, device: Device | str | Pricer, *, per_depth: 
         ranges = []
         for cand in [frozen, *(c.options for c in choice.candidates)]:
             start = len(items)
-            items.extend(_items(layer, cand))
+            items.extend(_items(layer, cand, space.runtime))
             ranges.append((start, len(items)))
         spans.append(ranges)
     ms = np.nan_to_num(pricer.price(items)) if items else np.zeros(0)

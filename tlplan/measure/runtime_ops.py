@@ -1,0 +1,168 @@
+"""Calibration ops of the tlplan runtime: its autograd Functions, timed as they run in a plan.
+
+A ``tlplan``-runtime plan swaps conv, linear, batch-norm and ReLU-family modules for
+``tlplan.runtime``'s versions. Their kernels differ from PyTorch's own where the plan's options
+change what backward does, so a measured profile times them as ops of their own:
+
+* ``conv2d.tl``: any conv under the runtime (full weight, bias only, frozen): the input gradient
+  is a transposed conv, the bias gradient a separate sum;
+* ``conv2d.tl.part``: the weight trained on a share of its input channels (``weight_per_mille``):
+  the forward copies those channels, the weight gradient is a smaller convolution_backward
+  scattered into a zero tensor;
+* ``conv2d.tl.gf``: gradient filtering with patch size ``grad_filter``: the forward keeps patch
+  sums, the gradients come from patch-averaged output gradients;
+* ``linear.tl``: a linear layer (any share of input features);
+* ``batch_norm.tl``: a norm on running statistics (``frozen`` / ``shift``); ``affine`` runs
+  PyTorch's own batch norm and is priced as ``batch_norm``;
+* ``relu.mask``, ``relu6.mask``, ``hardswish.mask``: activations that keep a packed 1-bit mask.
+
+They match a layer only with the plan's options in hand (``option`` is a ``LayerOptions``), which
+the predictor passes for ``tlplan``-runtime cost tables only. Having no layer of a plain network
+to sample near, each borrows the shape prior of the PyTorch ops it stands in for (``prior_from``)
+and draws its option fields (``vary``).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from ..trace.graph import Layer
+from .microbench import (
+    Bench, Config, _conform_depthwise, _padding_for, _rand, _register, conform_conv, conform_linear, conv_config,
+    elementwise_config, linear_config, same_size,
+)
+
+#: what a partial weight trains in sampled configurations (``tlplan.plan.options.WEIGHT_RATIOS``
+#: below 1, per mille) and the gradient filter's patch sizes (``FILTER_SIZES``)
+PARTIAL_PER_MILLE = (125, 250, 500)
+FILTER_SIZES = (2, 4, 7)
+
+
+def _is_options(option: Any) -> bool:
+    return option is not None and hasattr(option, "grad_filter") and hasattr(option, "weight")
+
+
+def _planned(layer: Layer, option: Any) -> bool:
+    return _is_options(option)
+
+
+def _partial_conv(layer: Layer, option: Any) -> bool:
+    return _is_options(option) and not option.grad_filter and 0 < option.weight < 1
+
+
+def _filtered_conv(layer: Layer, option: Any) -> bool:
+    return _is_options(option) and option.grad_filter > 0
+
+
+def _frozen_stats_norm(layer: Layer, option: Any) -> bool:
+    return _is_options(option) and option.norm != "affine"
+
+
+def _masked(layer: Layer, option: Any) -> bool:
+    return _is_options(option) and bool(option.mask)
+
+
+def _with_options(config: Config, option: Any) -> Config:
+    per_mille = round(1000 * option.weight) if 0 < option.weight < 1 else 1000
+    return replace(config, weight_per_mille=per_mille, grad_filter=int(option.grad_filter))
+
+
+def _vary_partial(config: Config, rng: random.Random) -> Config:
+    return replace(config, weight_per_mille=rng.choice(PARTIAL_PER_MILLE), grad_filter=0)
+
+
+def _vary_filter(config: Config, rng: random.Random) -> Config:
+    return replace(config, weight_per_mille=1000, grad_filter=rng.choice(FILTER_SIZES))
+
+
+def _vary_none(config: Config, rng: random.Random) -> Config:
+    return replace(config, weight_per_mille=1000, grad_filter=0)
+
+
+def _vary_linear(config: Config, rng: random.Random) -> Config:
+    return replace(config, weight_per_mille=rng.choice((1000, 1000, *PARTIAL_PER_MILLE)), grad_filter=0)
+
+
+def _conform_any_conv(c: Config) -> Config:
+    """A depthwise configuration stays depthwise (groups = channels), any other is dense."""
+    return _conform_depthwise(c) if c.groups > 1 else conform_conv(c)
+
+
+def _conv_params(c: Config) -> tuple[nn.Parameter, nn.Parameter | None]:
+    conv = nn.Conv2d(c.c_in, c.c_out, c.k, groups=c.groups, bias=bool(c.bias))
+    return conv.weight, conv.bias
+
+
+def _build_planned_conv(c: Config) -> Bench:
+    from ..runtime.functional import PlannedConv2d, channel_index
+
+    weight, bias = _conv_params(c)
+    pad = _padding_for(c.h, c.h_out, c.k, c.stride)
+    index = channel_index(weight, c.weight_per_mille / 1000, "first", c.groups) if c.weight_per_mille < 1000 else None
+    stride, padding, dilation = (c.stride, c.stride), (pad, pad), (1, 1)
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        return PlannedConv2d.apply(x, weight, bias, stride, padding, dilation, c.groups, index, c.grad_filter, None)
+
+    params = [weight] + ([bias] if bias is not None else [])
+    return Bench(fn=fn, inputs=[_rand(c.batch, c.c_in, c.h, c.w)], weight=params,
+                 bias=[bias] if bias is not None else [], graph_per_pass=True)
+
+
+def _build_planned_linear(c: Config) -> Bench:
+    from ..runtime.functional import PlannedLinear, channel_index
+
+    linear = nn.Linear(c.c_in, c.c_out, bias=bool(c.bias))
+    weight, bias = linear.weight, linear.bias
+    index = channel_index(weight, c.weight_per_mille / 1000, "first") if c.weight_per_mille < 1000 else None
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        return PlannedLinear.apply(x, weight, bias, index, None)
+
+    params = [weight] + ([bias] if bias is not None else [])
+    return Bench(fn=fn, inputs=[_rand(c.batch, c.c_in)], weight=params, bias=[bias] if bias is not None else [],
+                 graph_per_pass=True)
+
+
+def _build_frozen_norm(c: Config) -> Bench:
+    from ..runtime.functional import FrozenNorm
+
+    norm = nn.BatchNorm2d(c.c_in)
+    norm.weight.requires_grad_(False)  # γ is never trained on running statistics (``shift`` trains β)
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        return FrozenNorm.apply(x, norm.weight, norm.bias, norm.running_mean, norm.running_var, norm.eps)
+
+    return Bench(fn=fn, inputs=[_rand(c.batch, c.c_in, c.h, c.w)], bias=[norm.bias], graph_per_pass=True)
+
+
+def _build_masked(kind: str) -> Callable[[Config], Bench]:
+    def build(c: Config) -> Bench:
+        from ..runtime.functional import MaskedActivation
+
+        inplace = bool(c.inplace)
+        return Bench(fn=lambda x: MaskedActivation.apply(x, kind, inplace), inputs=[_rand(c.batch, c.c_in, c.h, c.w)],
+                     graph_per_pass=True)
+
+    return build
+
+
+_CONV_PRIOR = ("conv2d", "conv2d.dw", "conv2d.pw")
+_register("conv2d.tl", ("conv2d",), conv_config, _build_planned_conv, _conform_any_conv, _planned, priority=2,
+          with_options=_with_options, prior_from=_CONV_PRIOR, vary=_vary_none)
+_register("conv2d.tl.part", ("conv2d",), conv_config, _build_planned_conv, _conform_any_conv, _partial_conv,
+          priority=3, with_options=_with_options, prior_from=_CONV_PRIOR, vary=_vary_partial)
+_register("conv2d.tl.gf", ("conv2d",), conv_config, _build_planned_conv, _conform_any_conv, _filtered_conv,
+          priority=3, with_options=_with_options, prior_from=_CONV_PRIOR, vary=_vary_filter)
+_register("linear.tl", ("linear",), linear_config, _build_planned_linear, conform_linear, _planned, priority=2,
+          with_options=_with_options, prior_from=("linear",), vary=_vary_linear)
+_register("batch_norm.tl", ("batch_norm",), elementwise_config, _build_frozen_norm, same_size, _frozen_stats_norm,
+          priority=2, prior_from=("batch_norm",))
+for _kind in ("relu", "relu6", "hardswish"):
+    _register(f"{_kind}.mask", (_kind,), elementwise_config, _build_masked(_kind), same_size, _masked, priority=2,
+              prior_from=(_kind,))
