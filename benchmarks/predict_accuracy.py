@@ -59,6 +59,8 @@ def main(argv: list[str]) -> None:
     print(f"{'held-out network':22s} {'cases':>5s} {'MAPE %':>7s} {'within ±10%':>12s}")
     for net, f in acc["per_network"].items():
         print(f"{net:22s} {f['cases']:5.0f} {f['mape']:7.2f} {f['within_10']:11.0f}%")
+    for runtime, f in acc.get("per_runtime", {}).items():
+        print(f"{'all, ' + runtime + ' runtime':22s} {f['cases']:5.0f} {f['mape']:7.2f} {f['within_10']:11.0f}%")
 
 
 if __name__ == "__main__":

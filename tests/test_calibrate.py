@@ -147,7 +147,7 @@ def test_evaluation_figures_and_written_accuracy(tmp_path):
     # GIVEN a synthetic measured profile and step times "measured" for one network
     folder = write_profile(tmp_path / "profiles")
     device = load_device(folder / "device.json")
-    cases = [("mcunet-5fps", s, 1, 128) for s in ("full", "last")]
+    cases = [("mcunet-5fps", s, 1, 128, "eager") for s in ("full", "last")]
     result = evaluate(device, networks=["mcunet-5fps"], schemes=("full", "last"), batches=(1,),
                       measured={cases[0]: 20.0, cases[1]: 5.0})
     # THEN each case is compared with a prediction made without the network's own rows
@@ -159,7 +159,8 @@ def test_evaluation_figures_and_written_accuracy(tmp_path):
     updated = write_accuracy(device, result)
     assert updated.accuracy["cases"] == 2 and updated.accuracy["per_network"]["mcunet-5fps"]["cases"] == 2
     assert "leave-one-network-out" in updated.accuracy["method"]
-    assert (folder / EVALUATION_CSV).read_text().startswith("network,scheme,batch")
+    assert (folder / EVALUATION_CSV).read_text().startswith("network,scheme,batch,resolution,runtime")
+    assert updated.accuracy["per_runtime"] == {"eager": updated.accuracy["per_network"]["mcunet-5fps"]}
     assert json.loads((folder / "device.json").read_text())["accuracy"]["mape"] == updated.accuracy["mape"]
 
 

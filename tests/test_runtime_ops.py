@@ -234,3 +234,10 @@ def test_calibrate_add_cli(monkeypatch, capsys, tmp_path):
         main()
     err = capsys.readouterr().err.strip().splitlines()
     assert info.value.code == 2 and len(err) == 1 and "no profile nothere" in err[0]
+
+
+def test_the_runtime_ops_are_the_ones_listed_and_evaluation_knows_them():
+    from tlplan.measure import runtime_ops
+
+    assert runtime_ops.RUNTIME_OPS == RUNTIME_OPS
+    assert all(CALIBRATION_OPS[op].prior_from for op in RUNTIME_OPS)

@@ -7,9 +7,10 @@ The calibration op registry lives here. Each ``CalibrationOp`` says, for one kin
 * how to build the op for a ``Config`` on random tensors (``build``) — the measuring side;
 * which passes it has (the backward groups are derived from what ``build`` returns).
 
-Adding an op (e.g. one of the tlplan runtime's autograd Functions) is one ``register`` call with
-those functions; ``priority`` lets a specific entry (bias-only conv under the tlplan runtime) win
-over a general one (any conv) for the layers both match. See ``docs/devices.md``.
+Adding an op is one ``register_op`` call with those functions; ``priority`` lets a specific entry
+(a conv under the tlplan runtime) win over a general one (any conv) for the layers both match.
+The tlplan runtime's autograd Functions are registered that way in ``runtime_ops``. See
+``docs/devices.md``.
 """
 
 from __future__ import annotations
@@ -259,7 +260,7 @@ def conform_conv(c: Config) -> Config:
     return _windowed(c)
 
 
-def _conform_depthwise(c: Config) -> Config:
+def conform_depthwise(c: Config) -> Config:
     return _windowed(replace(c, c_out=c.c_in, groups=c.c_in))
 
 
@@ -278,7 +279,7 @@ def conform_linear(c: Config) -> Config:
 # ---- configurations → ops on random tensors ------------------------------------------------------
 
 
-def _rand(*shape: int) -> torch.Tensor:
+def random_tensor(*shape: int) -> torch.Tensor:
     return torch.randn(*shape)
 
 
@@ -290,12 +291,12 @@ def _module_bench(module: nn.Module, *inputs: torch.Tensor) -> Bench:
 
 
 def _build_conv(c: Config) -> Bench:
-    pad = _padding_for(c.h, c.h_out, c.k, c.stride)
+    pad = padding_for(c.h, c.h_out, c.k, c.stride)
     conv = nn.Conv2d(c.c_in, c.c_out, c.k, stride=c.stride, padding=pad, groups=c.groups, bias=bool(c.bias))
-    return _module_bench(conv, _rand(c.batch, c.c_in, c.h, c.w))
+    return _module_bench(conv, random_tensor(c.batch, c.c_in, c.h, c.w))
 
 
-def _padding_for(size: int, out: int, k: int, stride: int) -> int:
+def padding_for(size: int, out: int, k: int, stride: int) -> int:
     """The symmetric padding that turns ``size`` into ``out`` (``k // 2`` when none does)."""
     for pad in range(k // 2 + 1):
         if (size + 2 * pad - k) // stride + 1 == out:
@@ -304,54 +305,54 @@ def _padding_for(size: int, out: int, k: int, stride: int) -> int:
 
 
 def _build_linear(c: Config) -> Bench:
-    return _module_bench(nn.Linear(c.c_in, c.c_out, bias=bool(c.bias)), _rand(c.batch, c.c_in))
+    return _module_bench(nn.Linear(c.c_in, c.c_out, bias=bool(c.bias)), random_tensor(c.batch, c.c_in))
 
 
 def _build_batch_norm(c: Config) -> Bench:
-    return _module_bench(nn.BatchNorm2d(c.c_in), _rand(c.batch, c.c_in, c.h, c.w))
+    return _module_bench(nn.BatchNorm2d(c.c_in), random_tensor(c.batch, c.c_in, c.h, c.w))
 
 
 def _elementwise(module_type: Callable[..., nn.Module], takes_inplace: bool = True) -> Callable[[Config], Bench]:
     def build(c: Config) -> Bench:
         module = module_type(inplace=bool(c.inplace)) if takes_inplace else module_type()
-        return Bench(fn=module, inputs=[_rand(c.batch, c.c_in, c.h, c.w)])
+        return Bench(fn=module, inputs=[random_tensor(c.batch, c.c_in, c.h, c.w)])
 
     return build
 
 
 def _build_max_pool(c: Config) -> Bench:
-    pad = _padding_for(c.h, c.h_out, c.k, c.stride)
-    return Bench(fn=nn.MaxPool2d(c.k, c.stride, pad), inputs=[_rand(c.batch, c.c_in, c.h, c.w)])
+    pad = padding_for(c.h, c.h_out, c.k, c.stride)
+    return Bench(fn=nn.MaxPool2d(c.k, c.stride, pad), inputs=[random_tensor(c.batch, c.c_in, c.h, c.w)])
 
 
 def _build_avg_pool(c: Config) -> Bench:
-    pad = _padding_for(c.h, c.h_out, c.k, c.stride)
-    return Bench(fn=nn.AvgPool2d(c.k, c.stride, pad), inputs=[_rand(c.batch, c.c_in, c.h, c.w)])
+    pad = padding_for(c.h, c.h_out, c.k, c.stride)
+    return Bench(fn=nn.AvgPool2d(c.k, c.stride, pad), inputs=[random_tensor(c.batch, c.c_in, c.h, c.w)])
 
 
 def _build_adaptive_pool(c: Config) -> Bench:
-    return Bench(fn=nn.AdaptiveAvgPool2d((c.h_out, c.w_out)), inputs=[_rand(c.batch, c.c_in, c.h, c.w)])
+    return Bench(fn=nn.AdaptiveAvgPool2d((c.h_out, c.w_out)), inputs=[random_tensor(c.batch, c.c_in, c.h, c.w)])
 
 
 def _build_add(c: Config) -> Bench:
-    return Bench(fn=torch.add, inputs=[_rand(c.batch, c.c_in, c.h, c.w), _rand(c.batch, c.c_in, c.h, c.w)])
+    return Bench(fn=torch.add, inputs=[random_tensor(c.batch, c.c_in, c.h, c.w), random_tensor(c.batch, c.c_in, c.h, c.w)])
 
 
 def _build_mul(c: Config) -> Bench:
-    return Bench(fn=torch.mul, inputs=[_rand(c.batch, c.c_in, c.h, c.w), _rand(c.batch, c.c_in, c.h, c.w)])
+    return Bench(fn=torch.mul, inputs=[random_tensor(c.batch, c.c_in, c.h, c.w), random_tensor(c.batch, c.c_in, c.h, c.w)])
 
 
 def _build_mul_broadcast(c: Config) -> Bench:
     # squeeze-and-excitation: per-channel scales times the feature map
-    return Bench(fn=torch.mul, inputs=[_rand(c.batch, c.c_in, 1, 1), _rand(c.batch, c.c_in, c.h, c.w)])
+    return Bench(fn=torch.mul, inputs=[random_tensor(c.batch, c.c_in, 1, 1), random_tensor(c.batch, c.c_in, c.h, c.w)])
 
 
 def _build_dropout(c: Config) -> Bench:
-    return Bench(fn=nn.Dropout(0.2, inplace=bool(c.inplace)), inputs=[_rand(c.batch, c.c_in, c.h, c.w)])
+    return Bench(fn=nn.Dropout(0.2, inplace=bool(c.inplace)), inputs=[random_tensor(c.batch, c.c_in, c.h, c.w)])
 
 
 def _build_view(c: Config) -> Bench:
-    return Bench(fn=lambda x: torch.flatten(x, 1), inputs=[_rand(c.batch, c.c_in, c.h, c.w)])
+    return Bench(fn=lambda x: torch.flatten(x, 1), inputs=[random_tensor(c.batch, c.c_in, c.h, c.w)])
 
 
 # ---- the registry --------------------------------------------------------------------------------
@@ -375,29 +376,30 @@ def _always(layer: Layer, option: Any = None) -> bool:
     return True
 
 
-def _register(name: str, ops: tuple[str, ...], config_of: Callable[[Layer], Config], build: Callable[[Config], Bench],
-              conform: Callable[[Config], Config] = same_size, matches: Callable[[Layer, Any], bool] = _always,
-              priority: int = 0, **runtime: Any) -> None:
-    CALIBRATION_OPS.register(CalibrationOp(name, matches, config_of, build, frozenset(ops), conform, priority, **runtime))
+def register_op(name: str, ops: tuple[str, ...], config_of: Callable[[Layer], Config], build: Callable[[Config], Bench],
+                conform: Callable[[Config], Config] = same_size, matches: Callable[[Layer, Any], bool] = _always,
+                priority: int = 0, **extra: Any) -> None:
+    """Register a calibration op (``extra``: ``with_options``, ``prior_from``, ``vary``)."""
+    CALIBRATION_OPS.register(CalibrationOp(name, matches, config_of, build, frozenset(ops), conform, priority, **extra))
 
 
-_register("conv2d", ("conv2d",), conv_config, _build_conv, conform_conv)  # dense k×k and grouped
-_register("conv2d.dw", ("conv2d",), conv_config, _build_conv, _conform_depthwise, _is_depthwise, priority=1)
-_register("conv2d.pw", ("conv2d",), conv_config, _build_conv, conform_conv, _is_pointwise, priority=1)
-_register("linear", ("linear",), linear_config, _build_linear, conform_linear)
-_register("batch_norm", ("batch_norm",), _norm_config, _build_batch_norm)
+register_op("conv2d", ("conv2d",), conv_config, _build_conv, conform_conv)  # dense k×k and grouped
+register_op("conv2d.dw", ("conv2d",), conv_config, _build_conv, conform_depthwise, _is_depthwise, priority=1)
+register_op("conv2d.pw", ("conv2d",), conv_config, _build_conv, conform_conv, _is_pointwise, priority=1)
+register_op("linear", ("linear",), linear_config, _build_linear, conform_linear)
+register_op("batch_norm", ("batch_norm",), _norm_config, _build_batch_norm)
 for _name, _module in (("relu", nn.ReLU), ("relu6", nn.ReLU6), ("hardswish", nn.Hardswish),
                        ("hardsigmoid", nn.Hardsigmoid), ("silu", nn.SiLU)):
-    _register(_name, (_name,), elementwise_config, _elementwise(_module))
-_register("sigmoid", ("sigmoid",), elementwise_config, _elementwise(nn.Sigmoid, takes_inplace=False))
-_register("max_pool2d", ("max_pool2d",), _pool_config, _build_max_pool, _conform_pool)
-_register("avg_pool2d", ("avg_pool2d",), _pool_config, _build_avg_pool, _conform_pool)
-_register("adaptive_avg_pool2d", ("adaptive_avg_pool2d",), _pool_config, _build_adaptive_pool, _conform_adaptive)
-_register("add", ("add",), _binary_config, _build_add)
-_register("mul", ("mul",), _binary_config, _build_mul)
-_register("mul.bcast", ("mul",), _binary_config, _build_mul_broadcast, matches=_is_broadcast_mul, priority=1)
-_register("dropout", ("dropout",), elementwise_config, _build_dropout)
-_register("view", ("flatten", "view", "identity"), elementwise_config, _build_view)
+    register_op(_name, (_name,), elementwise_config, _elementwise(_module))
+register_op("sigmoid", ("sigmoid",), elementwise_config, _elementwise(nn.Sigmoid, takes_inplace=False))
+register_op("max_pool2d", ("max_pool2d",), _pool_config, _build_max_pool, _conform_pool)
+register_op("avg_pool2d", ("avg_pool2d",), _pool_config, _build_avg_pool, _conform_pool)
+register_op("adaptive_avg_pool2d", ("adaptive_avg_pool2d",), _pool_config, _build_adaptive_pool, _conform_adaptive)
+register_op("add", ("add",), _binary_config, _build_add)
+register_op("mul", ("mul",), _binary_config, _build_mul)
+register_op("mul.bcast", ("mul",), _binary_config, _build_mul_broadcast, matches=_is_broadcast_mul, priority=1)
+register_op("dropout", ("dropout",), elementwise_config, _build_dropout)
+register_op("view", ("flatten", "view", "identity"), elementwise_config, _build_view)
 
 from . import runtime_ops  # noqa: E402,F401  (registers the tlplan runtime's ops, which use the above)
 

@@ -33,8 +33,8 @@ import torch.nn as nn
 
 from ..trace.graph import Layer
 from .microbench import (
-    Bench, Config, _conform_depthwise, _padding_for, _rand, _register, conform_conv, conform_linear, conv_config,
-    elementwise_config, linear_config, same_size,
+    CALIBRATION_OPS, Bench, Config, conform_conv, conform_depthwise, conform_linear, conv_config, elementwise_config, linear_config,
+    padding_for, random_tensor, register_op, same_size,
 )
 
 #: what a partial weight trains in sampled configurations (``tlplan.plan.options.WEIGHT_RATIOS``
@@ -90,7 +90,7 @@ def _vary_linear(config: Config, rng: random.Random) -> Config:
 
 def _conform_any_conv(c: Config) -> Config:
     """A depthwise configuration stays depthwise (groups = channels), any other is dense."""
-    return _conform_depthwise(c) if c.groups > 1 else conform_conv(c)
+    return conform_depthwise(c) if c.groups > 1 else conform_conv(c)
 
 
 def _conv_params(c: Config) -> tuple[nn.Parameter, nn.Parameter | None]:
@@ -102,7 +102,7 @@ def _build_planned_conv(c: Config) -> Bench:
     from ..runtime.functional import PlannedConv2d, channel_index
 
     weight, bias = _conv_params(c)
-    pad = _padding_for(c.h, c.h_out, c.k, c.stride)
+    pad = padding_for(c.h, c.h_out, c.k, c.stride)
     index = channel_index(weight, c.weight_per_mille / 1000, "first", c.groups) if c.weight_per_mille < 1000 else None
     stride, padding, dilation = (c.stride, c.stride), (pad, pad), (1, 1)
 
@@ -110,7 +110,7 @@ def _build_planned_conv(c: Config) -> Bench:
         return PlannedConv2d.apply(x, weight, bias, stride, padding, dilation, c.groups, index, c.grad_filter, None)
 
     params = [weight] + ([bias] if bias is not None else [])
-    return Bench(fn=fn, inputs=[_rand(c.batch, c.c_in, c.h, c.w)], weight=params,
+    return Bench(fn=fn, inputs=[random_tensor(c.batch, c.c_in, c.h, c.w)], weight=params,
                  bias=[bias] if bias is not None else [], graph_per_pass=True)
 
 
@@ -125,7 +125,7 @@ def _build_planned_linear(c: Config) -> Bench:
         return PlannedLinear.apply(x, weight, bias, index, None)
 
     params = [weight] + ([bias] if bias is not None else [])
-    return Bench(fn=fn, inputs=[_rand(c.batch, c.c_in)], weight=params, bias=[bias] if bias is not None else [],
+    return Bench(fn=fn, inputs=[random_tensor(c.batch, c.c_in)], weight=params, bias=[bias] if bias is not None else [],
                  graph_per_pass=True)
 
 
@@ -138,7 +138,7 @@ def _build_frozen_norm(c: Config) -> Bench:
     def fn(x: torch.Tensor) -> torch.Tensor:
         return FrozenNorm.apply(x, norm.weight, norm.bias, norm.running_mean, norm.running_var, norm.eps)
 
-    return Bench(fn=fn, inputs=[_rand(c.batch, c.c_in, c.h, c.w)], bias=[norm.bias], graph_per_pass=True)
+    return Bench(fn=fn, inputs=[random_tensor(c.batch, c.c_in, c.h, c.w)], bias=[norm.bias], graph_per_pass=True)
 
 
 def _build_masked(kind: str) -> Callable[[Config], Bench]:
@@ -146,23 +146,26 @@ def _build_masked(kind: str) -> Callable[[Config], Bench]:
         from ..runtime.functional import MaskedActivation
 
         inplace = bool(c.inplace)
-        return Bench(fn=lambda x: MaskedActivation.apply(x, kind, inplace), inputs=[_rand(c.batch, c.c_in, c.h, c.w)],
+        return Bench(fn=lambda x: MaskedActivation.apply(x, kind, inplace), inputs=[random_tensor(c.batch, c.c_in, c.h, c.w)],
                      graph_per_pass=True)
 
     return build
 
 
 _CONV_PRIOR = ("conv2d", "conv2d.dw", "conv2d.pw")
-_register("conv2d.tl", ("conv2d",), conv_config, _build_planned_conv, _conform_any_conv, _planned, priority=2,
+register_op("conv2d.tl", ("conv2d",), conv_config, _build_planned_conv, _conform_any_conv, _planned, priority=2,
           with_options=_with_options, prior_from=_CONV_PRIOR, vary=_vary_none)
-_register("conv2d.tl.part", ("conv2d",), conv_config, _build_planned_conv, _conform_any_conv, _partial_conv,
+register_op("conv2d.tl.part", ("conv2d",), conv_config, _build_planned_conv, _conform_any_conv, _partial_conv,
           priority=3, with_options=_with_options, prior_from=_CONV_PRIOR, vary=_vary_partial)
-_register("conv2d.tl.gf", ("conv2d",), conv_config, _build_planned_conv, _conform_any_conv, _filtered_conv,
+register_op("conv2d.tl.gf", ("conv2d",), conv_config, _build_planned_conv, _conform_any_conv, _filtered_conv,
           priority=3, with_options=_with_options, prior_from=_CONV_PRIOR, vary=_vary_filter)
-_register("linear.tl", ("linear",), linear_config, _build_planned_linear, conform_linear, _planned, priority=2,
+register_op("linear.tl", ("linear",), linear_config, _build_planned_linear, conform_linear, _planned, priority=2,
           with_options=_with_options, prior_from=("linear",), vary=_vary_linear)
-_register("batch_norm.tl", ("batch_norm",), elementwise_config, _build_frozen_norm, same_size, _frozen_stats_norm,
+register_op("batch_norm.tl", ("batch_norm",), elementwise_config, _build_frozen_norm, same_size, _frozen_stats_norm,
           priority=2, prior_from=("batch_norm",))
 for _kind in ("relu", "relu6", "hardswish"):
-    _register(f"{_kind}.mask", (_kind,), elementwise_config, _build_masked(_kind), same_size, _masked, priority=2,
+    register_op(f"{_kind}.mask", (_kind,), elementwise_config, _build_masked(_kind), same_size, _masked, priority=2,
               prior_from=(_kind,))
+
+#: the ops above, by name (each borrows a plain op's shape prior)
+RUNTIME_OPS = tuple(entry.name for entry in CALIBRATION_OPS if entry.prior_from)

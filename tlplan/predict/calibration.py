@@ -149,13 +149,16 @@ def framework_versions() -> dict[str, str]:
 
 
 def time_step(network: str, scheme: str, batch: int, resolution: int, *, threshold: float, window_s: float = 0.5,
-              retries: int = 4, trainable: frozenset[str] | None = None) -> tuple[float, float | None, float]:
+              retries: int = 4, trainable: frozenset[str] | None = None,
+              costs=None) -> tuple[float, float | None, float]:
     """Median ms of whole training steps (``step_samples_ms``) of a freshly built model, redone
     while the CPU was busy.
 
     Returns the median, the other processes' CPU share during the kept run, and the seconds spent
     timing (waiting for a quiet CPU not included). ``trainable``: the scheme's trained parameter
     names, where the caller has them (``StepCases``); else the model is traced to find them.
+    ``costs``: a tlplan-runtime cost table of the case, to time the model as the runtime runs it
+    (its modules swapped for the runtime's); None: plain PyTorch.
 
     As many steps as fill ``window_s`` (5 to 30): enough samples for a stable median, and a window
     long enough for ``LoadWindow`` to see whether anything else ran meanwhile.
@@ -167,11 +170,16 @@ def time_step(network: str, scheme: str, batch: int, resolution: int, *, thresho
     from ..zoo import load_model
 
     model = load_model(network)
-    if trainable is None:
-        from .predictor import StepCases
+    if costs is not None and costs.runtime != "eager":
+        from ..measure.latency import prepared_copy
 
-        trainable = StepCases().costs(network, scheme, batch, resolution).trainable
-    set_trainable(model, trainable)
+        model = prepared_copy(model, costs)
+    else:
+        if trainable is None:
+            from .predictor import StepCases
+
+            trainable = StepCases().costs(network, scheme, batch, resolution).trainable
+        set_trainable(model, trainable)
     model.train()
     x = torch.randn(batch, 3, resolution, resolution)
     once = max(step_samples_ms(model, x, warmup=1, repeats=1)[0], 1e-3)

@@ -174,13 +174,13 @@ def _checked_nested(path: Path, key: str, value: Any) -> Any:
             elif k in _ACCURACY_TEXT:
                 if not isinstance(v, str):
                     raise fail(f"{k!r} must be text")
-            elif k == "per_network":
+            elif k in ("per_network", "per_runtime"):
                 if not isinstance(v, dict) or not all(isinstance(n, dict) for n in v.values()):
-                    raise fail("'per_network' must map network names to objects")
+                    raise fail(f"{k!r} must map names to objects")
                 for figures in v.values():
                     for fk, fv in figures.items():
                         if fk not in ("mape", "within_10", "cases"):
-                            raise fail(f"unknown key {fk!r} in 'per_network'")
+                            raise fail(f"unknown key {fk!r} in {k!r}")
                         number(fk, fv)
             else:
                 raise fail(f"unknown key {k!r}")

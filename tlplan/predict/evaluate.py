@@ -3,8 +3,10 @@
 For each zoo network X: fit the layer models without the configurations sampled near X (rows
 whose ``origin`` is X) and the per-step overhead without X's whole steps, then predict X's
 training step under several schemes and batch sizes and compare with X's step measured now.
-Reported: MAPE (mean absolute percentage error) and the share of cases within ±10 %, overall and
-per network — nn-Meter's figures of merit, on networks never seen in fitting.
+Reported: MAPE (mean absolute percentage error) and the share of cases within ±10 %, overall, per
+network and per runtime — nn-Meter's figures of merit, on networks never seen in fitting. The
+cases are the steps calibration times (plain PyTorch) and, where the profile has the tlplan
+runtime's ops, steps run by the tlplan runtime (its kernels swapped in; no such step enters the fit).
 
 Measurements are taken in interleaved rounds (every case once, then every case again, in a new
 order) and only while the CPU is quiet; a case whose rounds disagree by more than 10 % is timed
@@ -25,12 +27,17 @@ from ..errors import BadInputError
 from .calibration import (
     STEP_BATCHES, STEP_SCHEMES, Progress, ProgressFn, interleaved_rounds, step_resolution, time_step,
 )
+from ..measure.runtime_ops import RUNTIME_OPS
 from .devices import Device, load_device
 from .predictor import StepCases, fit_profile, predict_latency
 from .store import LayerRow, StepRow, read_layer_rows, read_step_rows
 
 SCHEMES, BATCHES = STEP_SCHEMES, STEP_BATCHES  # the cases calibration measured, held out one network at a time
+#: steps run by the tlplan runtime (its own kernels; no whole step of it enters the fit)
+RUNTIME_SCHEMES, RUNTIME_BATCHES = ("full", "bias", "mobiletl:3", "gradfilter:2:2"), (1, 8)
 EVALUATION_CSV = "evaluation.csv"
+
+CaseKey = tuple[str, str, int, int, str]  # network, scheme, batch, resolution, runtime
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,7 @@ class Case:
     resolution: int
     measured_ms: float
     predicted_ms: float
+    runtime: str = "eager"
 
     @property
     def error(self) -> float:
@@ -67,13 +75,23 @@ class Evaluation:
         nets = dict.fromkeys(c.network for c in self.cases)
         return {n: self.figures([c for c in self.cases if c.network == n]) for n in nets}
 
+    @property
+    def per_runtime(self) -> dict[str, dict[str, float]]:
+        runtimes = dict.fromkeys(c.runtime for c in self.cases)
+        return {r: self.figures([c for c in self.cases if c.runtime == r]) for r in runtimes}
+
     def accuracy_field(self) -> dict:
         """What ``device.json`` keeps under ``accuracy``."""
         overall = self.overall
+
+        def described(runtime: str) -> str:
+            cases = [c for c in self.cases if c.runtime == runtime]
+            return (f"{runtime}: schemes {', '.join(sorted({c.scheme for c in cases}))}, batches "
+                    f"{', '.join(str(b) for b in sorted({c.batch for c in cases}))}")
+
         return {
             "method": "leave-one-network-out over the zoo: whole training step (forward, cross-entropy, backward) "
-                      f"under schemes {', '.join(sorted({c.scheme for c in self.cases}))} and batches "
-                      f"{', '.join(str(b) for b in sorted({c.batch for c in self.cases}))}, predicted without the "
+                      f"under {'; '.join(described(r) for r in self.per_runtime)}, predicted without the "
                       "held-out network's samples and steps, compared with its step measured here",
             "mape": round(overall["mape"], 2),
             "within_10": round(overall["within_10"], 1),
@@ -81,36 +99,41 @@ class Evaluation:
             "networks_evaluated": len(self.per_network),
             "per_network": {n: {"mape": round(f["mape"], 2), "within_10": round(f["within_10"], 1), "cases": f["cases"]}
                             for n, f in self.per_network.items()},
+            "per_runtime": {r: {"mape": round(f["mape"], 2), "within_10": round(f["within_10"], 1), "cases": f["cases"]}
+                            for r, f in self.per_runtime.items()},
             "date": _dt.date.today().isoformat(),
             "seconds": round(self.seconds, 1),
         }
 
     def to_csv(self) -> str:
-        lines = ["network,scheme,batch,resolution,measured_ms,predicted_ms,error_percent\n"]
+        lines = ["network,scheme,batch,resolution,runtime,measured_ms,predicted_ms,error_percent\n"]
         for c in self.cases:
-            lines.append(f"{c.network},{c.scheme},{c.batch},{c.resolution},{c.measured_ms:.4f},{c.predicted_ms:.4f},"
-                         f"{100 * c.error:.2f}\n")
+            lines.append(f"{c.network},{c.scheme},{c.batch},{c.resolution},{c.runtime},{c.measured_ms:.4f},"
+                         f"{c.predicted_ms:.4f},{100 * c.error:.2f}\n")
         return "".join(lines)
 
 
-def measure_cases(cases: Sequence[tuple[str, str, int, int]], *, rounds: int = 3, threshold: float = 0.05,
+def measure_cases(cases: Sequence[CaseKey], *, rounds: int = 3, threshold: float = 0.05,
                   seed: int = 0, progress: ProgressFn | None = None,
-                  traced: StepCases | None = None) -> dict[tuple[str, str, int, int], float]:
+                  traced: StepCases | None = None) -> dict[CaseKey, float]:
     """Median step ms of every case over interleaved rounds; disagreeing cases timed once more.
 
     Each timing builds its case's model afresh, as calibration does: keeping every case's model
     alive in one process (5.8 GB for the zoo) measured the small networks 9–14 % slower than
     calibration had (the process's memory state, we believe, not the networks)."""
-    samples: dict[tuple[str, str, int, int], list[float]] = {c: [] for c in cases}
+    samples: dict[CaseKey, list[float]] = {c: [] for c in cases}
     traced = traced or StepCases()  # what each scheme trains: traced once per network and batch
 
-    def timed(case: tuple[str, str, int, int]) -> float:
-        return time_step(*case, threshold=threshold, trainable=traced.costs(*case).trainable)[0]
+    def timed(case: CaseKey) -> float:
+        costs = traced.costs(*case)
+        return time_step(*case[:4], threshold=threshold, trainable=costs.trainable,
+                         costs=costs if costs.runtime != "eager" else None)[0]
 
     total = len(cases) * rounds
     for done, (_, case) in enumerate(interleaved_rounds(cases, rounds, seed)):
         if progress:
-            progress(Progress("measuring", done, total, f"{case[0]} {case[1]} batch {case[2]}"))
+            runtime = "" if case[4] == "eager" else f" ({case[4]} runtime)"
+            progress(Progress("measuring", done, total, f"{case[0]} {case[1]} batch {case[2]}{runtime}"))
         samples[case].append(timed(case))
     for case, values in samples.items():
         if len(values) >= 2 and max(values) > 1.10 * min(values):
@@ -119,10 +142,16 @@ def measure_cases(cases: Sequence[tuple[str, str, int, int]], *, rounds: int = 3
 
 
 def evaluate(device: Device, *, networks: Sequence[str] | None = None, schemes: Sequence[str] = SCHEMES,
-             batches: Sequence[int] = BATCHES, rounds: int = 3, threshold: float = 0.05,
-             progress: ProgressFn | None = None,
-             measured: dict[tuple[str, str, int, int], float] | None = None) -> Evaluation:
-    """Leave-one-network-out evaluation of a measured profile (see the module docstring)."""
+             batches: Sequence[int] = BATCHES, runtime_schemes: Sequence[str] = RUNTIME_SCHEMES,
+             runtime_batches: Sequence[int] = RUNTIME_BATCHES, rounds: int = 3, threshold: float = 0.05,
+             progress: ProgressFn | None = None, measured: dict[CaseKey, float] | None = None,
+             runtime_cases: bool | None = None) -> Evaluation:
+    """Leave-one-network-out evaluation of a measured profile (see the module docstring).
+
+    Cases: every network under ``schemes`` × ``batches`` with plain PyTorch (what calibration's
+    steps run) and under ``runtime_schemes`` × ``runtime_batches`` with the tlplan runtime
+    (``runtime_cases``; by default, where the profile has the runtime's ops). ``measured``: step
+    times already measured (by ``measure_cases``), to evaluate several profiles on the same ones."""
     from ..zoo import zoo_names
 
     if device.source != "measured" or not device.measurements or device.folder is None:
@@ -132,7 +161,12 @@ def evaluate(device: Device, *, networks: Sequence[str] | None = None, schemes: 
     layer_rows: list[LayerRow] = read_layer_rows(device.folder / device.measurements)
     step_rows: list[StepRow] = read_step_rows(device.folder / str(device.steps))
     networks = list(networks or zoo_names())
-    cases = [(n, s, b, step_resolution(n)) for n in networks for s in schemes for b in batches]
+    cases: list[CaseKey] = [(n, s, b, step_resolution(n), "eager") for n in networks for s in schemes for b in batches]
+    if runtime_cases is None:
+        runtime_cases = bool({r.op for r in layer_rows} & set(RUNTIME_OPS))
+    if runtime_cases:
+        cases += [(n, s, b, step_resolution(n), "tlplan") for n in networks for s in runtime_schemes
+                  for b in runtime_batches]
     step_cases = StepCases()
     if measured is None:
         measured = measure_cases(cases, rounds=rounds, threshold=threshold, progress=progress, traced=step_cases)
@@ -147,7 +181,7 @@ def evaluate(device: Device, *, networks: Sequence[str] | None = None, schemes: 
                 continue
             costs = step_cases.costs(*case)
             prediction = predict_latency(costs.graph, costs, device, fitted=fitted)
-            results.append(Case(*case, measured_ms=measured[case], predicted_ms=prediction.step_ms))
+            results.append(Case(*case[:4], measured_ms=measured[case], predicted_ms=prediction.step_ms, runtime=case[4]))
     if progress:
         progress(Progress("fitting", len(networks), len(networks)))
     return Evaluation(device.name, tuple(results), time.perf_counter() - t_start)

@@ -150,12 +150,12 @@ def calibration_entry(layer: Layer, option: object, runtime: str) -> tuple[Calib
     return None if entry is None else (entry, entry.config_for(layer, option))
 
 
-def scheme_costs(graph: LayerGraph, scheme: str) -> CostTable:
-    """Costs of training ``graph`` under a named scheme with plain PyTorch autograd (``requires_grad``
-    only): what the whole-step timings of calibration and evaluation run."""
+def scheme_costs(graph: LayerGraph, scheme: str, runtime: str = "eager") -> CostTable:
+    """Costs of training ``graph`` under a named scheme: with plain PyTorch autograd
+    (``requires_grad`` only; what calibration's whole steps run) or with the tlplan runtime."""
     from ..plan.schemes import parse_scheme, scheme_options
 
-    return annotate(graph, scheme_options(graph, parse_scheme(scheme)), "eager")
+    return annotate(graph, scheme_options(graph, parse_scheme(scheme)), runtime)
 
 
 def plan_items(graph: LayerGraph, costs: CostTable, weight_ratios: Mapping[str, float] | None = None) -> Plan:
@@ -247,25 +247,25 @@ class StepCases:
 
     def __init__(self) -> None:
         self._graphs: dict[tuple[str, int, int], LayerGraph] = {}
-        self._costs: dict[tuple[str, str, int, int], CostTable] = {}
-        self._plans: dict[tuple[str, str, int, int], Plan] = {}
+        self._costs: dict[tuple[str, str, int, int, str], CostTable] = {}
+        self._plans: dict[tuple[str, str, int, int, str], Plan] = {}
 
-    def costs(self, network: str, scheme: str, batch: int, resolution: int) -> CostTable:
+    def costs(self, network: str, scheme: str, batch: int, resolution: int, runtime: str = "eager") -> CostTable:
         from ..trace import trace_model
         from ..zoo import load_model
 
-        key = (network, scheme, batch, resolution)
+        key = (network, scheme, batch, resolution, runtime)
         if key not in self._costs:
             gkey = (network, batch, resolution)
             if gkey not in self._graphs:
                 self._graphs[gkey] = trace_model(load_model(network), (batch, 3, resolution, resolution), network)
             graph = self._graphs[gkey]
-            self._costs[key] = scheme_costs(graph, scheme)
+            self._costs[key] = scheme_costs(graph, scheme, runtime)
         return self._costs[key]
 
-    def plan(self, network: str, scheme: str, batch: int, resolution: int) -> Plan:
+    def plan(self, network: str, scheme: str, batch: int, resolution: int, runtime: str = "eager") -> Plan:
         """What the case's step runs, to price: the same for every fit."""
-        key = (network, scheme, batch, resolution)
+        key = (network, scheme, batch, resolution, runtime)
         if key not in self._plans:
             costs = self.costs(*key)
             self._plans[key] = plan_items(costs.graph, costs)

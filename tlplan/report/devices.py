@@ -69,6 +69,12 @@ def render_evaluation(evaluation, console: Console) -> None:
                       f"{100 * worst.error:+.1f}")
     overall = evaluation.overall
     table.add_section()
+    runtimes = evaluation.per_runtime
+    if len(runtimes) > 1:
+        for runtime, figures in runtimes.items():
+            worst = max((c for c in evaluation.cases if c.runtime == runtime), key=lambda c: abs(c.error))
+            table.add_row(f"all, {runtime} runtime", str(figures["cases"]), f"{figures['mape']:.1f}",
+                          f"{figures['within_10']:.0f}%", f"{100 * worst.error:+.1f}")
     table.add_row("all", str(overall["cases"]), f"{overall['mape']:.1f}", f"{overall['within_10']:.0f}%", "", style="bold")
     console.print(table)
     console.print(f"MAPE {overall['mape']:.1f}%, {overall['within_10']:.0f}% of {overall['cases']} predictions within ±10% "
