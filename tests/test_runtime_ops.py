@@ -182,7 +182,8 @@ def test_adding_ops_keeps_the_profile_and_records_the_run(tmp_path):
     before = read_layer_rows(folder / "measurements.csv")
     steps = (folder / "steps.csv").read_text()
 
-    device, record = add_ops(Settings("synthetic", ops=("relu6.mask", "conv2d.tl"), **ADD), root=root)
+    device, record, dropped = add_ops(Settings("synthetic", ops=("relu6.mask", "conv2d.tl"), **ADD), root=root)
+    assert not dropped
     rows = read_layer_rows(folder / "measurements.csv")
     assert rows[: len(before)] == before  # the profile's own rows, as they were
     assert {r.op for r in rows[len(before):]} == {"relu6.mask", "conv2d.tl"}
@@ -205,8 +206,10 @@ def test_replacing_an_op_drops_the_accuracy_it_entered(tmp_path):
     data["accuracy"] = {"mape": 5.0, "within_10": 90.0, "cases": 2}
     (folder / "device.json").write_text(json.dumps(data))
     (folder / "evaluation.csv").write_text("network,scheme\n")
-    device, _ = add_ops(Settings("synthetic", ops=("add",), **ADD), root=root)
-    assert device.accuracy is None and not (folder / "evaluation.csv").exists()
+    device, _, dropped = add_ops(Settings("synthetic", ops=("add",), **ADD), root=root)  # rows replaced
+    assert dropped and device.accuracy is None and not (folder / "evaluation.csv").exists()
+    device, _, dropped = add_ops(Settings("synthetic", ops=("relu",), **ADD), root=root)  # a plain op added
+    assert not dropped and device.accuracy is None  # nothing left to drop
 
 
 def test_adding_to_a_missing_or_complete_profile_is_a_clear_error(tmp_path):
@@ -241,3 +244,35 @@ def test_the_runtime_ops_are_the_ones_listed_and_evaluation_knows_them():
 
     assert runtime_ops.RUNTIME_OPS == RUNTIME_OPS
     assert all(CALIBRATION_OPS[op].prior_from for op in RUNTIME_OPS)
+
+
+def test_layers_the_runtime_does_not_swap_keep_pytorchs_ops():
+    """The runtime swaps exact nn.Conv2d / nn.ReLU ... modules: a functional relu stays PyTorch's."""
+    import torch.nn.functional as F
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.fc = torch.nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.fc(F.relu(self.conv(x)).mean((2, 3)))
+
+    graph = trace_model(Net(), (1, 3, 8, 8))
+    by_op = {layer.op: layer for layer in graph.layers}
+    masked = LayerOptions(mask=True)
+    assert P.calibration_entry(by_op["relu"], masked, "tlplan")[0].name == "relu"  # functional: not swapped
+    assert P.calibration_entry(by_op["conv2d"], None, "tlplan")[0].name == "conv2d.tl"  # a module, frozen too
+
+
+def test_the_solver_prices_runtime_layers_with_stand_ins_on_an_older_profile(tmp_path):
+    from tlplan.solve import timing
+
+    write_profile(tmp_path / "profiles")
+    graph = _graph("mcunet-5fps")
+    conv = next(layer for layer in graph.layers if P.plain_entry(layer).name == "conv2d.pw")
+    items = timing._items(conv, LayerOptions(weight=0.5), "tlplan")
+    assert {i.op for i in items} == {"conv2d.tl.part"} and {i.fallback for i in items} == {"conv2d.pw"}
+    ms = P.Pricer.of("synthetic").price(items)
+    assert (ms > 0).all()  # priced by the plain pointwise conv's model, not 0

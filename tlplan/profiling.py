@@ -171,7 +171,7 @@ def with_prediction(report: ProfileReport, device: Any) -> ProfileReport:
                      f"{', '.join(p.unpredicted[:5])}{' ...' if len(p.unpredicted) > 5 else ''}",)
     if p.stand_ins:
         warnings += (f"{device.name} was calibrated without the tlplan runtime's kernels: {len(p.stand_ins)} layer(s) "
-                     "priced as PyTorch's own (run `tlplan calibrate --name NAME --add-runtime-ops` on the device)",)
+                     f"priced as PyTorch's own (run `tlplan calibrate --name {device.name} --add` on the device)",)
     return replace(report, layers=rows, totals=totals, predicted=predicted, sources=sources, warnings=warnings)
 
 

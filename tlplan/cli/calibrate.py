@@ -86,8 +86,8 @@ def calibrate(
                                     networks=_names(networks), seed=seed, threshold=max_foreign_cpu)
     if add:
         with _progress(quiet) as progress:
-            device, record = calibration.add_ops(settings, progress=progress)
-        report.render_added(device, record, console)
+            device, record, dropped = calibration.add_ops(settings, progress=progress)
+        report.render_added(device, record, dropped, console)
         return
     with _progress(quiet) as progress:
         device = calibration.calibrate(settings, progress=progress)

@@ -222,7 +222,7 @@ def linear_config(layer: Layer) -> Config:
     return Config(rows, shape[-1], 1, 1, layer.output_shape[-1], 1, 1, bias=_has_bias(layer))
 
 
-def _norm_config(layer: Layer) -> Config:
+def norm_config(layer: Layer) -> Config:
     b, c, h, w = _nchw(layer.input_shapes[0])
     return Config(b, c, h, w, c, h, w, bias=_has_bias(layer))
 
@@ -387,7 +387,7 @@ register_op("conv2d", ("conv2d",), conv_config, _build_conv, conform_conv)  # de
 register_op("conv2d.dw", ("conv2d",), conv_config, _build_conv, conform_depthwise, _is_depthwise, priority=1)
 register_op("conv2d.pw", ("conv2d",), conv_config, _build_conv, conform_conv, _is_pointwise, priority=1)
 register_op("linear", ("linear",), linear_config, _build_linear, conform_linear)
-register_op("batch_norm", ("batch_norm",), _norm_config, _build_batch_norm)
+register_op("batch_norm", ("batch_norm",), norm_config, _build_batch_norm)
 for _name, _module in (("relu", nn.ReLU), ("relu6", nn.ReLU6), ("hardswish", nn.Hardswish),
                        ("hardsigmoid", nn.Hardsigmoid), ("silu", nn.SiLU)):
     register_op(_name, (_name,), elementwise_config, _elementwise(_module))
@@ -481,7 +481,9 @@ def _time_per_pass(bench: Bench, target_s: float, max_repeats: int, min_repeats:
         return prepare
 
     def prepare_nograd() -> Prepared:
-        args = [t.clone() for t in bench.inputs]
+        # nothing requires grad: a Function still sees a parameter's requires_grad under no_grad
+        # and would keep what a trained weight needs, which a frozen layer never does
+        args = _requiring(bench, ())
 
         def forward() -> torch.Tensor:
             with torch.no_grad():
@@ -493,13 +495,15 @@ def _time_per_pass(bench: Bench, target_s: float, max_repeats: int, min_repeats:
     time_passes(prepare_for(every, False), warmup=0, repeats=1)
     once = time.perf_counter() - t0
     repeats = int(min(max_repeats, max(min_repeats, target_s / max(once, 1e-6) / (1 + len(groups)))))
-    with LoadWindow() as window:
-        ms = {"fwd": time_passes(prepare_for(every, False), warmup=1, repeats=repeats)[0],
-              "fwd_nograd": time_passes(prepare_nograd, warmup=1, repeats=repeats)[0]}
-        for name, needs in groups.items():
-            ms[name] = time_passes(prepare_for(needs, True), warmup=1, repeats=repeats)[1][0]
-    for t in bench.weight + bench.bias:
-        t.requires_grad_(True)
+    try:
+        with LoadWindow() as window:
+            ms = {"fwd": time_passes(prepare_for(every, False), warmup=1, repeats=repeats)[0],
+                  "fwd_nograd": time_passes(prepare_nograd, warmup=1, repeats=repeats)[0]}
+            for name, needs in groups.items():
+                ms[name] = time_passes(prepare_for(needs, True), warmup=1, repeats=repeats)[1][0]
+    finally:
+        for t in bench.weight + bench.bias:
+            t.requires_grad_(True)
     return Measurement(ms=ms, foreign_cpu=window.share)
 
 

@@ -31,20 +31,19 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
+from ..plan.options import FILTER_SIZES, WEIGHT_RATIOS, LayerOptions
 from ..trace.graph import Layer
 from .microbench import (
-    CALIBRATION_OPS, Bench, Config, conform_conv, conform_depthwise, conform_linear, conv_config, elementwise_config, linear_config,
-    padding_for, random_tensor, register_op, same_size,
+    CALIBRATION_OPS, Bench, Config, conform_conv, conform_depthwise, conform_linear, conv_config, elementwise_config,
+    linear_config, norm_config, padding_for, random_tensor, register_op, same_size,
 )
 
-#: what a partial weight trains in sampled configurations (``tlplan.plan.options.WEIGHT_RATIOS``
-#: below 1, per mille) and the gradient filter's patch sizes (``FILTER_SIZES``)
-PARTIAL_PER_MILLE = (125, 250, 500)
-FILTER_SIZES = (2, 4, 7)
+#: what a partial weight trains in sampled configurations (the plans' ratios below 1, per mille)
+PARTIAL_PER_MILLE = tuple(round(1000 * r) for r in WEIGHT_RATIOS if r < 1)
 
 
 def _is_options(option: Any) -> bool:
-    return option is not None and hasattr(option, "grad_filter") and hasattr(option, "weight")
+    return isinstance(option, LayerOptions)
 
 
 def _planned(layer: Layer, option: Any) -> bool:
@@ -161,7 +160,7 @@ register_op("conv2d.tl.gf", ("conv2d",), conv_config, _build_planned_conv, _conf
           priority=3, with_options=_with_options, prior_from=_CONV_PRIOR, vary=_vary_filter)
 register_op("linear.tl", ("linear",), linear_config, _build_planned_linear, conform_linear, _planned, priority=2,
           with_options=_with_options, prior_from=("linear",), vary=_vary_linear)
-register_op("batch_norm.tl", ("batch_norm",), elementwise_config, _build_frozen_norm, same_size, _frozen_stats_norm,
+register_op("batch_norm.tl", ("batch_norm",), norm_config, _build_frozen_norm, same_size, _frozen_stats_norm,
           priority=2, prior_from=("batch_norm",))
 for _kind in ("relu", "relu6", "hardswish"):
     register_op(f"{_kind}.mask", (_kind,), elementwise_config, _build_masked(_kind), same_size, _masked, priority=2,

@@ -35,7 +35,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -59,6 +59,9 @@ STEP_BATCHES = (1, 4, 8)
 ROUND_STARTS = (0.0, 0.4, 0.6, 0.8)
 RANDOM_SHARE = 0.15  # of round-0 samples drawn uniformly from a box instead of near a network
 NAME_OK = set("abcdefghijklmnopqrstuvwxyz0123456789-_.")
+
+if TYPE_CHECKING:
+    from ..costs.annotate import CostTable
 
 
 def step_resolution(network: str) -> int:
@@ -150,7 +153,7 @@ def framework_versions() -> dict[str, str]:
 
 def time_step(network: str, scheme: str, batch: int, resolution: int, *, threshold: float, window_s: float = 0.5,
               retries: int = 4, trainable: frozenset[str] | None = None,
-              costs=None) -> tuple[float, float | None, float]:
+              costs: "CostTable | None" = None) -> tuple[float, float | None, float]:
     """Median ms of whole training steps (``step_samples_ms``) of a freshly built model, redone
     while the CPU was busy.
 
@@ -559,16 +562,19 @@ def _write_profile(root: Path, name: str, files: dict[str, str], keep_from: Path
 RECHECK_CONFIGS = 24
 
 
-def add_ops(settings: Settings, *, root: Path | None = None, progress: ProgressFn | None = None) -> tuple[Device, dict]:
+def add_ops(settings: Settings, *, root: Path | None = None,
+            progress: ProgressFn | None = None) -> tuple[Device, dict, bool]:
     """Time calibration ops into the existing measured profile ``settings.name``: those it has no
     measurements of (the tlplan runtime's, for a profile calibrated before them), or
-    ``settings.ops``. Its other measurements, whole steps and evaluation are kept; rows of a named
-    op it had are replaced (and then its accuracy, which they entered, is dropped).
+    ``settings.ops``. Its other measurements and whole steps are kept, and its evaluation while
+    no plain-PyTorch prediction changes: rows of an op it had are replaced, and adding a plain op
+    (not one of the runtime's) drops the accuracy and the evaluation's cases.
 
     First a sample of the profile's own configurations is timed again: the median ratio of now to
     then (``time_vs_profile``) says whether the machine runs as it did at calibration, since the
     new rows are fitted beside rows measured then. Resumable like ``calibrate``. Returns the
-    profile and the addition's record (also in ``device.json``, ``additions``)."""
+    profile, the addition's record (also in ``device.json``, ``additions``) and whether an
+    accuracy was dropped."""
     name = check_name(settings.name)
     root = root or profiles_dir()
     path = root / name / "device.json"
@@ -615,14 +621,18 @@ def add_ops(settings: Settings, *, root: Path | None = None, progress: ProgressF
     if state["time_vs_profile"] is not None:
         record["time_vs_profile"] = round(state["time_vs_profile"], 3)
     data["additions"] = [*data.get("additions", []), record]
-    replaced = had & set(ops)
-    if replaced:
-        data.pop("accuracy", None)  # its predictions used the rows just replaced
+    # the accuracy stands while no plain-PyTorch prediction changes: runtime ops only, none replaced
+    from ..measure.runtime_ops import RUNTIME_OPS
+
+    stale = bool(had & set(ops)) or any(op not in RUNTIME_OPS for op in ops)
+    dropped = stale and "accuracy" in data
+    if stale:
+        data.pop("accuracy", None)
     files = {MEASUREMENTS: render(LAYER_COLUMNS, layer_rows), "device.json": json.dumps(data, indent=2) + "\n"}
-    result = _write_profile(root, name, files, keep_from=device.folder, drop=("evaluation.csv",) if replaced else ())
+    result = _write_profile(root, name, files, keep_from=device.folder, drop=("evaluation.csv",) if stale else ())
     shutil.rmtree(partial.dir, ignore_errors=True)
     report(Progress("writing", 1, 1))
-    return result, record
+    return result, record, dropped
 
 
 def _recheck(existing: Sequence[LayerRow], ops: Sequence[str], settings: Settings,
@@ -632,7 +642,7 @@ def _recheck(existing: Sequence[LayerRow], ops: Sequence[str], settings: Setting
     for r in existing:
         if r.op not in ops:
             by_config.setdefault((r.op, r.config), {})[r.pass_] = r.ms
-    keys = sorted(by_config, key=lambda k: (k[0], k[1].as_dict().__repr__()))
+    keys = sorted(by_config, key=lambda k: (k[0], repr(k[1].as_dict())))
     random.Random(settings.seed).shuffle(keys)
     keys = [k for k in keys if sampling.affordable(k[1], macs(k[0], k[1]))][:RECHECK_CONFIGS]
     ratios = []

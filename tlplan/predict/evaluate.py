@@ -24,10 +24,10 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import BadInputError
+from ..measure.runtime_ops import RUNTIME_OPS
 from .calibration import (
     STEP_BATCHES, STEP_SCHEMES, Progress, ProgressFn, interleaved_rounds, step_resolution, time_step,
 )
-from ..measure.runtime_ops import RUNTIME_OPS
 from .devices import Device, load_device
 from .predictor import StepCases, fit_profile, predict_latency
 from .store import LayerRow, StepRow, read_layer_rows, read_step_rows

@@ -140,14 +140,33 @@ def calibration_entry(layer: Layer, option: object, runtime: str) -> tuple[Calib
     """The calibration op that prices ``layer`` trained with ``option`` on ``runtime``, and its
     configuration. Only the ``tlplan`` runtime runs its own kernels (``tlplan.measure.runtime_ops``);
     ``eager`` (and the ``mcu`` engine's accounting) price PyTorch's."""
-    if runtime != "tlplan":
+    from ..costs.runtime_rules import replaced
+
+    if runtime != "tlplan" or not replaced(layer):  # the runtime swaps exact nn.Conv2d, nn.ReLU ... modules only
         option = None
-    elif option is None:  # the runtime swaps every layer it can, a frozen one too
+    elif option is None:  # ... every one of them, a frozen one too
         from ..plan.options import FROZEN
 
         option = FROZEN
     entry = CALIBRATION_OPS.for_layer(layer, option)
     return None if entry is None else (entry, entry.config_for(layer, option))
+
+
+def layer_items(layer: Layer, option: object, runtime: str, passes: Sequence[str], weight_ratio: float) -> list[Item] | None:
+    """The items pricing ``passes`` of ``layer`` (None: no calibration op stands for it); a
+    tlplan-runtime op's items name the plain op they stand in for (``Item.fallback``)."""
+    found = calibration_entry(layer, option, runtime)
+    if found is None:
+        return None
+    entry, config = found
+    plain = plain_entry(layer)
+    fallback = plain.name if plain is not None and plain.name != entry.name else None
+    return [Item(layer.name, entry.name, p, config, weight_ratio, fallback) for p in passes]
+
+
+def model_pass(item: Item) -> str:
+    """The pass whose model prices ``item`` (summing two gradients is priced as an add's forward)."""
+    return "fwd_nograd" if item.pass_ == "accumulate" else item.pass_
 
 
 def scheme_costs(graph: LayerGraph, scheme: str, runtime: str = "eager") -> CostTable:
@@ -171,15 +190,12 @@ def plan_items(graph: LayerGraph, costs: CostTable, weight_ratios: Mapping[str, 
                 if needs and src != INPUT:
                     gradients_into[src] = gradients_into.get(src, 0) + 1
         option = _option(costs, layer.name)
-        found = calibration_entry(layer, option, costs.runtime)
-        if found is None:
+        ratio = (weight_ratios or {}).get(layer.name, getattr(option, "weight", 0) or 1.0)
+        priced = layer_items(layer, option, costs.runtime, passes, ratio)
+        if priced is None:
             unpredicted.append(layer.name)
             continue
-        entry, config = found
-        ratio = (weight_ratios or {}).get(layer.name, getattr(option, "weight", 0) or 1.0)
-        plain = plain_entry(layer)
-        fallback = plain.name if plain is not None and plain.name != entry.name else None
-        items.extend(Item(layer.name, entry.name, p, config, ratio, fallback) for p in passes)
+        items.extend(priced)
     for src, n in gradients_into.items():
         if n > 1:
             shape = graph.by_name[src].output_shape
@@ -207,7 +223,7 @@ class FittedProfile:
         out = np.full(len(items), np.nan)
         groups: dict[tuple[str, str], list[int]] = {}
         for i, item in enumerate(items):
-            pass_ = "fwd_nograd" if item.pass_ == "accumulate" else item.pass_
+            pass_ = model_pass(item)
             key = (item.op, pass_)
             if key not in self.models and item.fallback is not None:
                 key = (item.fallback, pass_)
@@ -411,7 +427,7 @@ class Pricer:
         """Whether ``item`` is priced with its plain op's model (a profile without the runtime's ops)."""
         if self.fitted is None or item.fallback is None:
             return False
-        pass_ = "fwd_nograd" if item.pass_ == "accumulate" else item.pass_
+        pass_ = model_pass(item)
         return (item.op, pass_) not in self.fitted.models and (item.fallback, pass_) in self.fitted.models
 
 

@@ -43,7 +43,7 @@ def render_calibrated(device, console: Console) -> None:
                   highlight=False)
 
 
-def render_added(device, record: dict, console: Console) -> None:
+def render_added(device, record: dict, dropped: bool, console: Console) -> None:
     console.print(f"[bold]added[/bold] to {device.folder}: {record['ops']}: {record['configs']:,} layer configurations "
                   f"({record['rows']:,} timed passes), {record['elapsed_s'] / 60:.1f} min of measuring (measured here)",
                   highlight=False)
@@ -52,8 +52,8 @@ def render_added(device, record: dict, console: Console) -> None:
         console.print(f"{record['rechecked_configs']} of the profile's configurations re-timed: they now take {ratio:.2f}× "
                       "their time in the profile (measured here; far from 1, the machine runs otherwise than at "
                       "calibration, and the new ops' times with it)", highlight=False)
-    if device.accuracy is None:
-        console.print(f"the accuracy figures were dropped (rows they used were replaced): "
+    if dropped:
+        console.print(f"the accuracy figures were dropped (plain-PyTorch predictions changed): "
                       f"tlplan calibrate --evaluate {device.name}", highlight=False)
 
 

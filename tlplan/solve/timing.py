@@ -19,7 +19,7 @@ from ..costs.annotate import annotate
 from ..plan.options import LayerOptions
 from ..predict.devices import Device
 from ..costs.rules import GradState
-from ..predict.predictor import Item, PredictedOn, Pricer, calibration_entry, passes_of, predict_latency
+from ..predict.predictor import Item, PredictedOn, Pricer, layer_items, passes_of, predict_latency
 from ..trace.graph import Layer
 from .space import SearchSpace
 
@@ -31,11 +31,7 @@ def _passes(layer: Layer, opts: LayerOptions) -> list[str]:
 
 
 def _items(layer: Layer, opts: LayerOptions, runtime: str) -> list[Item]:
-    found = calibration_entry(layer, opts, runtime)
-    if found is None:
-        return []
-    entry, config = found
-    return [Item(layer.name, entry.name, p, config, opts.weight or 1.0) for p in _passes(layer, opts)]
+    return layer_items(layer, opts, runtime, _passes(layer, opts), opts.weight or 1.0) or []
 
 
 @dataclass(frozen=True, eq=False)
