@@ -276,3 +276,21 @@ def test_the_solver_prices_runtime_layers_with_stand_ins_on_an_older_profile(tmp
     assert {i.op for i in items} == {"conv2d.tl.part"} and {i.fallback for i in items} == {"conv2d.pw"}
     ms = P.Pricer.of("synthetic").price(items)
     assert (ms > 0).all()  # priced by the plain pointwise conv's model, not 0
+
+
+def test_a_partial_folder_from_before_the_option_columns_resumes(tmp_path):
+    """An interrupted calibration of an older tlplan left rows without weight_per_mille and
+    grad_filter: resuming rewrites them in today's columns, and new rows append cleanly."""
+    root = tmp_path / "profiles"
+    partial = calibration._Partial(root, "old")
+    partial.dir.mkdir(parents=True)
+    rows = synthetic_rows(ops=("add",), per_op=2)
+    text = render(LAYER_COLUMNS, rows)
+    drop = [LAYER_COLUMNS.index("weight_per_mille"), LAYER_COLUMNS.index("grad_filter")]
+    old = "\n".join(",".join(c for i, c in enumerate(line.split(",")) if i not in drop) for line in text.splitlines()) + "\n"
+    partial.layers_path.write_text(old)
+    partial.open(Settings("old", 1.0))
+    assert partial.layers_path.read_text() == text
+    partial.append(partial.layers_path, rows[:1])
+    resumed = partial.layer_rows()
+    assert [(r.op, r.pass_, r.config) for r in resumed] == [(r.op, r.pass_, r.config) for r in rows + rows[:1]]
