@@ -150,14 +150,18 @@ def test_the_roofline_prices_a_gradient_filter_as_r_squared_less_backward_work(m
     assert roofline_ms(device, "conv2d.tl.gf", "bwd_weight", filtered) < roofline_ms(device, "conv2d.tl", "bwd_weight", dense) / 4
 
 
+def _without_option_columns(csv_text: str) -> str:
+    """A measurements CSV as tlplan wrote it before ``weight_per_mille`` and ``grad_filter``."""
+    drop = {LAYER_COLUMNS.index("weight_per_mille"), LAYER_COLUMNS.index("grad_filter")}
+    return "".join(",".join(c for i, c in enumerate(line.split(",")) if i not in drop) + "\n"
+                   for line in csv_text.splitlines())
+
+
 def test_old_measurements_without_option_columns_still_load(tmp_path):
     rows = synthetic_rows(ops=("conv2d",), per_op=3)
     text = render(LAYER_COLUMNS, rows)
-    header, *lines = text.splitlines()
-    drop = [LAYER_COLUMNS.index("weight_per_mille"), LAYER_COLUMNS.index("grad_filter")]
-    old = "\n".join(",".join(c for i, c in enumerate(line.split(",")) if i not in drop) for line in [header, *lines]) + "\n"
     path = tmp_path / "measurements.csv"
-    path.write_text(old)
+    path.write_text(_without_option_columns(text))
     loaded = read_layer_rows(path)
     assert [r.config for r in loaded] == [r.config for r in rows]
     assert {(r.config.weight_per_mille, r.config.grad_filter) for r in loaded} == {(1000, 0)}
@@ -172,13 +176,19 @@ def test_old_measurements_without_option_columns_still_load(tmp_path):
 ADD = dict(budget_s=0.5, networks=("mcunet-5fps",), chunk_s=0.2, threshold=1.0)
 
 
-def test_adding_ops_keeps_the_profile_and_records_the_run(tmp_path):
-    root = tmp_path / "profiles"
+def _evaluated_profile(root):
+    """The synthetic profile with accuracy figures and an evaluation's cases, as --evaluate leaves it."""
     folder = write_profile(root)
     data = json.loads((folder / "device.json").read_text())
     data["accuracy"] = {"mape": 5.0, "within_10": 90.0, "cases": 2}
     (folder / "device.json").write_text(json.dumps(data))
     (folder / "evaluation.csv").write_text("network,scheme\n")
+    return folder
+
+
+def test_adding_ops_keeps_the_profile_and_records_the_run(tmp_path):
+    root = tmp_path / "profiles"
+    folder = _evaluated_profile(root)
     before = read_layer_rows(folder / "measurements.csv")
     steps = (folder / "steps.csv").read_text()
 
@@ -201,11 +211,7 @@ def test_adding_ops_keeps_the_profile_and_records_the_run(tmp_path):
 
 def test_replacing_an_op_drops_the_accuracy_it_entered(tmp_path):
     root = tmp_path / "profiles"
-    folder = write_profile(root)
-    data = json.loads((folder / "device.json").read_text())
-    data["accuracy"] = {"mape": 5.0, "within_10": 90.0, "cases": 2}
-    (folder / "device.json").write_text(json.dumps(data))
-    (folder / "evaluation.csv").write_text("network,scheme\n")
+    folder = _evaluated_profile(root)
     device, _, dropped = add_ops(Settings("synthetic", ops=("add",), **ADD), root=root)  # rows replaced
     assert dropped and device.accuracy is None and not (folder / "evaluation.csv").exists()
     device, _, dropped = add_ops(Settings("synthetic", ops=("relu",), **ADD), root=root)  # a plain op added
@@ -286,9 +292,7 @@ def test_a_partial_folder_from_before_the_option_columns_resumes(tmp_path):
     partial.dir.mkdir(parents=True)
     rows = synthetic_rows(ops=("add",), per_op=2)
     text = render(LAYER_COLUMNS, rows)
-    drop = [LAYER_COLUMNS.index("weight_per_mille"), LAYER_COLUMNS.index("grad_filter")]
-    old = "\n".join(",".join(c for i, c in enumerate(line.split(",")) if i not in drop) for line in text.splitlines()) + "\n"
-    partial.layers_path.write_text(old)
+    partial.layers_path.write_text(_without_option_columns(text))
     partial.open(Settings("old", 1.0))
     assert partial.layers_path.read_text() == text
     partial.append(partial.layers_path, rows[:1])

@@ -469,15 +469,14 @@ def _time_per_pass(bench: Bench, target_s: float, max_repeats: int, min_repeats:
     ``fwd``: recorded with every tensor requiring grad (the forward keeps what a trained weight
     needs); each backward pass: on a graph recorded with only its own tensors requiring grad."""
     every = tuple(part for part in ("input", "weight", "bias") if part != "input" or bench.grad_inputs)
-    groups = {name: needs for name, needs in BACKWARD_GROUPS.items()
-              if bench.backward_groups(bench.inputs).get(name) is not None}
+    passes = list(bench.backward_groups(bench.inputs))  # the backward passes this op has
 
-    def prepare_for(needs: tuple[str, ...], backward: bool) -> Callable[[], Prepared]:
+    def prepare_for(needs: tuple[str, ...], backward: str | None = None) -> Callable[[], Prepared]:
+        """Record with ``needs`` requiring grad; then differentiate for pass ``backward`` (if any)."""
         def prepare() -> Prepared:
             leaves = _requiring(bench, needs)
             args = [leaf.clone() if leaf.requires_grad else leaf for leaf in leaves]
-            group = bench.backward_groups(leaves).get(_group_name(needs), []) if backward else []
-            return (lambda: bench.fn(*args)), ([group] if group else [])
+            return (lambda: bench.fn(*args)), ([bench.backward_groups(leaves)[backward]] if backward else [])
         return prepare
 
     def prepare_nograd() -> Prepared:
@@ -492,20 +491,16 @@ def _time_per_pass(bench: Bench, target_s: float, max_repeats: int, min_repeats:
         return forward, []
 
     t0 = time.perf_counter()
-    time_passes(prepare_for(every, False), warmup=0, repeats=1)
+    time_passes(prepare_for(every), warmup=0, repeats=1)
     once = time.perf_counter() - t0
-    repeats = int(min(max_repeats, max(min_repeats, target_s / max(once, 1e-6) / (1 + len(groups)))))
+    repeats = int(min(max_repeats, max(min_repeats, target_s / max(once, 1e-6) / (1 + len(passes)))))
     try:
         with LoadWindow() as window:
-            ms = {"fwd": time_passes(prepare_for(every, False), warmup=1, repeats=repeats)[0],
+            ms = {"fwd": time_passes(prepare_for(every), warmup=1, repeats=repeats)[0],
                   "fwd_nograd": time_passes(prepare_nograd, warmup=1, repeats=repeats)[0]}
-            for name, needs in groups.items():
-                ms[name] = time_passes(prepare_for(needs, True), warmup=1, repeats=repeats)[1][0]
+            for name in passes:
+                ms[name] = time_passes(prepare_for(BACKWARD_GROUPS[name], name), warmup=1, repeats=repeats)[1][0]
     finally:
         for t in bench.weight + bench.bias:
             t.requires_grad_(True)
     return Measurement(ms=ms, foreign_cpu=window.share)
-
-
-def _group_name(needs: tuple[str, ...]) -> str:
-    return next(name for name, parts in BACKWARD_GROUPS.items() if parts == needs)

@@ -42,28 +42,24 @@ from .microbench import (
 PARTIAL_PER_MILLE = tuple(round(1000 * r) for r in WEIGHT_RATIOS if r < 1)
 
 
-def _is_options(option: Any) -> bool:
+def _planned(layer: Layer, option: Any) -> bool:
     return isinstance(option, LayerOptions)
 
 
-def _planned(layer: Layer, option: Any) -> bool:
-    return _is_options(option)
-
-
 def _partial_conv(layer: Layer, option: Any) -> bool:
-    return _is_options(option) and not option.grad_filter and 0 < option.weight < 1
+    return _planned(layer, option) and not option.grad_filter and 0 < option.weight < 1
 
 
 def _filtered_conv(layer: Layer, option: Any) -> bool:
-    return _is_options(option) and option.grad_filter > 0
+    return _planned(layer, option) and option.grad_filter > 0
 
 
 def _frozen_stats_norm(layer: Layer, option: Any) -> bool:
-    return _is_options(option) and option.norm != "affine"
+    return _planned(layer, option) and option.norm != "affine"
 
 
 def _masked(layer: Layer, option: Any) -> bool:
-    return _is_options(option) and bool(option.mask)
+    return _planned(layer, option) and bool(option.mask)
 
 
 def _with_options(config: Config, option: Any) -> Config:
@@ -108,9 +104,14 @@ def _build_planned_conv(c: Config) -> Bench:
     def fn(x: torch.Tensor) -> torch.Tensor:
         return PlannedConv2d.apply(x, weight, bias, stride, padding, dilation, c.groups, index, c.grad_filter, None)
 
-    params = [weight] + ([bias] if bias is not None else [])
-    return Bench(fn=fn, inputs=[random_tensor(c.batch, c.c_in, c.h, c.w)], weight=params,
-                 bias=[bias] if bias is not None else [], graph_per_pass=True)
+    return _weighted_bench(fn, random_tensor(c.batch, c.c_in, c.h, c.w), weight, bias)
+
+
+def _weighted_bench(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, weight: torch.Tensor,
+                    bias: torch.Tensor | None) -> Bench:
+    """A conv or linear Function: ``bwd_weight`` differentiates for the weight with its bias."""
+    biases = [bias] if bias is not None else []
+    return Bench(fn=fn, inputs=[x], weight=[weight, *biases], bias=biases, graph_per_pass=True)
 
 
 def _build_planned_linear(c: Config) -> Bench:
@@ -123,9 +124,7 @@ def _build_planned_linear(c: Config) -> Bench:
     def fn(x: torch.Tensor) -> torch.Tensor:
         return PlannedLinear.apply(x, weight, bias, index, None)
 
-    params = [weight] + ([bias] if bias is not None else [])
-    return Bench(fn=fn, inputs=[random_tensor(c.batch, c.c_in)], weight=params, bias=[bias] if bias is not None else [],
-                 graph_per_pass=True)
+    return _weighted_bench(fn, random_tensor(c.batch, c.c_in), weight, bias)
 
 
 def _build_frozen_norm(c: Config) -> Bench:
@@ -153,18 +152,18 @@ def _build_masked(kind: str) -> Callable[[Config], Bench]:
 
 _CONV_PRIOR = ("conv2d", "conv2d.dw", "conv2d.pw")
 register_op("conv2d.tl", ("conv2d",), conv_config, _build_planned_conv, _conform_any_conv, _planned, priority=2,
-          with_options=_with_options, prior_from=_CONV_PRIOR, vary=_vary_none)
+            with_options=_with_options, prior_from=_CONV_PRIOR, vary=_vary_none)
 register_op("conv2d.tl.part", ("conv2d",), conv_config, _build_planned_conv, _conform_any_conv, _partial_conv,
-          priority=3, with_options=_with_options, prior_from=_CONV_PRIOR, vary=_vary_partial)
+            priority=3, with_options=_with_options, prior_from=_CONV_PRIOR, vary=_vary_partial)
 register_op("conv2d.tl.gf", ("conv2d",), conv_config, _build_planned_conv, _conform_any_conv, _filtered_conv,
-          priority=3, with_options=_with_options, prior_from=_CONV_PRIOR, vary=_vary_filter)
+            priority=3, with_options=_with_options, prior_from=_CONV_PRIOR, vary=_vary_filter)
 register_op("linear.tl", ("linear",), linear_config, _build_planned_linear, conform_linear, _planned, priority=2,
-          with_options=_with_options, prior_from=("linear",), vary=_vary_linear)
+            with_options=_with_options, prior_from=("linear",), vary=_vary_linear)
 register_op("batch_norm.tl", ("batch_norm",), norm_config, _build_frozen_norm, same_size, _frozen_stats_norm,
-          priority=2, prior_from=("batch_norm",))
+            priority=2, prior_from=("batch_norm",))
 for _kind in ("relu", "relu6", "hardswish"):
     register_op(f"{_kind}.mask", (_kind,), elementwise_config, _build_masked(_kind), same_size, _masked, priority=2,
-              prior_from=(_kind,))
+                prior_from=(_kind,))
 
 #: the ops above, by name (each borrows a plain op's shape prior)
 RUNTIME_OPS = tuple(entry.name for entry in CALIBRATION_OPS if entry.prior_from)

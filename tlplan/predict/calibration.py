@@ -44,6 +44,7 @@ from ..fileio import write_atomic
 from ..measure.allocator import keep_freed_memory
 from ..measure.load import LoadWindow, quiet, wait_until_quiet
 from ..measure.microbench import CALIBRATION_OPS, Config, time_config
+from ..measure.runtime_ops import RUNTIME_OPS
 from . import sampling
 from .devices import Device, cpu_name, load_device, profiles_dir
 from .features import macs
@@ -160,8 +161,8 @@ def time_step(network: str, scheme: str, batch: int, resolution: int, *, thresho
     Returns the median, the other processes' CPU share during the kept run, and the seconds spent
     timing (waiting for a quiet CPU not included). ``trainable``: the scheme's trained parameter
     names, where the caller has them (``StepCases``); else the model is traced to find them.
-    ``costs``: a tlplan-runtime cost table of the case, to time the model as the runtime runs it
-    (its modules swapped for the runtime's); None: plain PyTorch.
+    ``costs``: the case's cost table, where the caller has it: a tlplan-runtime one times the
+    model as the runtime runs it (its modules swapped for the runtime's); else plain PyTorch.
 
     As many steps as fill ``window_s`` (5 to 30): enough samples for a stable median, and a window
     long enough for ``LoadWindow`` to see whether anything else ran meanwhile.
@@ -633,8 +634,6 @@ def add_ops(settings: Settings, *, root: Path | None = None,
         record["time_vs_profile"] = round(state["time_vs_profile"], 3)
     data["additions"] = [*data.get("additions", []), record]
     # the accuracy stands while no plain-PyTorch prediction changes: runtime ops only, none replaced
-    from ..measure.runtime_ops import RUNTIME_OPS
-
     stale = bool(had & set(ops)) or any(op not in RUNTIME_OPS for op in ops)
     dropped = stale and "accuracy" in data
     if stale:

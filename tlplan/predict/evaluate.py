@@ -126,8 +126,7 @@ def measure_cases(cases: Sequence[CaseKey], *, rounds: int = 3, threshold: float
 
     def timed(case: CaseKey) -> float:
         costs = traced.costs(*case)
-        return time_step(*case[:4], threshold=threshold, trainable=costs.trainable,
-                         costs=costs if costs.runtime != "eager" else None)[0]
+        return time_step(*case[:4], threshold=threshold, trainable=costs.trainable, costs=costs)[0]
 
     total = len(cases) * rounds
     for done, (_, case) in enumerate(interleaved_rounds(cases, rounds, seed)):

@@ -72,16 +72,20 @@ def bytes_in(op: str, c: Config) -> int:
     return n * BYTES_PER_ELEMENT
 
 
-def raw_features(op: str, c: Config) -> tuple[float, ...]:
+def raw_features(op: str, c: Config, options: bool | None = None) -> tuple[float, ...]:
+    """``feature_names(op)`` of ``c``; ``options``: ``has_option_features(op)``, when known."""
     base = (
         c.batch, c.c_in, c.c_out, c.h * c.w, c.h_out * c.w_out, c.k, c.stride, c.groups, c.bias, c.inplace,
         macs(op, c), bytes_in(op, c), c.numel_out * BYTES_PER_ELEMENT, weight_numel(op, c) * BYTES_PER_ELEMENT,
     )
-    return base + (c.weight_per_mille, c.grad_filter) if has_option_features(op) else base
+    if options is None:
+        options = has_option_features(op)
+    return base + (c.weight_per_mille, c.grad_filter) if options else base
 
 
 def feature_matrix(op: str, configs: Sequence[Config]) -> np.ndarray:
     """``log1p`` of the raw features, one row per configuration (what the regressors see)."""
-    width = len(feature_names(op))
-    raw = np.array([raw_features(op, c) for c in configs], dtype=np.float64).reshape(len(configs), width)
+    options = has_option_features(op)
+    width = len(FEATURES) + (len(OPTION_FEATURES) if options else 0)
+    raw = np.array([raw_features(op, c, options) for c in configs], dtype=np.float64).reshape(len(configs), width)
     return np.log1p(raw)

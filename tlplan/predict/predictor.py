@@ -26,8 +26,10 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..costs.annotate import CostTable, annotate
+from ..costs.runtime_rules import replaced
 from ..errors import BadInputError
 from ..measure.microbench import CALIBRATION_OPS, CalibrationOp, Config
+from ..plan.options import FROZEN
 from ..trace.graph import INPUT, Layer, LayerGraph
 from . import cache
 from .devices import Device, resolve_device
@@ -140,26 +142,28 @@ def calibration_entry(layer: Layer, option: object, runtime: str) -> tuple[Calib
     """The calibration op that prices ``layer`` trained with ``option`` on ``runtime``, and its
     configuration. Only the ``tlplan`` runtime runs its own kernels (``tlplan.measure.runtime_ops``);
     ``eager`` (and the ``mcu`` engine's accounting) price PyTorch's."""
-    from ..costs.runtime_rules import replaced
-
-    if runtime != "tlplan" or not replaced(layer):  # the runtime swaps exact nn.Conv2d, nn.ReLU ... modules only
-        option = None
-    elif option is None:  # ... every one of them, a frozen one too
-        from ..plan.options import FROZEN
-
-        option = FROZEN
+    option = _runtime_option(layer, option, runtime)
     entry = CALIBRATION_OPS.for_layer(layer, option)
     return None if entry is None else (entry, entry.config_for(layer, option))
+
+
+def _runtime_option(layer: Layer, option: object, runtime: str) -> object:
+    """What the runtime's kernels see of ``layer``: its options where the tlplan runtime swaps it
+    (exact nn.Conv2d, nn.ReLU ... modules only; every one of them, a frozen one too), else None."""
+    if runtime != "tlplan" or not replaced(layer):
+        return None
+    return FROZEN if option is None else option
 
 
 def layer_items(layer: Layer, option: object, runtime: str, passes: Sequence[str], weight_ratio: float) -> list[Item] | None:
     """The items pricing ``passes`` of ``layer`` (None: no calibration op stands for it); a
     tlplan-runtime op's items name the plain op they stand in for (``Item.fallback``)."""
-    found = calibration_entry(layer, option, runtime)
-    if found is None:
+    option = _runtime_option(layer, option, runtime)
+    entry = CALIBRATION_OPS.for_layer(layer, option)
+    if entry is None:
         return None
-    entry, config = found
-    plain = plain_entry(layer)
+    config = entry.config_for(layer, option)
+    plain = plain_entry(layer) if option is not None else entry  # only the runtime's ops stand in for another
     fallback = plain.name if plain is not None and plain.name != entry.name else None
     return [Item(layer.name, entry.name, p, config, weight_ratio, fallback) for p in passes]
 
@@ -217,17 +221,20 @@ class FittedProfile:
     overhead: np.ndarray  # (3,): ms per step, per layer, per layer with a backward
     digest: str = ""
 
+    def model_key(self, item: Item) -> tuple[str, str]:
+        """The (op, pass) model that prices ``item``: its own, else the plain op's it stands in for
+        (``Item.fallback``), for a profile calibrated without the runtime's ops."""
+        pass_ = model_pass(item)
+        if (item.op, pass_) not in self.models and item.fallback is not None:
+            return (item.fallback, pass_)
+        return (item.op, pass_)
+
     def price(self, items: Sequence[Item]) -> np.ndarray:
-        """ms of each item; NaN where the profile has no model for the item's (op, pass), nor for
-        the plain op it stands in for (``Item.fallback``)."""
+        """ms of each item; NaN where the profile has no model for it (``model_key``)."""
         out = np.full(len(items), np.nan)
         groups: dict[tuple[str, str], list[int]] = {}
         for i, item in enumerate(items):
-            pass_ = model_pass(item)
-            key = (item.op, pass_)
-            if key not in self.models and item.fallback is not None:
-                key = (item.fallback, pass_)
-            groups.setdefault(key, []).append(i)
+            groups.setdefault(self.model_key(item), []).append(i)
         for key, idx in groups.items():
             model = self.models.get(key)
             if model is not None:
@@ -425,10 +432,10 @@ class Pricer:
 
     def stands_in(self, item: Item) -> bool:
         """Whether ``item`` is priced with its plain op's model (a profile without the runtime's ops)."""
-        if self.fitted is None or item.fallback is None:
+        if self.fitted is None:
             return False
-        pass_ = model_pass(item)
-        return (item.op, pass_) not in self.fitted.models and (item.fallback, pass_) in self.fitted.models
+        key = self.fitted.model_key(item)
+        return key[0] != item.op and key in self.fitted.models
 
 
 def predict_latency(graph: LayerGraph, costs: CostTable, device: "Device | str | Pricer", *,
