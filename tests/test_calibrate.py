@@ -73,8 +73,8 @@ def test_calibrate_resumes_after_an_interruption(tmp_path):
     device = calibrate(Settings("tiny", **TINY), root=root)
     rows = read_layer_rows(root / "tiny" / "measurements.csv")
     assert rows[: len(first_rows)] == first_rows
-    (step,) = read_step_rows(root / "tiny" / "steps.csv")  # its median
-    assert step.ms == sorted(t.ms for t in timings)[1]
+    (step,) = read_step_rows(root / "tiny" / "steps.csv")  # the fastest of its rounds
+    assert step.ms == min(t.ms for t in timings)
     assert not partial.exists()
     assert device.calibration["elapsed_s"] >= round(max(first_elapsed, TINY["budget_s"]), 1) - 0.1
 
@@ -95,12 +95,52 @@ def test_steps_interrupted_between_rounds_resume_where_they_stopped(tmp_path):
     assert sorted(s.batch for s in steps) == [1, 2]
 
 
-def test_median_steps_keeps_one_row_per_step():
+def test_combine_steps_keeps_one_row_per_step():
     from tlplan.predict.store import StepRow
 
     rows = [StepRow("a", "last", 1, 48, ms, share) for ms, share in ((3.0, 0.0), (9.0, 0.02), (4.0, None))]
     rows.insert(1, StepRow("b", "full", 1, 48, 7.0, None))
-    assert calibration.median_steps(rows) == [StepRow("a", "last", 1, 48, 4.0, 0.02), StepRow("b", "full", 1, 48, 7.0, None)]
+    assert calibration.combine_steps(rows, "median") == [StepRow("a", "last", 1, 48, 4.0, 0.02),
+                                                         StepRow("b", "full", 1, 48, 7.0, None)]
+    assert calibration.combine_steps(rows, "min") == [StepRow("a", "last", 1, 48, 3.0, 0.02),
+                                                      StepRow("b", "full", 1, 48, 7.0, None)]
+
+
+def test_calibrate_times_with_the_threads_and_statistic_it_records(tmp_path, monkeypatch):
+    import torch
+
+    root = tmp_path / "profiles"
+    before = torch.get_num_threads()
+    seen = []
+    real_time_config = calibration.time_config
+
+    def spy(entry, config, **kw):
+        seen.append((torch.get_num_threads(), kw.get("statistic")))
+        return real_time_config(entry, config, **kw)
+
+    monkeypatch.setattr(calibration, "time_config", spy)
+    device = calibrate(Settings("tiny", **TINY, threads=1), root=root)
+    assert seen and set(seen) == {(1, "min")}  # the default statistic: the fastest run
+    assert (device.threads, device.statistic) == (1, "min") and "1 framework thread " in device.description
+    assert torch.get_num_threads() == before  # restored
+    with pytest.raises(BadInputError, match="statistic"):
+        Settings("tiny", **TINY, statistic="mean")
+    with pytest.raises(BadInputError, match="--threads"):
+        Settings("tiny", **TINY, threads=0)
+
+
+def test_a_resumed_calibration_keeps_its_statistic(tmp_path):
+    root = tmp_path / "profiles"
+
+    def interrupt(progress):
+        if progress.phase == "layers":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        calibrate(Settings("tiny", **TINY, statistic="median"), root=root, progress=interrupt)
+    with pytest.raises(BadInputError, match="--statistic median"):
+        calibrate(Settings("tiny", **TINY), root=root)
+    assert calibrate(Settings("tiny", **TINY, statistic="median"), root=root).statistic == "median"
 
 
 def test_recalibrating_replaces_the_profile_whole(tmp_path):
@@ -162,6 +202,30 @@ def test_evaluation_figures_and_written_accuracy(tmp_path):
     assert (folder / EVALUATION_CSV).read_text().startswith("network,scheme,batch,resolution,runtime")
     assert updated.accuracy["per_runtime"] == {"eager": updated.accuracy["per_network"]["mcunet-5fps"]}
     assert json.loads((folder / "device.json").read_text())["accuracy"]["mape"] == updated.accuracy["mape"]
+
+
+def test_evaluation_times_steps_as_the_profile_was_timed(tmp_path, monkeypatch):
+    import dataclasses
+
+    import torch
+
+    from tlplan.predict import evaluate as evaluation
+
+    folder = write_profile(tmp_path / "profiles")
+    device = dataclasses.replace(load_device(folder / "device.json"), threads=1, statistic="min")
+    seen = []
+    timings = {1: iter([10.6, 10.0, 10.3]), 4: iter([21.0, 20.4, 20.0])}  # each batch's rounds, in turn
+
+    def fake_time_step(network, scheme, batch, resolution, *, statistic, **kw):
+        seen.append((torch.get_num_threads(), statistic))
+        return next(timings[batch]), 0.0, 0.1
+
+    monkeypatch.setattr(evaluation, "time_step", fake_time_step)
+    before = torch.get_num_threads()
+    result = evaluation.evaluate(device, networks=["mcunet-5fps"], schemes=("last",), batches=(1, 4), rounds=3,
+                                 runtime_cases=False)
+    assert set(seen) == {(1, "min")} and torch.get_num_threads() == before
+    assert {c.batch: c.measured_ms for c in result.cases} == {1: 10.0, 4: 20.0}  # the fastest of its rounds
 
 
 def test_framework_overhead_is_measured_in_a_fresh_process(monkeypatch):

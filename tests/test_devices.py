@@ -67,6 +67,8 @@ def test_load_minimal(tmp_path):
         ({**VALID, "ram_bytes": True}, "'ram_bytes' has the wrong type (bool)"),
         ({**VALID, "peak_flops_fp32": "fast"}, "'peak_flops_fp32' has the wrong type"),
         ({**VALID, "name": 7}, "'name' has the wrong type"),
+        ({**VALID, "statistic": "mean"}, "statistic must be median or min"),
+        ({**VALID, "threads": 0}, "threads must be at least 1"),
         ({k: v for k, v in VALID.items() if k != "ram_bytes"}, "missing field(s) ram_bytes"),
         ({k: v for k, v in VALID.items() if k not in ("name", "source")}, "missing field(s) name, source"),
         ({**VALID, "source": "guessed"}, "source must be one of measured, datasheet"),
@@ -75,7 +77,7 @@ def test_load_minimal(tmp_path):
     ],
     ids=[
         "bad-json", "empty", "array", "unknown-field", "ram-string", "ram-float", "ram-bool", "flops-string",
-        "name-int", "missing-ram", "missing-two", "bad-source", "ram-zero", "ram-negative",
+        "name-int", "bad-statistic", "no-threads", "missing-ram", "missing-two", "bad-source", "ram-zero", "ram-negative",
     ],
 )
 def test_load_invalid(tmp_path, content, problem):

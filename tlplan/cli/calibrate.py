@@ -54,6 +54,8 @@ def calibrate(
     add: Annotated[bool, typer.Option("--add", help="Time ops into the existing profile NAME, keeping its other measurements and steps (default: the ops it has none of, e.g. the tlplan runtime's).")] = False,
     networks: Annotated[Optional[str], typer.Option(help="Zoo networks for the shape prior, whole steps and evaluation (comma-separated; default: all).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the sampling.")] = 0,
+    threads: Annotated[Optional[int], typer.Option(help="Framework (intra-op) threads while timing, recorded in the profile (default: torch's, one per core). The profile predicts training run with as many.")] = None,
+    statistic: Annotated[str, typer.Option(help="How a timing's runs are summed up: min (the fastest run: repeats best on a shared machine) or median.")] = "min",
     max_foreign_cpu: Annotated[float, typer.Option(help="Largest share of the CPUs other processes may use while timing (0-1); busier timings are redone.")] = 0.05,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -83,7 +85,8 @@ def calibrate(
     if not budget_minutes > 0:
         raise BadInputError(f"--budget-minutes must be positive, not {budget_minutes}")
     settings = calibration.Settings(name=calibration.check_name(name), budget_s=budget_minutes * 60, ops=_names(ops),
-                                    networks=_names(networks), seed=seed, threshold=max_foreign_cpu)
+                                    networks=_names(networks), seed=seed, threshold=max_foreign_cpu, threads=threads,
+                                    statistic=statistic)
     if add:
         with _progress(quiet) as progress:
             device, record, dropped = calibration.add_ops(settings, progress=progress)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import copy
 import statistics
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.fx
@@ -35,6 +36,29 @@ class Timings:
 
 Progress = Callable[[int, int], None]  # (done, total)
 
+#: how the runs of one timing are summed up. ``min``, the fastest run, is what ``timeit`` advises:
+#: on a shared machine a slower run measures the neighbours, not the code, and the fastest of runs
+#: spread over minutes repeats far better than their median (docs/devices.md, "Accuracy").
+STATISTICS: dict[str, Callable[[Sequence[float]], float]] = {"median": statistics.median, "min": min}
+
+
+def summary(samples: Sequence[float], statistic: str) -> float:
+    """``samples`` summed up by ``statistic`` (a key of ``STATISTICS``)."""
+    return float(STATISTICS[statistic](samples))
+
+
+@contextmanager
+def framework_threads(threads: int | None) -> Iterator[int]:
+    """Run the block with ``threads`` framework (intra-op) threads (None: as set), then restore."""
+    before = torch.get_num_threads()
+    if threads is not None and threads != before:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
 
 def _samples_ms(fn: Callable[[], Any], warmup: int, repeats: int) -> list[float]:
     keep_freed_memory()  # every timing under the same allocator settings (see tlplan.measure.allocator)
@@ -51,8 +75,9 @@ def _samples_ms(fn: Callable[[], Any], warmup: int, repeats: int) -> list[float]
 Prepared = tuple[Callable[[], torch.Tensor], Sequence[Sequence[torch.Tensor]]]
 
 
-def time_passes(prepare: Callable[[], Prepared], *, warmup: int, repeats: int) -> tuple[float, tuple[float, ...]]:
-    """Median ms of a forward and of each backward group computed on its graph.
+def time_passes(prepare: Callable[[], Prepared], *, warmup: int, repeats: int,
+                statistic: str = "median") -> tuple[float, tuple[float, ...]]:
+    """Ms (the ``statistic`` of the runs) of a forward and of each backward group computed on its graph.
 
     ``prepare()`` (not timed) returns ``(forward, groups)``: a thunk running the op with autograd
     recording, and the tensor groups to differentiate for, one ``torch.autograd.grad`` call each,
@@ -76,7 +101,7 @@ def time_passes(prepare: Callable[[], Prepared], *, warmup: int, repeats: int) -
         if i >= warmup:
             fwd.append((t1 - t0) * 1e3)
             bwd.append(times)
-    return statistics.median(fwd), tuple(statistics.median(column) for column in zip(*bwd))
+    return summary(fwd, statistic), tuple(summary(column, statistic) for column in zip(*bwd))
 
 
 class _LayerBench(torch.fx.Interpreter):

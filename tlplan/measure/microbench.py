@@ -15,6 +15,7 @@ The tlplan runtime's autograd Functions are registered that way in ``runtime_ops
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -409,23 +410,24 @@ from . import runtime_ops  # noqa: E402,F401  (registers the tlplan runtime's op
 
 @dataclass(frozen=True)
 class Measurement:
-    """Median ms per pass of one configuration, and the other processes' CPU share meanwhile."""
+    """Ms per pass of one configuration (median or fastest run), and the other processes' CPU share meanwhile."""
 
     ms: dict[str, float]
     foreign_cpu: float | None
 
 
 def time_config(entry: CalibrationOp, config: Config, *, target_s: float = 0.08, max_repeats: int = 25,
-                min_repeats: int = 3) -> Measurement:
+                min_repeats: int = 3, statistic: str = "median") -> Measurement:
     """Time ``config`` of ``entry``: every pass its op has, on one graph per run (see ``time_passes``).
 
     The number of runs adapts to the op's speed: enough to fill about ``target_s`` seconds, between
-    ``min_repeats`` and ``max_repeats``, after one warm-up run that also sizes it.
+    ``min_repeats`` and ``max_repeats``, after one warm-up run that also sizes it; each pass's runs
+    summed up by ``statistic`` (``tlplan.measure.latency.STATISTICS``).
     """
     torch.manual_seed(0)
     bench = entry.build(config)
     if bench.graph_per_pass:
-        return _time_per_pass(bench, target_s, max_repeats, min_repeats)
+        return _time_per_pass(bench, target_s, max_repeats, min_repeats, statistic)
     backward = list(bench.backward_groups(bench.inputs))
 
     def prepare() -> Prepared:
@@ -447,8 +449,8 @@ def time_config(entry: CalibrationOp, config: Config, *, target_s: float = 0.08,
     once = time.perf_counter() - t0
     repeats = int(min(max_repeats, max(min_repeats, target_s / max(once, 1e-6))))
     with LoadWindow() as window:
-        fwd, bwd = time_passes(prepare, warmup=1, repeats=repeats)
-        fwd_nograd, _ = time_passes(prepare_nograd, warmup=1, repeats=repeats)
+        fwd, bwd = time_passes(prepare, warmup=1, repeats=repeats, statistic=statistic)
+        fwd_nograd, _ = time_passes(prepare_nograd, warmup=1, repeats=repeats, statistic=statistic)
     ms = {"fwd": fwd, "fwd_nograd": fwd_nograd, **dict(zip(backward, bwd))}
     return Measurement(ms=ms, foreign_cpu=window.share)
 
@@ -463,7 +465,7 @@ def _requiring(bench: Bench, needs: tuple[str, ...]) -> list[torch.Tensor]:
     return [t.clone().requires_grad_(bench.grad_inputs and "input" in needs) for t in bench.inputs]
 
 
-def _time_per_pass(bench: Bench, target_s: float, max_repeats: int, min_repeats: int) -> Measurement:
+def _time_per_pass(bench: Bench, target_s: float, max_repeats: int, min_repeats: int, statistic: str) -> Measurement:
     """``time_config`` for a custom autograd Function (``Bench.graph_per_pass``).
 
     ``fwd``: recorded with every tensor requiring grad (the forward keeps what a trained weight
@@ -496,10 +498,10 @@ def _time_per_pass(bench: Bench, target_s: float, max_repeats: int, min_repeats:
     repeats = int(min(max_repeats, max(min_repeats, target_s / max(once, 1e-6) / (1 + len(passes)))))
     try:
         with LoadWindow() as window:
-            ms = {"fwd": time_passes(prepare_for(every), warmup=1, repeats=repeats)[0],
-                  "fwd_nograd": time_passes(prepare_nograd, warmup=1, repeats=repeats)[0]}
+            timed = functools.partial(time_passes, warmup=1, repeats=repeats, statistic=statistic)
+            ms = {"fwd": timed(prepare_for(every))[0], "fwd_nograd": timed(prepare_nograd)[0]}
             for name in passes:
-                ms[name] = time_passes(prepare_for(BACKWARD_GROUPS[name], name), warmup=1, repeats=repeats)[1][0]
+                ms[name] = timed(prepare_for(BACKWARD_GROUPS[name], name))[1][0]
     finally:
         for t in bench.weight + bench.bias:
             t.requires_grad_(True)

@@ -5,12 +5,17 @@ row per pass of each timed configuration), ``steps.csv`` (whole training steps o
 networks, which fit the per-step overhead) and ``device.json``.
 
 * **Where the time goes.** Whole steps first (a fixed list, needed for the overhead fit: every
-  step once per round, each round in a new order, the median kept, so that a slow spell of the
-  machine lands on a few timings of many steps rather than on every timing of one network), then
+  step once per round, each round in a new order, so that a slow spell of the machine lands on a
+  few timings of many steps rather than on every timing of one network), then
   layer configurations until the budget is spent, in rounds: round 0 samples from the shape prior
   (``tlplan.predict.sampling``); each later round fits the models so far, cross-validates them,
   and spends more samples on the ops whose predictions are worst, near the configurations
   predicted worst (nn-Meter's adaptive sampling).
+* **The fastest runs.** Every timing is summed up by ``Settings.statistic``: by default the
+  fastest run (of a configuration's runs; of a step's runs over all its rounds), which on a shared
+  machine repeats far better than the median (docs/devices.md, "Accuracy"). A profile records it
+  (``statistic`` in ``device.json``; older profiles: the median), and what is later timed against
+  it (``--add``, ``--evaluate``) is timed the same way, with the same framework threads.
 * **Only quiet timings.** Configurations are timed in chunks of about a second; a chunk during
   which other processes took more than ``threshold`` of the CPUs is thrown away and timed again
   once the machine is quiet. The budget counts time spent measuring, not waiting.
@@ -42,6 +47,7 @@ import numpy as np
 from ..errors import BadInputError
 from ..fileio import write_atomic
 from ..measure.allocator import keep_freed_memory
+from ..measure.latency import STATISTICS, framework_threads, summary
 from ..measure.load import LoadWindow, quiet, wait_until_quiet
 from ..measure.microbench import CALIBRATION_OPS, Config, time_config
 from ..measure.runtime_ops import RUNTIME_OPS
@@ -87,7 +93,16 @@ class Settings:
     #: per core, a neighbour on one core stalls every parallel region, so even a little is too much
     threshold: float = 0.05
     chunk_s: float = 1.0
-    step_rounds: int = 3  # timings of each whole step, in interleaved rounds; the median is kept
+    step_rounds: int = 3  # timings of each whole step, in interleaved rounds
+    #: how a timing's runs are summed up (a key of ``tlplan.measure.latency.STATISTICS``)
+    statistic: str = "min"
+    threads: int | None = None  # framework (intra-op) threads while timing; None: as set (torch's default)
+
+    def __post_init__(self) -> None:
+        if self.statistic not in STATISTICS:
+            raise BadInputError(f"unknown timing statistic {self.statistic!r}; use one of {', '.join(STATISTICS)}")
+        if self.threads is not None and not 1 <= self.threads <= 4 * (os.cpu_count() or 1):
+            raise BadInputError(f"--threads must be between 1 and {4 * (os.cpu_count() or 1)}, not {self.threads}")
 
 
 @dataclass(frozen=True)
@@ -154,11 +169,11 @@ def framework_versions() -> dict[str, str]:
 
 def time_step(network: str, scheme: str, batch: int, resolution: int, *, threshold: float, window_s: float = 0.5,
               retries: int = 4, trainable: frozenset[str] | None = None,
-              costs: "CostTable | None" = None) -> tuple[float, float | None, float]:
-    """Median ms of whole training steps (``step_samples_ms``) of a freshly built model, redone
-    while the CPU was busy.
+              costs: "CostTable | None" = None, statistic: str = "median") -> tuple[float, float | None, float]:
+    """Ms of whole training steps (``step_samples_ms``, summed up by ``statistic``) of a freshly
+    built model, redone while the CPU was busy.
 
-    Returns the median, the other processes' CPU share during the kept run, and the seconds spent
+    Returns the ms, the other processes' CPU share during the kept run, and the seconds spent
     timing (waiting for a quiet CPU not included). ``trainable``: the scheme's trained parameter
     names, where the caller has them (``StepCases``); else the model is traced to find them.
     ``costs``: the case's cost table, where the caller has it: a tlplan-runtime one times the
@@ -199,7 +214,7 @@ def time_step(network: str, scheme: str, batch: int, resolution: int, *, thresho
         spent += window.wall_s
         if quiet(share, threshold):
             break
-    return float(np.median(samples)), share, spent
+    return summary(samples, statistic), share, spent
 
 
 # ---- the partial folder -------------------------------------------------------------------------------
@@ -373,9 +388,27 @@ def calibrate(settings: Settings, *, root: Path | None = None, progress: Progres
     except OSError as exc:
         raise BadInputError(f"cannot write the profile under {root}: {exc.strerror or exc}") from None
     report = progress or (lambda p: None)
+    _keep_timing(state, settings, partial.dir)
     if "runtime_overhead_bytes" not in state:
         state["runtime_overhead_bytes"] = framework_overhead_bytes()
-        partial.save_state(state)
+    partial.save_state(state)
+    with framework_threads(state["threads"]):
+        return _calibrate(settings, root, name, ops, networks, partial, state, report)
+
+
+def _keep_timing(state: dict, settings: Settings, folder: Path) -> None:
+    """The run's statistic and framework threads, kept in its state: a resumed run times as it began."""
+    import torch
+
+    wanted = {"statistic": settings.statistic, "threads": settings.threads or torch.get_num_threads()}
+    for key, value in wanted.items():
+        if state.setdefault(key, value) != value and (key == "statistic" or settings.threads is not None):
+            raise BadInputError(f"the interrupted run in {folder} timed with {key} {state[key]}, not {value}: run it "
+                                f"again with --{key} {state[key]}, or remove that folder to start afresh")
+
+
+def _calibrate(settings: Settings, root: Path, name: str, ops: Sequence[str], networks: Sequence[str],
+               partial: "_Partial", state: dict, report: ProgressFn) -> Device:
 
     # whole steps: a fixed list, timed once per round (each round in its own order); the partial
     # file has a row per timing, so an interrupted run knows how many rounds each step has
@@ -391,7 +424,8 @@ def calibrate(settings: Settings, *, root: Path | None = None, progress: Progres
         report(Progress("steps", done, total, f"round {rnd + 1}: {net} {scheme} batch {batch}"))
         if timings[case] > rnd:
             continue
-        ms, share, spent = time_step(*case, threshold=settings.threshold, trainable=traced.costs(*case).trainable)
+        ms, share, spent = time_step(*case, threshold=settings.threshold, trainable=traced.costs(*case).trainable,
+                                     statistic=state["statistic"])
         partial.append(partial.steps_path, [StepRow(net, scheme, batch, res, ms, share)])
         timings[case] += 1
         state["measured_s"] += spent
@@ -437,7 +471,7 @@ def _measure_layers(settings: Settings, ops: tuple[str, ...], prior: dict[str, l
         with LoadWindow() as window:
             while True:
                 sample = sampling.Sample(missing[0], _smallest(missing.pop(0), prior), "random") if missing else sampler.draw()
-                m = time_config(CALIBRATION_OPS[sample.op], sample.config)
+                m = time_config(CALIBRATION_OPS[sample.op], sample.config, statistic=state["statistic"])
                 chunk.append(sample)
                 chunk_rows += [LayerRow(sample.op, p, sample.config, sample.origin, current_round, ms, None)
                                for p, ms in m.ms.items()]
@@ -482,34 +516,37 @@ def interleaved_rounds(cases: Sequence[T], rounds: int, seed: int) -> Iterator[t
         yield from ((rnd, case) for case in order)
 
 
-def median_steps(rows: Sequence[StepRow]) -> list[StepRow]:
-    """One row per step, in first-timed order: the median ms of its timings, the largest foreign share."""
+def combine_steps(rows: Sequence[StepRow], statistic: str) -> list[StepRow]:
+    """One row per step, in first-timed order: its timings summed up by ``statistic``, the largest
+    foreign share."""
     grouped: dict[tuple, list[StepRow]] = {}
     for r in rows:
         grouped.setdefault(r.key, []).append(r)
     out = []
     for timed in grouped.values():
         shares = [r.foreign_cpu for r in timed if r.foreign_cpu is not None]
-        out.append(replace(timed[0], ms=float(np.median([r.ms for r in timed])), foreign_cpu=max(shares) if shares else None))
+        out.append(replace(timed[0], ms=summary([r.ms for r in timed], statistic),
+                           foreign_cpu=max(shares) if shares else None))
     return out
 
 
 def _finish(root: Path, name: str, partial: _Partial, state: dict, settings: Settings, configs: int) -> Device:
     """Write the complete profile beside its final place, then rename it into place."""
-    layer_rows, step_rows = partial.layer_rows(), median_steps(partial.step_rows())
-    import torch
-
+    layer_rows, step_rows = partial.layer_rows(), combine_steps(partial.step_rows(), state["statistic"])
     cores = os.cpu_count() or 1
+    threads = int(state["threads"])
     ram = ram_bytes()
     data = {
         "name": name,
-        "description": f"{cpu_name()}, {cores} cores, {ram / 2**30:.1f} GiB RAM (measured by tlplan calibrate)",
+        "description": f"{cpu_name()}, {cores} cores, {ram / 2**30:.1f} GiB RAM, {threads} framework "
+                       f"thread{'s' if threads > 1 else ''} (measured by tlplan calibrate)",
         "source": "measured",
         "ram_bytes": ram,
         "runtime_overhead_bytes": int(state.get("runtime_overhead_bytes", 0)),
         "cpu": cpu_name(),
         "cores": cores,
-        "threads": torch.get_num_threads(),
+        "threads": threads,
+        "statistic": state["statistic"],
         "framework": framework_versions(),
         "allocator": dict(keep_freed_memory()),
         "date": _dt.date.today().isoformat(),
@@ -526,8 +563,8 @@ def _finish(root: Path, name: str, partial: _Partial, state: dict, settings: Set
             "rounds": state.get("rounds", 1),
             "step_rounds": settings.step_rounds,
         },
-        "notes": "Layer configurations and whole training steps timed on this machine (median of runs, "
-                 "fp32, CPU); runtime_overhead_bytes is the resident memory of Python with torch imported, "
+        "notes": f"Layer configurations and whole training steps timed on this machine ({state['statistic']} of "
+                 "runs, fp32, CPU); runtime_overhead_bytes is the resident memory of Python with torch imported, "
                  "before any tensor. Time spent waiting for a quiet CPU is not counted in elapsed_s.",
     }
     files = {MEASUREMENTS: render(LAYER_COLUMNS, layer_rows), STEPS: render(STEP_COLUMNS, step_rows),
@@ -617,11 +654,15 @@ def add_ops(settings: Settings, *, root: Path | None = None,
         raise BadInputError(f"an interrupted addition of {', '.join(state['ops'])} to {name} is in {partial.dir}: "
                             "run it again with those ops, or remove that folder")
     state["ops"] = list(ops)
-    if "time_vs_profile" not in state:
-        state["time_vs_profile"], state["rechecked_configs"] = _recheck(existing, ops, settings, report)
-        partial.save_state(state)
-    prior = sampling.priors_by_op(ops, sampling.shape_prior(settings.networks or tuple(zoo_names())))
-    configs = _measure_layers(settings, ops, prior, partial, state, settings.budget_s, report)
+    # timed as the profile was: its statistic, its framework threads
+    state["statistic"], state["threads"] = device.statistic, device.threads
+    with framework_threads(device.threads):
+        if "time_vs_profile" not in state:
+            state["time_vs_profile"], state["rechecked_configs"] = _recheck(existing, ops, settings, device.statistic,
+                                                                            report)
+            partial.save_state(state)
+        prior = sampling.priors_by_op(ops, sampling.shape_prior(settings.networks or tuple(zoo_names())))
+        configs = _measure_layers(settings, ops, prior, partial, state, settings.budget_s, report)
 
     report(Progress("writing", 0, 1))
     added = partial.layer_rows()
@@ -645,7 +686,7 @@ def add_ops(settings: Settings, *, root: Path | None = None,
     return result, record, dropped
 
 
-def _recheck(existing: Sequence[LayerRow], ops: Sequence[str], settings: Settings,
+def _recheck(existing: Sequence[LayerRow], ops: Sequence[str], settings: Settings, statistic: str,
              report: ProgressFn) -> tuple[float | None, int]:
     """Median (ms now / ms in the profile) over a sample of the profile's configurations of other ops."""
     by_config: dict[tuple[str, Config], dict[str, float]] = {}
@@ -660,7 +701,7 @@ def _recheck(existing: Sequence[LayerRow], ops: Sequence[str], settings: Setting
         report(Progress("rechecking", i, len(keys), op))
         for _ in range(3):  # redone, as calibration's chunks are, while other processes use the CPU
             wait_until_quiet(settings.threshold)
-            measured = time_config(CALIBRATION_OPS[op], config)
+            measured = time_config(CALIBRATION_OPS[op], config, statistic=statistic)
             if quiet(measured.foreign_cpu, settings.threshold):
                 break
         now = measured.ms

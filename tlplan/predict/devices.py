@@ -26,6 +26,7 @@ _OPTIONAL = {
     "cpu": str,
     "cores": int,
     "threads": int,
+    "statistic": str,  # how a timing's runs were summed up: "min" or "median" (absent: median)
     "framework": dict,  # {"python": "3.11.9", "torch": "2.13.0", ...}
     "allocator": dict,  # how malloc was set while timing (tlplan.measure.allocator)
     # a measured profile's data files (in the profile's folder) and how they were gathered
@@ -77,6 +78,7 @@ class Device:
     cpu: str | None = None
     cores: int | None = None
     threads: int | None = None
+    statistic: str = "median"  # of a timing's runs (tlplan.measure.latency.STATISTICS)
     framework: Mapping[str, str] | None = None
     allocator: Mapping[str, Any] | None = None
     measurements: str | None = None  # file name of the layer measurements CSV, in ``folder``
@@ -133,6 +135,10 @@ def load_device(path: Path) -> Device:
         raise BadInputError(f"device profile {path}: source must be one of {', '.join(SOURCES)}")
     if fields["ram_bytes"] <= 0:
         raise BadInputError(f"device profile {path}: ram_bytes must be positive")
+    if fields.get("statistic", "median") not in ("median", "min"):
+        raise BadInputError(f"device profile {path}: statistic must be median or min, not {fields['statistic']!r}")
+    if fields.get("threads", 1) < 1:
+        raise BadInputError(f"device profile {path}: threads must be at least 1")
     if fields["source"] == "measured" and ("measurements" in fields) != ("steps" in fields):
         raise BadInputError(f"device profile {path}: a measured profile names both its measurements and its steps file, or neither")
     for key in ("measurements", "steps"):

@@ -10,7 +10,8 @@ runtime's ops, steps run by the tlplan runtime (its kernels swapped in; no such 
 
 Measurements are taken in interleaved rounds (every case once, then every case again, in a new
 order) and only while the CPU is quiet; a case whose rounds disagree by more than 10 % is timed
-again, and the median is kept.
+again. They are timed as the profile's steps were: summed up by its ``statistic`` (the fastest run
+of all rounds, or the median of the rounds' medians for older profiles), with its framework threads.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import BadInputError
+from ..measure.latency import framework_threads, summary
 from ..measure.runtime_ops import RUNTIME_OPS
 from .calibration import (
     STEP_BATCHES, STEP_SCHEMES, Progress, ProgressFn, interleaved_rounds, step_resolution, time_step,
@@ -115,8 +117,9 @@ class Evaluation:
 
 def measure_cases(cases: Sequence[CaseKey], *, rounds: int = 3, threshold: float = 0.05,
                   seed: int = 0, progress: ProgressFn | None = None,
-                  traced: StepCases | None = None) -> dict[CaseKey, float]:
-    """Median step ms of every case over interleaved rounds; disagreeing cases timed once more.
+                  traced: StepCases | None = None, statistic: str = "median") -> dict[CaseKey, float]:
+    """Step ms of every case over interleaved rounds (each round's runs and then the rounds summed
+    up by ``statistic``); disagreeing cases timed once more.
 
     Each timing builds its case's model afresh, as calibration does: keeping every case's model
     alive in one process (5.8 GB for the zoo) measured the small networks 9–14 % slower than
@@ -126,7 +129,7 @@ def measure_cases(cases: Sequence[CaseKey], *, rounds: int = 3, threshold: float
 
     def timed(case: CaseKey) -> float:
         costs = traced.costs(*case)
-        return time_step(*case[:4], threshold=threshold, trainable=costs.trainable, costs=costs)[0]
+        return time_step(*case[:4], threshold=threshold, trainable=costs.trainable, costs=costs, statistic=statistic)[0]
 
     total = len(cases) * rounds
     for done, (_, case) in enumerate(interleaved_rounds(cases, rounds, seed)):
@@ -137,7 +140,7 @@ def measure_cases(cases: Sequence[CaseKey], *, rounds: int = 3, threshold: float
     for case, values in samples.items():
         if len(values) >= 2 and max(values) > 1.10 * min(values):
             samples[case].append(timed(case))
-    return {case: float(np.median(v)) for case, v in samples.items()}
+    return {case: summary(v, statistic) for case, v in samples.items()}
 
 
 def evaluate(device: Device, *, networks: Sequence[str] | None = None, schemes: Sequence[str] = SCHEMES,
@@ -168,7 +171,9 @@ def evaluate(device: Device, *, networks: Sequence[str] | None = None, schemes: 
                   for b in runtime_batches]
     step_cases = StepCases()
     if measured is None:
-        measured = measure_cases(cases, rounds=rounds, threshold=threshold, progress=progress, traced=step_cases)
+        with framework_threads(device.threads):
+            measured = measure_cases(cases, rounds=rounds, threshold=threshold, progress=progress, traced=step_cases,
+                                     statistic=device.statistic)
     results: list[Case] = []
     for i, held_out in enumerate(networks):
         if progress:
