@@ -79,6 +79,15 @@ def test_calibrate_resumes_after_an_interruption(tmp_path):
     assert device.calibration["elapsed_s"] >= round(max(first_elapsed, TINY["budget_s"]), 1) - 0.1
 
 
+def test_calibrating_the_runtime_ops_times_runtime_steps_too(tmp_path):
+    root = tmp_path / "profiles"
+    settings = Settings("tiny", **{**TINY, "ops": ("relu6", "relu6.mask")}, runtime_step_schemes=("bias",),
+                        runtime_step_batches=(1,))
+    calibrate(settings, root=root)
+    steps = read_step_rows(root / "tiny" / "steps.csv")
+    assert sorted((s.scheme, s.runtime) for s in steps) == [("bias", "tlplan"), ("last", "eager")]
+
+
 def test_steps_interrupted_between_rounds_resume_where_they_stopped(tmp_path):
     root = tmp_path / "profiles"
     settings = Settings("tiny", **{**TINY, "step_batches": (1, 2)})  # two steps, three rounds

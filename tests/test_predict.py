@@ -162,6 +162,41 @@ def test_gradient_sums_at_residual_inputs():
     assert conv.pass_ == "bwd_input_bias"
 
 
+def test_runtime_layers_are_the_modules_the_runtime_swaps():
+    from tlplan.measure.latency import prepared_copy
+
+    cases = P.StepCases()
+    for scheme in ("full", "bias"):
+        costs = cases.costs("mcunet-5fps", scheme, 1, 48, "tlplan")
+        model = prepared_copy(tlplan.load_model("mcunet-5fps"), costs)
+        swapped = [m for m in model.modules() if type(m).__module__.startswith("tlplan.runtime")]
+        assert cases.plan("mcunet-5fps", scheme, 1, 48, "tlplan").runtime_layers == len(swapped) > 0
+        assert cases.plan("mcunet-5fps", scheme, 1, 48).runtime_layers == 0  # plain PyTorch
+
+
+def test_overhead_fit_recovers_a_per_runtime_layer_term(monkeypatch):
+    from tlplan.predict.store import StepRow
+
+    # GIVEN steps whose time beyond their layers is a known line in the overhead's terms
+    true = np.array([2.0, 0.01, 0.02, 0.05])
+    cases = P.StepCases()
+    monkeypatch.setattr(P, "layer_sum_ms", lambda profile, plan: 0.0)
+    rows = []
+    for network in ("mcunet-5fps", "mbv2-w0.35"):
+        for scheme, runtime in (("full", "eager"), ("last", "eager"), ("bias", "eager"), ("full", "tlplan"),
+                                ("bias", "tlplan"), ("mobiletl:3", "tlplan")):
+            terms = cases.plan(network, scheme, 1, 48, runtime).overhead_terms
+            rows.append(StepRow(network, scheme, 1, 48, float(true @ terms), 0.0, runtime))
+    # THEN the fit finds the runtime's term, and the steps (the ridge may trade the other,
+    # nearly collinear terms against each other: every scheme of a network has as many layers)
+    fitted = P.fit_overhead(None, rows, cases)
+    assert fitted[3] == pytest.approx(true[3], rel=0.05)
+    for row in rows:
+        assert fitted @ cases.plan(*row.key).overhead_terms == pytest.approx(row.ms, rel=0.02)
+    # and without runtime steps, that term stays 0 (older profiles predict as they did)
+    assert P.fit_overhead(None, [r for r in rows if r.runtime == "eager"], cases)[3] == 0
+
+
 def test_missing_op_model_is_reported_not_silent(profiles):
     write_profile(profiles, rows=[r for r in synthetic_rows() if r.op != "relu6"])
     graph, costs = mcu_costs("full")
@@ -187,7 +222,7 @@ def test_fit_is_cached_and_invalidated_by_the_data(profiles, monkeypatch):
     assert len(calls) == 1 and second.step_ms == pytest.approx(first.step_ms)
     # WHEN the measurements change THEN the fit is redone
     with open(folder / "steps.csv", "a") as f:
-        f.write("mcunet-5fps,bias,1,64,12.0,0.0\n")
+        f.write("mcunet-5fps,bias,1,64,12.0,0.0,eager\n")
     P.predict_latency(graph, costs, "synthetic")
     assert len(calls) == 2
     # a corrupt cache file is ignored and rewritten
@@ -236,8 +271,13 @@ def test_bad_steps_csv(tmp_path):
     path.write_text("network,scheme,batch,resolution,ms,foreign_cpu\nmcunet-5fps,full,1,64,inf,\n")
     with pytest.raises(BadInputError, match="not a finite number"):
         read_step_rows(path)
+    # a file from before steps named their runtime: plain PyTorch steps
     path.write_text("network,scheme,batch,resolution,ms,foreign_cpu\nmcunet-5fps,full,1,64,12.5,\n")
-    assert read_step_rows(path)[0].ms == 12.5 and read_step_rows(path)[0].foreign_cpu is None
+    (row,) = read_step_rows(path)
+    assert row.ms == 12.5 and row.foreign_cpu is None and row.runtime == "eager"
+    path.write_text("network,scheme,batch,resolution,ms,foreign_cpu,runtime\nmcunet-5fps,full,1,64,12.5,,mcu\n")
+    with pytest.raises(BadInputError, match="line 2: unknown runtime 'mcu'"):
+        read_step_rows(path)
 
 
 def test_missing_data_file_named(profiles):

@@ -62,6 +62,10 @@ from .store import (
 #: whole steps measured for the overhead fit: every zoo network under these schemes and batches
 STEP_SCHEMES = ("full", "last", "bias", "norm+last", "blocks:3")
 STEP_BATCHES = (1, 4, 8)
+#: and run by the tlplan runtime (its kernels swapped in), where its ops are calibrated: they fit
+#: the overhead's term for the runtime's layers (each a Python autograd Function)
+RUNTIME_STEP_SCHEMES = ("full", "bias", "mobiletl:3", "gradfilter:2:2")
+RUNTIME_STEP_BATCHES = (1, 8)
 #: when each adaptive round starts, as a share of the layer budget
 ROUND_STARTS = (0.0, 0.4, 0.6, 0.8)
 RANDOM_SHARE = 0.15  # of round-0 samples drawn uniformly from a box instead of near a network
@@ -87,6 +91,8 @@ class Settings:
     networks: tuple[str, ...] | None = None  # shape prior and whole steps (None: the zoo)
     step_schemes: tuple[str, ...] = STEP_SCHEMES
     step_batches: tuple[int, ...] = STEP_BATCHES
+    runtime_step_schemes: tuple[str, ...] = RUNTIME_STEP_SCHEMES  # timed where the runtime's ops are calibrated
+    runtime_step_batches: tuple[int, ...] = RUNTIME_STEP_BATCHES
     step_resolution: int | None = None  # None: ``step_resolution(network)``
     seed: int = 0
     #: largest share of the CPUs other processes may take during a timing: with one framework thread
@@ -179,7 +185,8 @@ def time_step(network: str, scheme: str, batch: int, resolution: int, *, thresho
     ``costs``: the case's cost table, where the caller has it: a tlplan-runtime one times the
     model as the runtime runs it (its modules swapped for the runtime's); else plain PyTorch.
 
-    As many steps as fill ``window_s`` (5 to 30): enough samples for a stable median, and a window
+    As many steps as fill ``window_s`` (5 to 30; 3 to 30 for the fastest run): enough samples for a
+    stable figure, and a window
     long enough for ``LoadWindow`` to see whether anything else ran meanwhile.
     """
     import torch
@@ -194,6 +201,8 @@ def time_step(network: str, scheme: str, batch: int, resolution: int, *, thresho
 
         model = prepared_copy(model, costs)
     else:
+        if trainable is None and costs is not None:
+            trainable = costs.trainable
         if trainable is None:
             from .predictor import StepCases
 
@@ -201,15 +210,17 @@ def time_step(network: str, scheme: str, batch: int, resolution: int, *, thresho
         set_trainable(model, trainable)
     model.train()
     x = torch.randn(batch, 3, resolution, resolution)
-    once = max(step_samples_ms(model, x, warmup=1, repeats=1)[0], 1e-3)
-    repeats = int(min(30, max(5, math.ceil(window_s * 1e3 / once))))
+    once = max(step_samples_ms(model, x, warmup=1, repeats=1)[0], 1e-3)  # also the warm-up
+    # the fastest of a few runs (over every round) repeats well; a median needs more runs
+    fewest, warmup = (3, 0) if statistic == "min" else (5, 1)
+    repeats = int(min(30, max(fewest, math.ceil(window_s * 1e3 / once))))
     share: float | None = None
     samples: list[float] = []
     spent = 0.0
     for _ in range(retries):
         wait_until_quiet(threshold)
         with LoadWindow() as window:
-            samples = step_samples_ms(model, x, warmup=1, repeats=repeats)
+            samples = step_samples_ms(model, x, warmup=warmup, repeats=repeats)
         share = window.share
         spent += window.wall_s
         if quiet(share, threshold):
@@ -236,7 +247,8 @@ class _Partial:
                 path.write_text(header_line(columns))
             else:
                 self._drop_cut_line(path)
-        self._upgrade_layers_header()
+        for path, columns in ((self.layers_path, LAYER_COLUMNS), (self.steps_path, STEP_COLUMNS)):
+            self._upgrade_header(path, columns)
         if self.state_path.exists():
             try:
                 state = json.loads(self.state_path.read_text())
@@ -250,15 +262,17 @@ class _Partial:
         self.save_state(state)
         return state
 
-    def _upgrade_layers_header(self) -> None:
+    @staticmethod
+    def _upgrade_header(path: Path, columns: Sequence[str]) -> None:
         """Rows appended by an older tlplan lack columns added since (``OPTIONAL_COLUMNS``):
         rewrite the file in today's columns, so that new rows can be appended to it."""
-        with open(self.layers_path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             header = f.readline()
-        if header == header_line(LAYER_COLUMNS):
+        if header == header_line(columns):
             return
-        rows = read_layer_rows(self.layers_path, allow_truncated_tail=True)  # missing optional columns: defaults
-        write_atomic(self.layers_path, render(LAYER_COLUMNS, rows))
+        read = read_layer_rows if columns == LAYER_COLUMNS else read_step_rows
+        rows = read(path, allow_truncated_tail=True)  # missing optional columns: their defaults
+        write_atomic(path, render(columns, rows))
 
     @staticmethod
     def _drop_cut_line(path: Path) -> None:
@@ -413,20 +427,24 @@ def _calibrate(settings: Settings, root: Path, name: str, ops: Sequence[str], ne
     # whole steps: a fixed list, timed once per round (each round in its own order); the partial
     # file has a row per timing, so an interrupted run knows how many rounds each step has
     timings = Counter(r.key for r in partial.step_rows())
-    cases = [(net, scheme, batch, settings.step_resolution or step_resolution(net))
+    cases = [(net, scheme, batch, settings.step_resolution or step_resolution(net), "eager")
              for net in networks for scheme in settings.step_schemes for batch in settings.step_batches]
+    if set(ops) & set(RUNTIME_OPS):
+        cases += [(net, scheme, batch, settings.step_resolution or step_resolution(net), "tlplan")
+                  for net in networks for scheme in settings.runtime_step_schemes for batch in settings.runtime_step_batches]
     from .predictor import StepCases
 
     traced = StepCases()  # one trace per network and batch, shared by its schemes
     total = len(cases) * settings.step_rounds
     for done, (rnd, case) in enumerate(interleaved_rounds(cases, settings.step_rounds, state["seed"] * 7919)):
-        net, scheme, batch, res = case
-        report(Progress("steps", done, total, f"round {rnd + 1}: {net} {scheme} batch {batch}"))
+        net, scheme, batch, res, runtime = case
+        by = "" if runtime == "eager" else f" ({runtime} runtime)"
+        report(Progress("steps", done, total, f"round {rnd + 1}: {net} {scheme} batch {batch}{by}"))
         if timings[case] > rnd:
             continue
-        ms, share, spent = time_step(*case, threshold=settings.threshold, trainable=traced.costs(*case).trainable,
+        ms, share, spent = time_step(*case[:4], threshold=settings.threshold, costs=traced.costs(*case),
                                      statistic=state["statistic"])
-        partial.append(partial.steps_path, [StepRow(net, scheme, batch, res, ms, share)])
+        partial.append(partial.steps_path, [StepRow(net, scheme, batch, res, ms, share, runtime)])
         timings[case] += 1
         state["measured_s"] += spent
         partial.save_state(state)

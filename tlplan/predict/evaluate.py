@@ -5,8 +5,9 @@ whose ``origin`` is X) and the per-step overhead without X's whole steps, then p
 training step under several schemes and batch sizes and compare with X's step measured now.
 Reported: MAPE (mean absolute percentage error) and the share of cases within ±10 %, overall, per
 network and per runtime — nn-Meter's figures of merit, on networks never seen in fitting. The
-cases are the steps calibration times (plain PyTorch) and, where the profile has the tlplan
-runtime's ops, steps run by the tlplan runtime (its kernels swapped in; no such step enters the fit).
+cases are the steps calibration times: plain PyTorch and, where the profile has the tlplan
+runtime's ops, the tlplan runtime (its kernels swapped in). Profiles calibrated before
+calibration timed runtime steps have none of them in their fit.
 
 Measurements are taken in interleaved rounds (every case once, then every case again, in a new
 order) and only while the CPU is quiet; a case whose rounds disagree by more than 10 % is timed
@@ -28,15 +29,16 @@ from ..errors import BadInputError
 from ..measure.latency import framework_threads, summary
 from ..measure.runtime_ops import RUNTIME_OPS
 from .calibration import (
-    STEP_BATCHES, STEP_SCHEMES, Progress, ProgressFn, interleaved_rounds, step_resolution, time_step,
+    RUNTIME_STEP_BATCHES, RUNTIME_STEP_SCHEMES, STEP_BATCHES, STEP_SCHEMES, Progress, ProgressFn, interleaved_rounds,
+    step_resolution, time_step,
 )
 from .devices import Device, load_device
 from .predictor import StepCases, fit_profile, predict_latency
 from .store import LayerRow, StepRow, read_layer_rows, read_step_rows
 
 SCHEMES, BATCHES = STEP_SCHEMES, STEP_BATCHES  # the cases calibration measured, held out one network at a time
-#: steps run by the tlplan runtime (its own kernels; no whole step of it enters the fit)
-RUNTIME_SCHEMES, RUNTIME_BATCHES = ("full", "bias", "mobiletl:3", "gradfilter:2:2"), (1, 8)
+#: steps run by the tlplan runtime (its own kernels), as calibration times them where it has its ops
+RUNTIME_SCHEMES, RUNTIME_BATCHES = RUNTIME_STEP_SCHEMES, RUNTIME_STEP_BATCHES
 EVALUATION_CSV = "evaluation.csv"
 
 CaseKey = tuple[str, str, int, int, str]  # network, scheme, batch, resolution, runtime

@@ -25,7 +25,7 @@ from ..measure.microbench import Config
 from .features import BYTES_PER_ELEMENT, bytes_in, feature_matrix, macs, weight_numel
 
 #: bump when the features or the model change: cached fits of another version are not used
-FIT_VERSION = 1
+FIT_VERSION = 2
 
 N_TREES = 60
 MIN_SAMPLES_LEAF = 2

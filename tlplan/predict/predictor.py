@@ -10,8 +10,10 @@ backward also sums those gradients: one elementwise add per extra consumer, char
 that produced the tensor and priced like a forward ``add`` of its size.
 
 * **measured** profiles: each pass from the fitted (op, pass) model; whole step = sum of layers
-  + a fitted per-step overhead (``c0 + c1·layers + c2·layers with a backward``) that also absorbs
-  what timing layers alone gets wrong (the framework's per-call costs, caches).
+  + a fitted per-step overhead (``c0 + c1·layers + c2·layers with a backward + c3·layers run by
+  the tlplan runtime's kernels``) that also absorbs what timing layers alone gets wrong (the
+  framework's per-call costs, caches); ``c3`` is fitted on the tlplan-runtime steps calibration
+  timed (0 for a profile without them).
 * **datasheet** profiles: each pass from the roofline (``tlplan.predict.roofline``); whole step =
   sum of layers.
 """
@@ -104,11 +106,13 @@ class Plan:
     unpredicted: tuple[str, ...]
     layers: int  # forward calls
     backward_layers: int  # layers that run a backward call
+    runtime_layers: int = 0  # layers the tlplan runtime runs with its own kernels (autograd Functions)
 
     @property
     def overhead_terms(self) -> np.ndarray:
-        """What the per-step overhead is linear in: 1, layers, layers with a backward."""
-        return np.array([1.0, self.layers, self.backward_layers])
+        """What the per-step overhead is linear in: 1, layers, layers with a backward, layers run
+        by the tlplan runtime's kernels (each a Python autograd Function, forward and backward)."""
+        return np.array([1.0, self.layers, self.backward_layers, self.runtime_layers])
 
 
 def passes_for(cost) -> list[str]:
@@ -185,7 +189,7 @@ def plan_items(graph: LayerGraph, costs: CostTable, weight_ratios: Mapping[str, 
     items: list[Item] = []
     unpredicted: list[str] = []
     gradients_into: dict[str, int] = {}
-    backward_layers = 0
+    backward_layers = runtime_layers = 0
     for layer, cost in zip(graph.layers, costs.layers):
         passes = passes_for(cost)
         backward_layers += len(passes) > 1
@@ -200,6 +204,7 @@ def plan_items(graph: LayerGraph, costs: CostTable, weight_ratios: Mapping[str, 
             unpredicted.append(layer.name)
             continue
         items.extend(priced)
+        runtime_layers += priced[0].fallback is not None
     for src, n in gradients_into.items():
         if n > 1:
             shape = graph.by_name[src].output_shape
@@ -207,7 +212,7 @@ def plan_items(graph: LayerGraph, costs: CostTable, weight_ratios: Mapping[str, 
             h, w = (shape[2], shape[3]) if len(shape) == 4 else (1, 1)
             for _ in range(n - 1):
                 items.append(Item(src, "add", "accumulate", Config(b, c, h, w, c, h, w)))
-    return Plan(tuple(items), tuple(unpredicted), len(costs.layers), backward_layers)
+    return Plan(tuple(items), tuple(unpredicted), len(costs.layers), backward_layers, runtime_layers)
 
 
 # ---- fitted profiles ---------------------------------------------------------------------------------
@@ -218,7 +223,7 @@ class FittedProfile:
     """The (op, pass) models of a measured profile and its per-step overhead coefficients."""
 
     models: Mapping[tuple[str, str], PassModel]
-    overhead: np.ndarray  # (3,): ms per step, per layer, per layer with a backward
+    overhead: np.ndarray  # (4,): ms per step, per layer, per layer with a backward, per tlplan-runtime layer
     digest: str = ""
 
     def model_key(self, item: Item) -> tuple[str, str]:
@@ -314,7 +319,7 @@ def layer_sum_ms(profile: FittedProfile, plan: Plan) -> float:
     return float(np.nansum(profile.price(plan.items)))
 
 
-N_OVERHEAD = 3
+N_OVERHEAD = 4
 
 
 def fit_overhead(profile: FittedProfile, step_rows: Sequence[StepRow], cases: StepCases) -> np.ndarray:
@@ -323,7 +328,7 @@ def fit_overhead(profile: FittedProfile, step_rows: Sequence[StepRow], cases: St
         return np.zeros(N_OVERHEAD)
     X, y, w = [], [], []
     for row in step_rows:
-        plan = cases.plan(row.network, row.scheme, row.batch, row.resolution)
+        plan = cases.plan(*row.key)
         X.append(plan.overhead_terms)
         y.append(row.ms - layer_sum_ms(profile, plan))
         w.append(1.0 / row.ms)

@@ -24,15 +24,18 @@ STEPS = "steps.csv"
 
 CONFIG_COLUMNS = Config.field_names()
 LAYER_COLUMNS = ("op", "pass", *CONFIG_COLUMNS, "origin", "round", "ms", "foreign_cpu")
-STEP_COLUMNS = ("network", "scheme", "batch", "resolution", "ms", "foreign_cpu")
+STEP_COLUMNS = ("network", "scheme", "batch", "resolution", "ms", "foreign_cpu", "runtime")
 #: columns added later, with the value every row of an older file means (profiles calibrated
-#: before the tlplan runtime's ops were timed have no plan options: all channels, no filter)
-OPTIONAL_COLUMNS = {"weight_per_mille": "1000", "grad_filter": "0"}
+#: before the tlplan runtime's ops were timed have no plan options, all channels and no filter,
+#: and timed plain PyTorch steps only)
+OPTIONAL_COLUMNS = {"weight_per_mille": "1000", "grad_filter": "0", "runtime": "eager"}
+#: what runs a timed whole step: plain PyTorch autograd, or the tlplan runtime's kernels
+STEP_RUNTIMES = ("eager", "tlplan")
 
 
 @dataclass(frozen=True)
 class LayerRow:
-    """One pass of one configuration, timed alone on the device (median ms)."""
+    """One pass of one configuration, timed alone on the device (ms: the profile's statistic of its runs)."""
 
     op: str
     pass_: str
@@ -50,7 +53,8 @@ class LayerRow:
 
 @dataclass(frozen=True)
 class StepRow:
-    """One whole training step (forward, cross-entropy, backward) of a network, median ms."""
+    """One whole training step (forward, cross-entropy, backward) of a network, run by plain
+    PyTorch or by the tlplan runtime (its kernels swapped in), in ms."""
 
     network: str
     scheme: str
@@ -58,14 +62,15 @@ class StepRow:
     resolution: int
     ms: float
     foreign_cpu: float | None
+    runtime: str = "eager"
 
     def cells(self) -> list[str]:
         share = "" if self.foreign_cpu is None else f"{self.foreign_cpu:.3f}"
-        return [self.network, self.scheme, str(self.batch), str(self.resolution), f"{self.ms:.6g}", share]
+        return [self.network, self.scheme, str(self.batch), str(self.resolution), f"{self.ms:.6g}", share, self.runtime]
 
     @property
-    def key(self) -> tuple[str, str, int, int]:
-        return (self.network, self.scheme, self.batch, self.resolution)
+    def key(self) -> tuple[str, str, int, int, str]:
+        return (self.network, self.scheme, self.batch, self.resolution, self.runtime)
 
 
 def header_line(columns: Sequence[str]) -> str:
@@ -177,10 +182,13 @@ def read_step_rows(path: Path, *, allow_truncated_tail: bool = False) -> list[St
     for line, d in _read_rows(path, STEP_COLUMNS, allow_truncated_tail=allow_truncated_tail):
         if not d["network"] or not d["scheme"]:
             raise BadInputError(f"profile data {path}, line {line}: network and scheme must not be empty")
+        if d["runtime"] not in STEP_RUNTIMES:
+            raise BadInputError(f"profile data {path}, line {line}: unknown runtime {d['runtime']!r} (one of "
+                                f"{', '.join(STEP_RUNTIMES)})")
         rows.append(StepRow(
             network=d["network"], scheme=d["scheme"],
             batch=int(_number(path, line, "batch", d["batch"], integer=True)),
             resolution=int(_number(path, line, "resolution", d["resolution"], integer=True)),
-            ms=_number(path, line, "ms", d["ms"]), foreign_cpu=_share(path, line, d["foreign_cpu"]),
+            ms=_number(path, line, "ms", d["ms"]), foreign_cpu=_share(path, line, d["foreign_cpu"]), runtime=d["runtime"],
         ))
     return rows
