@@ -402,3 +402,18 @@ def test_profile_with_a_device_adds_predicted_columns(profiles):
     cols = pr.columns(report)
     assert "synthetic ms fwd (fitted)" in cols and "ms fwd" not in cols
     assert any("predicted from a profile fitted on measurements" in s for _, _, s in pr.summary_lines(report))
+
+
+def test_a_profile_of_this_machine_with_other_threads_says_so(profiles):
+    import torch
+
+    from tlplan.predict.devices import cpu_name
+
+    folder = write_profile(profiles)
+    data = json.loads((folder / "device.json").read_text())
+    model = tlplan.load_model("mcunet-5fps")
+    for threads, warned in ((torch.get_num_threads() + 1, True), (torch.get_num_threads(), False)):
+        (folder / "device.json").write_text(json.dumps({**data, "cpu": cpu_name(), "threads": threads}))
+        report = tlplan.profile(model, (1, 3, 64, 64), scheme="last", device="synthetic", measure=False)
+        mentions = [w for w in report.warnings if f"OMP_NUM_THREADS={threads}" in w]
+        assert bool(mentions) == warned

@@ -172,7 +172,20 @@ def with_prediction(report: ProfileReport, device: Any) -> ProfileReport:
     if p.stand_ins:
         warnings += (f"{device.name} was calibrated without the tlplan runtime's kernels: {len(p.stand_ins)} layer(s) "
                      f"priced as PyTorch's own (run `tlplan calibrate --name {device.name} --add` on the device)",)
+    warnings += _thread_mismatch(device)
     return replace(report, layers=rows, totals=totals, predicted=predicted, sources=sources, warnings=warnings)
+
+
+def _thread_mismatch(device: Any) -> tuple[str, ...]:
+    """A measured profile of this machine predicts the framework threads it was timed with: say so
+    where this process runs with another number (its measured column is not like for like)."""
+    from .predict.devices import cpu_name
+
+    threads = torch.get_num_threads()
+    if device.source != "measured" or not device.threads or device.threads == threads or device.cpu != cpu_name():
+        return ()
+    return (f"{device.name} predicts training with {device.threads} framework thread(s); this process runs "
+            f"{threads} (run it with OMP_NUM_THREADS={device.threads} to time like for like)",)
 
 
 def _report(graph: LayerGraph, costs: CostTable, memory: MemoryBreakdown, scheme: str, device: str | None, timings: Any) -> ProfileReport:
