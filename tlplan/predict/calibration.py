@@ -186,8 +186,8 @@ def time_step(network: str, scheme: str, batch: int, resolution: int, *, thresho
     model as the runtime runs it (its modules swapped for the runtime's); else plain PyTorch.
 
     As many steps as fill ``window_s`` (5 to 30; 3 to 30 for the fastest run): enough samples for a
-    stable figure, and a window
-    long enough for ``LoadWindow`` to see whether anything else ran meanwhile.
+    stable figure, and a window long enough for ``LoadWindow`` to see whether anything else ran
+    meanwhile.
     """
     import torch
 
@@ -414,6 +414,8 @@ def _keep_timing(state: dict, settings: Settings, folder: Path) -> None:
     """The run's statistic and framework threads, kept in its state: a resumed run times as it began."""
     import torch
 
+    if "statistic" not in state and state.get("measured_s", 0.0) > 0:
+        state["statistic"] = "median"  # timed by a tlplan from before the option: the median
     wanted = {"statistic": settings.statistic, "threads": settings.threads or torch.get_num_threads()}
     for key, value in wanted.items():
         if state.setdefault(key, value) != value and (key == "statistic" or settings.threads is not None):
@@ -423,7 +425,6 @@ def _keep_timing(state: dict, settings: Settings, folder: Path) -> None:
 
 def _calibrate(settings: Settings, root: Path, name: str, ops: Sequence[str], networks: Sequence[str],
                partial: "_Partial", state: dict, report: ProgressFn) -> Device:
-
     # whole steps: a fixed list, timed once per round (each round in its own order); the partial
     # file has a row per timing, so an interrupted run knows how many rounds each step has
     timings = Counter(r.key for r in partial.step_rows())
