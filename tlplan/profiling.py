@@ -246,4 +246,5 @@ def _report(graph: LayerGraph, costs: CostTable, memory: MemoryBreakdown, scheme
 def host_description() -> str:
     from .predict.devices import cpu_name
 
-    return f"{cpu_name()}, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    return f"{cpu_name()}, {threads} thread{'s' if threads != 1 else ''}"
