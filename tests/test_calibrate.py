@@ -79,13 +79,28 @@ def test_calibrate_resumes_after_an_interruption(tmp_path):
     assert device.calibration["elapsed_s"] >= round(max(first_elapsed, TINY["budget_s"]), 1) - 0.1
 
 
-def test_calibrating_the_runtime_ops_times_runtime_steps_too(tmp_path):
+def test_calibrating_the_runtime_ops_times_runtime_steps_too(tmp_path, monkeypatch):
+    from tlplan.measure.runtime_ops import RUNTIME_OPS
+
     root = tmp_path / "profiles"
-    settings = Settings("tiny", **{**TINY, "ops": ("relu6", "relu6.mask")}, runtime_step_schemes=("bias",),
-                        runtime_step_batches=(1,))
+    timed = []
+    real_time_step = calibration.time_step
+
+    def spy(*case, costs, statistic, **kw):
+        timed.append((costs.runtime, statistic))
+        return real_time_step(*case, costs=costs, statistic=statistic, **kw)
+
+    monkeypatch.setattr(calibration, "time_step", spy)
+    settings = Settings("tiny", **{**TINY, "ops": ("relu6", *RUNTIME_OPS)}, runtime_step_schemes=("bias",),
+                        runtime_step_batches=(1,), statistic="median")
     calibrate(settings, root=root)
     steps = read_step_rows(root / "tiny" / "steps.csv")
     assert sorted((s.scheme, s.runtime) for s in steps) == [("bias", "tlplan"), ("last", "eager")]
+    # each step run as its row says (the runtime's kernels swapped in), timed for the profile's statistic
+    assert sorted(set(timed)) == [("eager", "median"), ("tlplan", "median")]
+    # some of the runtime's ops only: no runtime steps (their other layers would be priced as PyTorch's)
+    calibrate(Settings("tiny", **{**TINY, "ops": ("relu6", "relu6.mask")}), root=root)
+    assert {s.runtime for s in read_step_rows(root / "tiny" / "steps.csv")} == {"eager"}
 
 
 def test_steps_interrupted_between_rounds_resume_where_they_stopped(tmp_path):
@@ -128,9 +143,11 @@ def test_calibrate_times_with_the_threads_and_statistic_it_records(tmp_path, mon
         return real_time_config(entry, config, **kw)
 
     monkeypatch.setattr(calibration, "time_config", spy)
-    device = calibrate(Settings("tiny", **TINY, threads=1), root=root)
-    assert seen and set(seen) == {(1, "min")}  # the default statistic: the fastest run
-    assert (device.threads, device.statistic) == (1, "min") and "1 framework thread " in device.description
+    threads = before % 2 + 1  # not what torch runs now
+    device = calibrate(Settings("tiny", **TINY, threads=threads), root=root)
+    assert seen and set(seen) == {(threads, "min")}  # the default statistic: the fastest run
+    assert (device.threads, device.statistic) == (threads, "min")
+    assert f"{threads} framework thread" in device.description
     assert torch.get_num_threads() == before  # restored
     with pytest.raises(BadInputError, match="statistic"):
         Settings("tiny", **TINY, statistic="mean")
@@ -188,6 +205,13 @@ def test_calibrate_cli(monkeypatch, capsys, tmp_path):
         main()
     err = capsys.readouterr().err.strip().splitlines()
     assert info.value.code == 2 and len(err) == 1 and "not a measured profile" in err[0]
+    # --add and --evaluate time as the profile was: a thread count or statistic for them is an error
+    for argv in (["--evaluate", "cli", "--threads", "1"], ["--name", "cli", "--add", "--statistic", "median"]):
+        monkeypatch.setattr(sys, "argv", ["tlplan", "calibrate", *argv, "-q"])
+        with pytest.raises(SystemExit) as info:
+            main()
+        err = capsys.readouterr().err.strip().splitlines()
+        assert info.value.code == 2 and len(err) == 1 and "time as the profile was timed" in err[0]
 
 
 def test_evaluation_figures_and_written_accuracy(tmp_path):
@@ -221,7 +245,8 @@ def test_evaluation_times_steps_as_the_profile_was_timed(tmp_path, monkeypatch):
     from tlplan.predict import evaluate as evaluation
 
     folder = write_profile(tmp_path / "profiles")
-    device = dataclasses.replace(load_device(folder / "device.json"), threads=1, statistic="min")
+    threads = torch.get_num_threads() % 2 + 1  # not what torch runs now
+    device = dataclasses.replace(load_device(folder / "device.json"), threads=threads, statistic="min")
     seen = []
     timings = {1: iter([10.6, 10.0, 10.3]), 4: iter([21.0, 20.4, 20.0])}  # each batch's rounds, in turn
 
@@ -233,7 +258,7 @@ def test_evaluation_times_steps_as_the_profile_was_timed(tmp_path, monkeypatch):
     before = torch.get_num_threads()
     result = evaluation.evaluate(device, networks=["mcunet-5fps"], schemes=("last",), batches=(1, 4), rounds=3,
                                  runtime_cases=False)
-    assert set(seen) == {(1, "min")} and torch.get_num_threads() == before
+    assert set(seen) == {(threads, "min")} and torch.get_num_threads() == before
     assert {c.batch: c.measured_ms for c in result.cases} == {1: 10.0, 4: 20.0}  # the fastest of its rounds
 
 

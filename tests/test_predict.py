@@ -417,3 +417,14 @@ def test_a_profile_of_this_machine_with_other_threads_says_so(profiles):
         report = tlplan.profile(model, (1, 3, 64, 64), scheme="last", device="synthetic", measure=False)
         mentions = [w for w in report.warnings if f"OMP_NUM_THREADS={threads}" in w]
         assert bool(mentions) == warned
+
+
+def test_a_fastest_run_profile_beside_a_measured_median_says_so(profiles):
+    folder = write_profile(profiles)
+    data = json.loads((folder / "device.json").read_text())
+    (folder / "device.json").write_text(json.dumps({**data, "statistic": "min"}))
+    model = tlplan.load_model("mcunet-5fps")
+    measured = tlplan.profile(model, (1, 3, 48, 48), scheme="last", device="synthetic", measure=True, repeats=1)
+    assert any("fastest run" in w and "median" in w for w in measured.warnings)
+    predicted_only = tlplan.profile(model, (1, 3, 48, 48), scheme="last", device="synthetic")
+    assert not any("fastest run" in w for w in predicted_only.warnings)  # no measured column beside it

@@ -55,7 +55,7 @@ def calibrate(
     networks: Annotated[Optional[str], typer.Option(help="Zoo networks for the shape prior, whole steps and evaluation (comma-separated; default: all).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the sampling.")] = 0,
     threads: Annotated[Optional[int], typer.Option(help="Framework (intra-op) threads while timing, recorded in the profile (default: torch's, one per core). The profile predicts training run with as many.")] = None,
-    statistic: Annotated[str, typer.Option(help="How a timing's runs are summed up: min (the fastest run: repeats best on a shared machine) or median.")] = "min",
+    statistic: Annotated[Optional[str], typer.Option(help="How a timing's runs are summed up: min (the fastest run: repeats best on a shared machine; the default) or median.")] = None,
     max_foreign_cpu: Annotated[float, typer.Option(help="Largest share of the CPUs other processes may use while timing (0-1); busier timings are redone.")] = 0.05,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -67,6 +67,9 @@ def calibrate(
     from ..report import devices as report
 
     console = output.stdout_console()
+    if (add or evaluate is not None) and (threads is not None or statistic is not None):
+        raise BadInputError("--threads and --statistic are for a new calibration: --add and --evaluate time as the "
+                            "profile was timed (its threads and statistic, in its device.json)")
     if evaluate is not None:
         from ..predict.devices import resolve_device
         from ..predict.evaluate import evaluate as run_evaluation, write_accuracy
@@ -86,7 +89,7 @@ def calibrate(
         raise BadInputError(f"--budget-minutes must be positive, not {budget_minutes}")
     settings = calibration.Settings(name=calibration.check_name(name), budget_s=budget_minutes * 60, ops=_names(ops),
                                     networks=_names(networks), seed=seed, threshold=max_foreign_cpu, threads=threads,
-                                    statistic=statistic)
+                                    statistic=statistic or "min")
     if add:
         with _progress(quiet) as progress:
             device, record, dropped = calibration.add_ops(settings, progress=progress)
