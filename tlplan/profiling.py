@@ -173,7 +173,7 @@ def with_prediction(report: ProfileReport, device: Any) -> ProfileReport:
         warnings += (f"{device.name} was calibrated without the tlplan runtime's kernels: {len(p.stand_ins)} layer(s) "
                      f"priced as PyTorch's own (run `tlplan calibrate --name {device.name} --add` on the device)",)
     warnings += _thread_mismatch(device)
-    if getattr(device, "statistic", "median") == "min" and report.measured is not None:
+    if device.statistic == "min" and report.measured is not None:
         warnings += (f"{device.name} predicts a step's fastest run; the measured column is the median of its runs",)
     return replace(report, layers=rows, totals=totals, predicted=predicted, sources=sources, warnings=warnings)
 

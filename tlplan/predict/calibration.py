@@ -75,6 +75,27 @@ if TYPE_CHECKING:
     from ..costs.annotate import CostTable
 
 
+CaseKey = tuple[str, str, int, int, str]  # a whole step: network, scheme, batch, resolution, runtime
+
+
+def step_cases(networks: Sequence[str], schemes: Sequence[str], batches: Sequence[int],
+               runtime_schemes: Sequence[str] = (), runtime_batches: Sequence[int] = (),
+               resolution: int | None = None) -> list[CaseKey]:
+    """Whole steps: every network under ``schemes`` × ``batches`` run by plain PyTorch, then under
+    ``runtime_schemes`` × ``runtime_batches`` run by the tlplan runtime (``resolution`` None:
+    ``step_resolution``)."""
+    def res(network: str) -> int:
+        return resolution or step_resolution(network)
+
+    return ([(n, s, b, res(n), "eager") for n in networks for s in schemes for b in batches]
+            + [(n, s, b, res(n), "tlplan") for n in networks for s in runtime_schemes for b in runtime_batches])
+
+
+def case_label(case: CaseKey) -> str:
+    network, scheme, batch, _, runtime = case
+    return f"{network} {scheme} batch {batch}" + ("" if runtime == "eager" else f" ({runtime} runtime)")
+
+
 def step_resolution(network: str) -> int:
     """Resolution for whole-step timings: the MCU models' own 128; 160 for the ImageNet models."""
     from ..zoo import default_resolution
@@ -428,23 +449,22 @@ def _calibrate(settings: Settings, root: Path, name: str, ops: Sequence[str], ne
     # whole steps: a fixed list, timed once per round (each round in its own order); the partial
     # file has a row per timing, so an interrupted run knows how many rounds each step has
     timings = Counter(r.key for r in partial.step_rows())
-    cases = [(net, scheme, batch, settings.step_resolution or step_resolution(net), "eager")
-             for net in networks for scheme in settings.step_schemes for batch in settings.step_batches]
-    if set(RUNTIME_OPS) <= set(ops):  # all of them: a runtime step priced in part as PyTorch's would skew its term
-        cases += [(net, scheme, batch, settings.step_resolution or step_resolution(net), "tlplan")
-                  for net in networks for scheme in settings.runtime_step_schemes for batch in settings.runtime_step_batches]
+    # runtime steps where all the runtime's ops are timed: one priced in part as PyTorch's would skew its term
+    runtime_steps = set(RUNTIME_OPS) <= set(ops)
+    cases = step_cases(networks, settings.step_schemes, settings.step_batches,
+                       settings.runtime_step_schemes if runtime_steps else (), settings.runtime_step_batches,
+                       settings.step_resolution)
     from .predictor import StepCases
 
     traced = StepCases()  # one trace per network and batch, shared by its schemes
     total = len(cases) * settings.step_rounds
     for done, (rnd, case) in enumerate(interleaved_rounds(cases, settings.step_rounds, state["seed"] * 7919)):
-        net, scheme, batch, res, runtime = case
-        by = "" if runtime == "eager" else f" ({runtime} runtime)"
-        report(Progress("steps", done, total, f"round {rnd + 1}: {net} {scheme} batch {batch}{by}"))
+        report(Progress("steps", done, total, f"round {rnd + 1}: {case_label(case)}"))
         if timings[case] > rnd:
             continue
         ms, share, spent = time_step(*case[:4], threshold=settings.threshold, costs=traced.costs(*case),
                                      statistic=state["statistic"])
+        net, scheme, batch, res, runtime = case
         partial.append(partial.steps_path, [StepRow(net, scheme, batch, res, ms, share, runtime)])
         timings[case] += 1
         state["measured_s"] += spent

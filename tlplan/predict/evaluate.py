@@ -29,19 +29,16 @@ from ..errors import BadInputError
 from ..measure.latency import framework_threads, summary
 from ..measure.runtime_ops import RUNTIME_OPS
 from .calibration import (
-    RUNTIME_STEP_BATCHES, RUNTIME_STEP_SCHEMES, STEP_BATCHES, STEP_SCHEMES, Progress, ProgressFn, interleaved_rounds,
-    step_resolution, time_step,
+    RUNTIME_STEP_BATCHES, RUNTIME_STEP_SCHEMES, STEP_BATCHES, STEP_SCHEMES, CaseKey, Progress, ProgressFn, case_label,
+    interleaved_rounds, step_cases, time_step,
 )
 from .devices import Device, load_device
 from .predictor import StepCases, fit_profile, predict_latency
 from .store import LayerRow, StepRow, read_layer_rows, read_step_rows
 
 SCHEMES, BATCHES = STEP_SCHEMES, STEP_BATCHES  # the cases calibration measured, held out one network at a time
-#: steps run by the tlplan runtime (its own kernels), as calibration times them where it has its ops
-RUNTIME_SCHEMES, RUNTIME_BATCHES = RUNTIME_STEP_SCHEMES, RUNTIME_STEP_BATCHES
 EVALUATION_CSV = "evaluation.csv"
 
-CaseKey = tuple[str, str, int, int, str]  # network, scheme, batch, resolution, runtime
 
 
 @dataclass(frozen=True)
@@ -130,14 +127,12 @@ def measure_cases(cases: Sequence[CaseKey], *, rounds: int = 3, threshold: float
     traced = traced or StepCases()  # what each scheme trains: traced once per network and batch
 
     def timed(case: CaseKey) -> float:
-        costs = traced.costs(*case)
-        return time_step(*case[:4], threshold=threshold, trainable=costs.trainable, costs=costs, statistic=statistic)[0]
+        return time_step(*case[:4], threshold=threshold, costs=traced.costs(*case), statistic=statistic)[0]
 
     total = len(cases) * rounds
     for done, (_, case) in enumerate(interleaved_rounds(cases, rounds, seed)):
         if progress:
-            runtime = "" if case[4] == "eager" else f" ({case[4]} runtime)"
-            progress(Progress("measuring", done, total, f"{case[0]} {case[1]} batch {case[2]}{runtime}"))
+            progress(Progress("measuring", done, total, case_label(case)))
         samples[case].append(timed(case))
     for case, values in samples.items():
         if len(values) >= 2 and max(values) > 1.10 * min(values):
@@ -146,8 +141,8 @@ def measure_cases(cases: Sequence[CaseKey], *, rounds: int = 3, threshold: float
 
 
 def evaluate(device: Device, *, networks: Sequence[str] | None = None, schemes: Sequence[str] = SCHEMES,
-             batches: Sequence[int] = BATCHES, runtime_schemes: Sequence[str] = RUNTIME_SCHEMES,
-             runtime_batches: Sequence[int] = RUNTIME_BATCHES, rounds: int = 3, threshold: float = 0.05,
+             batches: Sequence[int] = BATCHES, runtime_schemes: Sequence[str] = RUNTIME_STEP_SCHEMES,
+             runtime_batches: Sequence[int] = RUNTIME_STEP_BATCHES, rounds: int = 3, threshold: float = 0.05,
              progress: ProgressFn | None = None, measured: dict[CaseKey, float] | None = None,
              runtime_cases: bool | None = None) -> Evaluation:
     """Leave-one-network-out evaluation of a measured profile (see the module docstring).
@@ -165,27 +160,24 @@ def evaluate(device: Device, *, networks: Sequence[str] | None = None, schemes: 
     layer_rows: list[LayerRow] = read_layer_rows(device.folder / device.measurements)
     step_rows: list[StepRow] = read_step_rows(device.folder / str(device.steps))
     networks = list(networks or zoo_names())
-    cases: list[CaseKey] = [(n, s, b, step_resolution(n), "eager") for n in networks for s in schemes for b in batches]
     if runtime_cases is None:
         runtime_cases = bool({r.op for r in layer_rows} & set(RUNTIME_OPS))
-    if runtime_cases:
-        cases += [(n, s, b, step_resolution(n), "tlplan") for n in networks for s in runtime_schemes
-                  for b in runtime_batches]
-    step_cases = StepCases()
+    cases = step_cases(networks, schemes, batches, runtime_schemes if runtime_cases else (), runtime_batches)
+    traced = StepCases()
     if measured is None:
         with framework_threads(device.threads):
-            measured = measure_cases(cases, rounds=rounds, threshold=threshold, progress=progress, traced=step_cases,
+            measured = measure_cases(cases, rounds=rounds, threshold=threshold, progress=progress, traced=traced,
                                      statistic=device.statistic)
     results: list[Case] = []
     for i, held_out in enumerate(networks):
         if progress:
             progress(Progress("fitting", i, len(networks), f"without {held_out}"))
         fitted = fit_profile([r for r in layer_rows if r.origin != held_out],
-                             [r for r in step_rows if r.network != held_out], cases=step_cases)
+                             [r for r in step_rows if r.network != held_out], cases=traced)
         for case in cases:
             if case[0] != held_out:
                 continue
-            costs = step_cases.costs(*case)
+            costs = traced.costs(*case)
             prediction = predict_latency(costs.graph, costs, device, fitted=fitted)
             results.append(Case(*case[:4], measured_ms=measured[case], predicted_ms=prediction.step_ms, runtime=case[4]))
     if progress:

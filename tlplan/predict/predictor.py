@@ -162,13 +162,12 @@ def _runtime_option(layer: Layer, option: object, runtime: str) -> object:
 def layer_items(layer: Layer, option: object, runtime: str, passes: Sequence[str], weight_ratio: float) -> list[Item] | None:
     """The items pricing ``passes`` of ``layer`` (None: no calibration op stands for it); a
     tlplan-runtime op's items name the plain op they stand in for (``Item.fallback``)."""
-    option = _runtime_option(layer, option, runtime)
-    entry = CALIBRATION_OPS.for_layer(layer, option)
-    if entry is None:
+    found = calibration_entry(layer, option, runtime)
+    if found is None:
         return None
-    config = entry.config_for(layer, option)
-    plain = plain_entry(layer) if option is not None else entry  # only the runtime's ops stand in for another
-    fallback = plain.name if plain is not None and plain.name != entry.name else None
+    entry, config = found
+    plain = plain_entry(layer) if entry.prior_from else None  # only the runtime's ops stand in for another
+    fallback = plain.name if plain is not None else None
     return [Item(layer.name, entry.name, p, config, weight_ratio, fallback) for p in passes]
 
 
