@@ -10,12 +10,11 @@ import torch.nn as nn
 from fvcore.nn import FlopCountAnalysis
 
 import tlplan
-from tlplan.costs import EAGER_SAVED, MACS_FWD, annotate
-from tlplan.costs.registry import RuleTable
+from tlplan.costs import annotate
+from tlplan.ops import REGISTRY, OpSpec
 from tlplan.errors import SchemeError
 from tlplan.plan.schemes import parse_scheme, scheme_options, trainable_params
 from tlplan.trace import trace_model
-from tlplan.trace import ops
 
 
 def costs_for(name: str, scheme: str, res: int | None = None, batch: int = 1):
@@ -111,23 +110,24 @@ def test_scheme_with_too_many_blocks() -> None:
 
 
 def test_scheme_needs_a_classifier() -> None:
-    graph = trace_model(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), (1, 3, 8, 8))
-    with pytest.raises(SchemeError, match="no Linear classifier"):
+    graph = trace_model(nn.Sequential(nn.MaxPool2d(2), nn.ReLU()), (1, 3, 8, 8))
+    with pytest.raises(SchemeError, match="no classifier to train"):
         trainable_params(graph, scheme_options(graph, parse_scheme("last")))
 
 
 def test_registry_refuses_duplicates() -> None:
-    table: RuleTable = RuleTable("test")
-    table.register("conv2d")(lambda layer: 1)
+    class Again(OpSpec):
+        kind = "conv2d"
+
+    class SameModule(OpSpec):
+        kind = "my_conv"
+        modules = (nn.Conv2d,)
+
     with pytest.raises(ValueError, match="already registered"):
-        table.register("conv2d")(lambda layer: 2)
-
-
-def test_every_recognised_op_has_every_rule() -> None:
-    # never a silent zero: an op the tracer recognises has a MAC rule and a saved-tensor rule
-    recognised = set(ops.MODULE_OPS.values()) | set(ops.FUNCTION_OPS.values()) | set(ops.METHOD_OPS.values())
-    assert recognised <= MACS_FWD.ops
-    assert recognised <= EAGER_SAVED.ops
+        REGISTRY.register(Again())
+    with pytest.raises(ValueError, match="already recognised as 'conv2d'"):
+        REGISTRY.register(SameModule())
+    assert "my_conv" not in REGISTRY
 
 
 def test_unsupported_op_is_reported_not_hidden() -> None:

@@ -14,7 +14,7 @@ from .plan.plan import Plan, load_plan
 from .planning import plan_from_scheme
 from .profiling import ProfileReport, profile
 from .runtime import apply_plan
-from .solve import solve  # the function (the subpackage stays importable as tlplan.solve.*)
+from . import solve  # the subpackage, callable as the solve function: tlplan.solve(model, shape, ram_bytes)
 from .trace import LayerGraph, trace_model
 from .zoo import default_resolution, load_model, zoo_names
 

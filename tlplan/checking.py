@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .costs.annotate import annotate
-from .errors import BadInputError
+from .errors import BadInputError, arg
 from .plan.plan import Plan
 from .plan.validate import validate_options, validate_shapes
 from .planning import predicted_costs
@@ -69,11 +69,11 @@ def check_plan(plan: Plan, plan_path: str, budget_bytes: int | None = None, mode
 
     budget = budget_bytes if budget_bytes is not None else plan.budget_bytes
     if budget is None:
-        raise BadInputError(f"plan {plan_path} records no budget; give one with --ram")
+        raise BadInputError(f"plan {plan_path} records no budget; give one with {arg('ram_bytes')}")
     net = model if model is not None else load_model(plan.model, num_classes=plan.num_classes)
     graph = trace_model(net, plan.input_shape, plan.model)
     validate_shapes(graph, plan.shapes, f"plan {plan_path}")
-    validate_options(graph, plan.layers, f"plan {plan_path}")
+    validate_options(graph, plan.layers, f"plan {plan_path}", plan.runtime)
     costs = annotate(graph, plan.layers, plan.runtime, plan.precision)
     now = predicted_costs(costs, plan.optimizer)
     stored = dict(plan.predicted)

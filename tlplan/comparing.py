@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import torch.nn as nn
 
 from .costs.annotate import annotate
-from .errors import BadInputError
+from .errors import BadInputError, arg
 from .memory.timeline import simulate_peak
 from .plan.schemes import parse_scheme, scheme_options
 from .trace import trace_model
@@ -73,7 +73,7 @@ def compare(
     """One row per scheme: kept bytes (plain PyTorch and tlplan runtime), peak, params, MACs, ms
     measured here and, with ``device``, predicted on that device."""
     if not schemes:
-        raise BadInputError("give at least one scheme, e.g. --schemes full,bias,blocks:5")
+        raise BadInputError(f"give at least one scheme in {arg('schemes')}, e.g. full,bias,blocks:5")
     parsed = [parse_scheme(s) for s in schemes]
     names = [p.text for p in parsed]
     if "full" not in names:

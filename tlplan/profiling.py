@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from .costs.annotate import CostTable, annotate
-from .errors import BadInputError
+from .errors import BadInputError, arg
 from .memory.timeline import MemoryBreakdown, simulate_peak
 from .plan.schemes import parse_scheme, scheme_options
 from .predict.devices import Device, resolve_device
@@ -133,7 +133,7 @@ def profile(
     memory = simulate_peak(costs)
     timings = None
     if measure and runtime == "mcu":
-        raise BadInputError("the mcu runtime is an int8 engine's accounting and cannot be timed here; add --no-measure")
+        raise BadInputError(f"the mcu runtime is an int8 engine's accounting and cannot be timed here; give {arg('measure=False')}")
     if measure:
         from .measure.latency import measure_latency
 

@@ -1,4 +1,4 @@
-"""Memory sizes as people write them: ``256KB``, ``256KiB``, ``0.5MB``, ``1GiB``, plain bytes.
+"""Memory sizes as people write them, and as tlplan writes them back: ``256KB``, ``256KiB``, ``0.5MB``, ``1GiB``, plain bytes.
 
 KB, MB and GB are 1024-based here, as on MCU datasheets (KiB, MiB, GiB too).
 """
@@ -26,3 +26,14 @@ def parse_size(text: str) -> int:
     if value < 1:
         raise BadInputError(f"size {text!r} must be at least one byte")
     return int(value)
+
+
+def human_bytes(n: int | float) -> str:
+    """1536 → '1.5 KB'; units of 1024."""
+    value = float(n)
+    for unit in ("B", "KB", "MB"):
+        # compare the value as printed, so 1048575 B reads 1.00 MB and not 1,024.00 KB
+        if abs(round(value, 0 if unit == "B" else 2)) < 1024:
+            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.2f} {unit}"
+        value /= 1024
+    return f"{value:,.2f} GB"

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from .costs.annotate import CostTable, annotate
 from .data import Data
-from .errors import BadInputError
+from .errors import BadInputError, arg
 from .fileio import write_atomic_with
 from .measure.allocator import keep_freed_memory
 from .measure.peak import make_optimizer, measure_peak
@@ -76,12 +76,12 @@ def _for_data(plan: Plan, num_classes: int):
     from .zoo import load_model
 
     if plan.runtime == "mcu":
-        raise BadInputError("this plan is for the mcu runtime (an int8 engine's accounting); solve with --runtime tlplan to train here")
+        raise BadInputError(f"this plan is for the mcu runtime (an int8 engine's accounting); solve with {arg('runtime')} tlplan to train here")
     model = load_model(plan.model, num_classes=num_classes)
     graph = trace_model(model, plan.input_shape, plan.model)
     heads = {layer.name for layer in classifier_layers(graph)}
     validate_shapes(graph, {k: v for k, v in plan.shapes.items() if k not in heads}, f"plan for {plan.model}")
-    validate_options(graph, plan.layers, f"plan for {plan.model}")
+    validate_options(graph, plan.layers, f"plan for {plan.model}", plan.runtime)
     costs = annotate(graph, plan.layers, plan.runtime, plan.precision)
     shaped = replace(plan, num_classes=num_classes, predicted=MappingProxyType(predicted_costs(costs, plan.optimizer)),
                      shapes=MappingProxyType(shapes_of(graph, plan.layers)))
@@ -156,7 +156,7 @@ def train(
         except Exception:
             raise BadInputError(f"checkpoint {ckpt} cannot be read; delete it to start over") from None
         if state.get("fingerprint") != fingerprint:
-            raise BadInputError(f"checkpoint {ckpt} belongs to another plan; use another --out or delete it")
+            raise BadInputError(f"checkpoint {ckpt} belongs to another plan; use another {arg('out')} or delete it")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start = resumed = int(state["epoch"])
@@ -212,7 +212,7 @@ def _profile_here(device: str | Device | None):
         return this_machine()
     found = resolve_device(device)
     if found.source != "measured":
-        raise BadInputError(f"--device {found.name} is a datasheet profile: training runs here, so its step time can only be "
+        raise BadInputError(f"{arg('device')} {found.name} is a datasheet profile: training runs here, so its step time can only be "
                             "compared with a profile measured on this machine (tlplan calibrate)")
     return found
 

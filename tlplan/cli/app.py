@@ -508,6 +508,14 @@ def _root(
         raise typer.Exit()
 
 
+#: the library's argument names (in its error messages) → the flags that set them here
+FLAGS = {
+    "ram_bytes": "--ram", "max_step_ms": "--max-step-ms", "device": "--device", "runtime": "--runtime",
+    "input_shape": "--batch / --resolution", "measure=False": "--no-measure", "schemes": "--schemes",
+    "out": "--out",
+}
+
+
 def main() -> None:
     """Console entry point: one line on stderr and an exit code for every TlplanError.
 
@@ -520,5 +528,5 @@ def main() -> None:
         from rich.text import Text
 
         # the message is text, not markup: "[tool.tlplan]" must print as it is
-        output.stderr_console().print(Text("error", style="bold red") + Text(f": {exc}"))
+        output.stderr_console().print(Text("error", style="bold red") + Text(f": {exc.message_for(FLAGS)}"))
         sys.exit(exc.exit_code)

@@ -1,6 +1,6 @@
-"""Per-layer training costs from rule tables."""
+"""Per-layer training costs: one walk over the layer graph, asking each layer's op spec."""
 
+from ..ops import GradState, SavedTensor
 from .annotate import CostTable, LayerCost, annotate
-from .rules import EAGER_SAVED, MACS_FWD, GradState, SavedTensor
 
-__all__ = ["CostTable", "LayerCost", "annotate", "EAGER_SAVED", "MACS_FWD", "GradState", "SavedTensor"]
+__all__ = ["CostTable", "LayerCost", "annotate", "GradState", "SavedTensor"]

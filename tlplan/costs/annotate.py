@@ -6,12 +6,10 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Mapping
 
+from .. import ops
+from ..ops import RUNTIMES, GradState, SavedTensor
 from ..plan.options import LayerOptions
 from ..trace.graph import INPUT, LayerGraph
-from .rules import EAGER_SAVED, LINEAR_MAP_OPS, MACS_FWD, GradState, SavedTensor
-from .runtime_rules import mcu_saved, tlplan_saved, trained_channels
-
-RUNTIMES = ("eager", "tlplan", "mcu")
 #: bytes per element of the activations each runtime keeps, by precision
 ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 
@@ -101,19 +99,12 @@ def annotate(
     costs: list[LayerCost] = []
     for layer in graph.layers:
         opts = options.get(layer.name, LayerOptions())
-        trained = frozenset(p.role for p in layer.params if p.name in trainable)
+        trained = frozenset(p.role for p in layer.all_params if p.name in trainable)
         state = GradState(tuple(requires_grad.get(src, False) for src in layer.inputs), trained, opts)
         requires_grad[layer.name] = state.recorded
-        macs_rule = MACS_FWD.get(layer.op)
-        eager_rule = EAGER_SAVED.get(layer.op)
-        supported = macs_rule is not None and eager_rule is not None
-        macs_fwd = macs_rule(layer) if macs_rule else 0
-        if runtime == "eager":
-            saved = tuple(eager_rule(layer, state)) if eager_rule else ()
-        elif runtime == "tlplan":
-            saved = tuple(tlplan_saved(layer, state, element_bytes))
-        else:
-            saved = tuple(mcu_saved(layer, state))
+        spec = ops.spec_of(layer)
+        macs_fwd = spec.macs_fwd(layer)
+        saved = tuple(ops.saved(layer, state, runtime, element_bytes))
         saved_bytes = 0
         for t in saved:
             if t.value is None:
@@ -124,10 +115,7 @@ def annotate(
                 seen_storages.add(root)
                 # PyTorch keeps shared values as they are; the MCU engine's activations are int8
                 saved_bytes += graph.value_bytes(root, element_bytes if runtime == "mcu" else None)
-        weight_fraction = 1.0
-        if "weight" in trained and runtime != "eager" and layer.op in LINEAR_MAP_OPS and opts.weight < 1.0:
-            full = layer.input_shapes[0][1] if layer.op == "conv2d" else layer.input_shapes[0][-1]
-            weight_fraction = trained_channels(layer, opts.weight) / full
+        weight_fraction = spec.weight_fraction(layer, opts, runtime) if "weight" in trained and ops.is_weighted(layer) else 1.0
         trainable_count = 0
         trainable_bytes = 0
         for p in layer.params:
@@ -137,17 +125,7 @@ def annotate(
             trainable_count += count
             # the MCU engine updates an int8 copy of a weight and 32-bit biases
             trainable_bytes += count * (1 if runtime == "mcu" and p.role == "weight" else p.dtype_bytes)
-        linear_map = layer.op in LINEAR_MAP_OPS
-        macs_x = macs_fwd if linear_map and state.needs_input_grad else 0
-        macs_w = macs_fwd if linear_map and "weight" in trained else 0
-        if runtime != "eager" and linear_map:
-            if opts.grad_filter and layer.op == "conv2d":
-                # gradient filtering works on the patch grid: one MAC per patch and channel pair
-                patched = _filtered_macs(layer, opts.grad_filter)
-                macs_x = patched if macs_x else 0
-                macs_w = patched if macs_w else 0
-            else:
-                macs_w = round(macs_w * weight_fraction)
+        macs_x, macs_w = spec.macs_bwd(layer, state, runtime)
         costs.append(
             LayerCost(
                 name=layer.name,
@@ -163,13 +141,7 @@ def annotate(
                 saved_bytes=saved_bytes,
                 saved=saved,
                 state=state,
-                supported=supported,
+                supported=ops.supported(layer),
             )
         )
     return CostTable(graph=graph, options=options, trainable=trainable, runtime=runtime, precision=precision, layers=tuple(costs))
-
-
-def _filtered_macs(layer, r: int) -> int:
-    n, c_out, h, w = layer.output_shape
-    c_in, groups = layer.input_shapes[0][1], layer.attrs.get("groups", 1)
-    return n * -(-h // r) * -(-w // r) * c_out * (c_in // groups)

@@ -2,15 +2,14 @@
 
 The calibration op registry lives here. Each ``CalibrationOp`` says, for one kind of kernel:
 
-* which layers of a traced graph it stands for (``matches``) and how such a layer becomes a
-  ``Config`` (``config_of``) — the prediction side;
+* how a layer it prices becomes a ``Config`` (``config_of``) — the prediction side;
 * how to build the op for a ``Config`` on random tensors (``build``) — the measuring side;
 * which passes it has (the backward groups are derived from what ``build`` returns).
 
-Adding an op is one ``register_op`` call with those functions; ``priority`` lets a specific entry
-(a conv under the tlplan runtime) win over a general one (any conv) for the layers both match.
-The tlplan runtime's autograd Functions are registered that way in ``runtime_ops``. See
-``docs/devices.md``.
+Which calibration op prices a layer is the layer's op spec's to say (``OpSpec.calibration``, in
+``tlplan.ops``): this module only times. Adding an op is one ``register_op`` call with those
+functions, named as the spec names it. The tlplan runtime's autograd Functions are registered
+that way in ``runtime_ops``. See ``docs/devices.md``.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.nn as nn
 
+from ..ops import spec_of
 from ..trace.graph import Layer
 from .latency import Prepared, time_passes
 from .load import LoadWindow
@@ -113,16 +113,10 @@ class CalibrationOp:
     """One kind of kernel tlplan times on a device and fits a predictor for."""
 
     name: str  # the ``op`` column of a profile's measurements CSV, e.g. "conv2d.dw"
-    #: ``matches(layer, option)``: whether this entry stands for the layer; ``option`` is what the
-    #: plan says of the layer (how the runtime trains it), None where there is no plan
-    matches: Callable[[Layer, Any], bool]
     config_of: Callable[[Layer], Config]
     build: Callable[[Config], Bench]
-    #: the layer graph's op kinds this entry may stand for (a quick filter before ``matches``)
-    graph_ops: frozenset[str]
     #: a sampled configuration made consistent: output sizes (and groups) from input sizes
     conform: Callable[[Config], Config]
-    priority: int = 0
     #: the plan's options of the layer written into its configuration (the tlplan runtime's ops)
     with_options: Callable[[Config, Any], Config] | None = None
     #: ops whose shape prior this op samples from (an op no plain network layer maps to)
@@ -139,7 +133,7 @@ class CalibrationOp:
 
 
 class CalibrationRegistry:
-    """Calibration ops by name; a layer is predicted by the highest-priority entry matching it."""
+    """Calibration ops by name; a layer is priced by the one its op spec names."""
 
     def __init__(self) -> None:
         self._ops: dict[str, CalibrationOp] = {}
@@ -164,12 +158,9 @@ class CalibrationRegistry:
         return tuple(self._ops)
 
     def for_layer(self, layer: Layer, option: Any = None) -> CalibrationOp | None:
-        best: CalibrationOp | None = None
-        for entry in self._ops.values():
-            if (layer.op in entry.graph_ops and entry.matches(layer, option)
-                    and (best is None or entry.priority > best.priority)):
-                best = entry
-        return best
+        """The entry pricing ``layer``; ``option``: what the tlplan runtime runs (None: PyTorch's kernels)."""
+        name = spec_of(layer).calibration(layer, option)
+        return self._ops.get(name) if name is not None else None
 
 
 CALIBRATION_OPS = CalibrationRegistry()
@@ -359,50 +350,30 @@ def _build_view(c: Config) -> Bench:
 # ---- the registry --------------------------------------------------------------------------------
 
 
-def _is_depthwise(layer: Layer, option: Any = None) -> bool:
-    groups = int(layer.attrs.get("groups", 1))
-    return groups > 1 and groups == layer.input_shapes[0][1]
-
-
-def _is_pointwise(layer: Layer, option: Any = None) -> bool:
-    return int(layer.attrs.get("groups", 1)) == 1 and _pair(layer.attrs.get("kernel_size"), 0) == 1
-
-
-def _is_broadcast_mul(layer: Layer, option: Any = None) -> bool:
-    shapes = layer.input_shapes
-    return len(shapes) == 2 and shapes[0] != shapes[1]
-
-
-def _always(layer: Layer, option: Any = None) -> bool:
-    return True
-
-
-def register_op(name: str, ops: tuple[str, ...], config_of: Callable[[Layer], Config], build: Callable[[Config], Bench],
-                conform: Callable[[Config], Config] = same_size, matches: Callable[[Layer, Any], bool] = _always,
-                priority: int = 0, **extra: Any) -> None:
+def register_op(name: str, config_of: Callable[[Layer], Config], build: Callable[[Config], Bench],
+                conform: Callable[[Config], Config] = same_size, **extra: Any) -> None:
     """Register a calibration op (``extra``: ``with_options``, ``prior_from``, ``vary``)."""
-    CALIBRATION_OPS.register(CalibrationOp(name, matches, config_of, build, frozenset(ops), conform, priority, **extra))
+    CALIBRATION_OPS.register(CalibrationOp(name, config_of, build, conform, **extra))
 
 
-register_op("conv2d", ("conv2d",), conv_config, _build_conv, conform_conv)  # dense k×k and grouped
-register_op("conv2d.dw", ("conv2d",), conv_config, _build_conv, conform_depthwise, _is_depthwise, priority=1)
-register_op("conv2d.pw", ("conv2d",), conv_config, _build_conv, conform_conv, _is_pointwise, priority=1)
-register_op("linear", ("linear",), linear_config, _build_linear, conform_linear)
-register_op("batch_norm", ("batch_norm",), norm_config, _build_batch_norm)
+# The op specs (``tlplan.ops``) name these; ``conv2d`` stands for dense k×k and grouped convs.
+register_op("conv2d", conv_config, _build_conv, conform_conv)
+register_op("conv2d.dw", conv_config, _build_conv, conform_depthwise)
+register_op("conv2d.pw", conv_config, _build_conv, conform_conv)
+register_op("linear", linear_config, _build_linear, conform_linear)
+register_op("batch_norm", norm_config, _build_batch_norm)
 for _name, _module in (("relu", nn.ReLU), ("relu6", nn.ReLU6), ("hardswish", nn.Hardswish),
                        ("hardsigmoid", nn.Hardsigmoid), ("silu", nn.SiLU)):
-    register_op(_name, (_name,), elementwise_config, _elementwise(_module))
-register_op("sigmoid", ("sigmoid",), elementwise_config, _elementwise(nn.Sigmoid, takes_inplace=False))
-register_op("max_pool2d", ("max_pool2d",), _pool_config, _build_max_pool, _conform_pool)
-register_op("avg_pool2d", ("avg_pool2d",), _pool_config, _build_avg_pool, _conform_pool)
-register_op("adaptive_avg_pool2d", ("adaptive_avg_pool2d",), _pool_config, _build_adaptive_pool, _conform_adaptive)
-register_op("add", ("add",), _binary_config, _build_add)
-register_op("mul", ("mul",), _binary_config, _build_mul)
-register_op("mul.bcast", ("mul",), _binary_config, _build_mul_broadcast, matches=_is_broadcast_mul, priority=1)
-register_op("dropout", ("dropout",), elementwise_config, _build_dropout)
-register_op("view", ("flatten", "view", "identity"), elementwise_config, _build_view)
-
-from . import runtime_ops  # noqa: E402,F401  (registers the tlplan runtime's ops, which use the above)
+    register_op(_name, elementwise_config, _elementwise(_module))
+register_op("sigmoid", elementwise_config, _elementwise(nn.Sigmoid, takes_inplace=False))
+register_op("max_pool2d", _pool_config, _build_max_pool, _conform_pool)
+register_op("avg_pool2d", _pool_config, _build_avg_pool, _conform_pool)
+register_op("adaptive_avg_pool2d", _pool_config, _build_adaptive_pool, _conform_adaptive)
+register_op("add", _binary_config, _build_add)
+register_op("mul", _binary_config, _build_mul)
+register_op("mul.bcast", _binary_config, _build_mul_broadcast)
+register_op("dropout", elementwise_config, _build_dropout)
+register_op("view", elementwise_config, _build_view)
 
 
 # ---- timing ----------------------------------------------------------------------------------------

@@ -16,8 +16,8 @@ change what backward does, so a measured profile times them as ops of their own:
   PyTorch's own batch norm and is priced as ``batch_norm``;
 * ``relu.mask``, ``relu6.mask``, ``hardswish.mask``: activations that keep a packed 1-bit mask.
 
-They match a layer only with the plan's options in hand (``option`` is a ``LayerOptions``), which
-the predictor passes for ``tlplan``-runtime cost tables only. Having no layer of a plain network
+A layer's op spec names one of them only with the plan's options in hand (``option`` is a
+``LayerOptions``), which the predictor passes for ``tlplan``-runtime cost tables only. Having no layer of a plain network
 to sample near, each borrows the shape prior of the PyTorch ops it stands in for (``prior_from``)
 and draws its option fields (``vary``).
 """
@@ -40,26 +40,6 @@ from .microbench import (
 
 #: what a partial weight trains in sampled configurations (the plans' ratios below 1, per mille)
 PARTIAL_PER_MILLE = tuple(round(1000 * r) for r in WEIGHT_RATIOS if r < 1)
-
-
-def _planned(layer: Layer, option: Any) -> bool:
-    return isinstance(option, LayerOptions)
-
-
-def _partial_conv(layer: Layer, option: Any) -> bool:
-    return _planned(layer, option) and not option.grad_filter and 0 < option.weight < 1
-
-
-def _filtered_conv(layer: Layer, option: Any) -> bool:
-    return _planned(layer, option) and option.grad_filter > 0
-
-
-def _frozen_stats_norm(layer: Layer, option: Any) -> bool:
-    return _planned(layer, option) and option.norm != "affine"
-
-
-def _masked(layer: Layer, option: Any) -> bool:
-    return _planned(layer, option) and bool(option.mask)
 
 
 def _with_options(config: Config, option: Any) -> Config:
@@ -151,19 +131,17 @@ def _build_masked(kind: str) -> Callable[[Config], Bench]:
 
 
 _CONV_PRIOR = ("conv2d", "conv2d.dw", "conv2d.pw")
-register_op("conv2d.tl", ("conv2d",), conv_config, _build_planned_conv, _conform_any_conv, _planned, priority=2,
+register_op("conv2d.tl", conv_config, _build_planned_conv, _conform_any_conv,
             with_options=_with_options, prior_from=_CONV_PRIOR, vary=_vary_none)
-register_op("conv2d.tl.part", ("conv2d",), conv_config, _build_planned_conv, _conform_any_conv, _partial_conv,
-            priority=3, with_options=_with_options, prior_from=_CONV_PRIOR, vary=_vary_partial)
-register_op("conv2d.tl.gf", ("conv2d",), conv_config, _build_planned_conv, _conform_any_conv, _filtered_conv,
-            priority=3, with_options=_with_options, prior_from=_CONV_PRIOR, vary=_vary_filter)
-register_op("linear.tl", ("linear",), linear_config, _build_planned_linear, conform_linear, _planned, priority=2,
+register_op("conv2d.tl.part", conv_config, _build_planned_conv, _conform_any_conv,
+            with_options=_with_options, prior_from=_CONV_PRIOR, vary=_vary_partial)
+register_op("conv2d.tl.gf", conv_config, _build_planned_conv, _conform_any_conv,
+            with_options=_with_options, prior_from=_CONV_PRIOR, vary=_vary_filter)
+register_op("linear.tl", linear_config, _build_planned_linear, conform_linear,
             with_options=_with_options, prior_from=("linear",), vary=_vary_linear)
-register_op("batch_norm.tl", ("batch_norm",), norm_config, _build_frozen_norm, same_size, _frozen_stats_norm,
-            priority=2, prior_from=("batch_norm",))
+register_op("batch_norm.tl", norm_config, _build_frozen_norm, same_size, prior_from=("batch_norm",))
 for _kind in ("relu", "relu6", "hardswish"):
-    register_op(f"{_kind}.mask", (_kind,), elementwise_config, _build_masked(_kind), same_size, _masked, priority=2,
-                prior_from=(_kind,))
+    register_op(f"{_kind}.mask", elementwise_config, _build_masked(_kind), same_size, prior_from=(_kind,))
 
 #: the ops above, by name (each borrows a plain op's shape prior)
 RUNTIME_OPS = tuple(entry.name for entry in CALIBRATION_OPS if entry.prior_from)

@@ -53,3 +53,43 @@ def measure_saved_bytes(
         out = model(x)
     del out
     return SavedMeasurement(saved_bytes=sum(storages.values()), tensors=len(storages))
+
+
+def graph_saved_bytes(output: torch.Tensor, model: nn.Module) -> SavedMeasurement:
+    """The same count read off the autograd graph behind ``output`` (before its backward): every
+    node's saved tensors (``_saved_*`` of PyTorch's nodes, ``saved_tensors`` of custom Functions),
+    deduplicated by storage, ``model``'s parameters and buffers excluded. A second witness to
+    ``measure_saved_bytes``, which sees the tensors as they are packed."""
+    resident = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+    storages: dict[int, int] = {}
+    seen: set[int] = set()
+    stack = [output.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        values: list[object] = []
+        names = [n for n in dir(node) if n.startswith("_saved_")]
+        if hasattr(node, "saved_tensors"):
+            names.append("saved_tensors")
+        for name in names:
+            try:
+                values.append(getattr(node, name))
+            except RuntimeError:  # a value the node does not hold (an undefined optional tensor)
+                continue
+        for value in _tensors(values):
+            storage = value.untyped_storage()
+            ptr = storage.data_ptr()
+            if ptr and ptr not in resident:
+                storages[ptr] = storage.nbytes()
+        stack.extend(f for f, _ in node.next_functions)
+    return SavedMeasurement(saved_bytes=sum(storages.values()), tensors=len(storages))
+
+
+def _tensors(values: Iterable[object]) -> Iterable[torch.Tensor]:
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            yield value
+        elif isinstance(value, (list, tuple)):
+            yield from _tensors(value)

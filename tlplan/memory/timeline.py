@@ -3,12 +3,13 @@
 What is resident through the step: the parameters (the MCU engine keeps frozen weights in flash:
 only trained parameters count), buffers, the input batch, and the optimizer state. Then, in order:
 - forward: each layer allocates its output and what it keeps for backward, plus a moment of
-  workspace (``transients.py``); a value is freed after its last consumer unless it is kept, and
+  workspace (its op spec's); a value is freed after its last consumer unless it is kept, and
   a kept value lives until the backward of the earliest layer keeping it;
 - backward, in reverse: each recorded layer holds its output gradient, allocates its input
   gradients and workspace, and the gradients of trained parameters (kept until the optimizer step;
   the MCU engine applies them in place at once);
 - the optimizer step: the parameter gradients and the optimizer's own temporaries.
+Workspace (bytes an op allocates for a moment) comes from each op's spec.
 Measured against torch.profiler's memory events in ``tests/test_memory.py``.
 """
 
@@ -16,10 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import ops
 from ..costs.annotate import ELEMENT_BYTES, CostTable
+from ..ops.conv import is_depthwise
 from ..plan.plan import Optimizer
 from ..trace.graph import INPUT
-from .transients import BACKWARD_WS, FORWARD_WS, Setting
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ def simulate_peak(costs: CostTable, optimizer: Optimizer = Optimizer()) -> Memor
     runtime = costs.runtime
     mcu = runtime == "mcu"
     value_bytes = (lambda name: graph.value_bytes(name, 1)) if mcu else graph.value_bytes
-    setting = Setting(runtime, ELEMENT_BYTES.get(costs.precision, 4))
+    setting = ops.Setting(runtime, ELEMENT_BYTES.get(costs.precision, 4))
 
     all_params = sum(p.numel * p.dtype_bytes for layer in graph.layers for p in layer.params)
     trained_full = sum(p.numel * p.dtype_bytes for layer in graph.layers for p in layer.params if p.name in costs.trainable)
@@ -108,7 +110,7 @@ def simulate_peak(costs: CostTable, optimizer: Optimizer = Optimizer()) -> Memor
         elif root != INPUT and root not in live:
             live[root] = value_bytes(layer.name)
         private_live += private.get(i, 0)
-        ws = FORWARD_WS.get(layer.op)(layer, cost, setting) if layer.op in FORWARD_WS else 0
+        ws = ops.spec_of(layer).forward_workspace(layer, cost, setting)
         check(resident + sum(live.values()) + private_live + (0 if mcu else ws), f"forward {layer.name}")
         for r in release_after.get(i, ()):
             if r not in kept_until and r != out_root and (mcu or r != INPUT):
@@ -123,12 +125,12 @@ def simulate_peak(costs: CostTable, optimizer: Optimizer = Optimizer()) -> Memor
         layer, cost = graph.layers[i], costs.layers[i]
         if not cost.state.recorded:
             continue
-        layer_grads = sum(p.numel * p.dtype_bytes for p in layer.params if p.name in costs.trainable)
+        layer_grads = sum(p.numel * p.dtype_bytes for p in layer.params if p.name in costs.trainable)  # owned: counted once
         param_grads += layer_grads
         for src, rg in zip(layer.inputs, cost.state.inputs_require_grad):
             if rg and src not in grads:
                 grads[src] = value_bytes(src)
-        ws = BACKWARD_WS.get(layer.op)(layer, cost, setting) if layer.op in BACKWARD_WS else 0
+        ws = ops.spec_of(layer).backward_workspace(layer, cost, setting)
         # the MCU engine applies each gradient at once, in the precision of what it trains
         held_param_grads = cost.trainable_param_bytes if mcu else param_grads
         check(resident + held_param_grads + sum(live.values()) + private_live + sum(grads.values()) + (0 if mcu else ws),
@@ -166,7 +168,7 @@ def simulate_peak(costs: CostTable, optimizer: Optimizer = Optimizer()) -> Memor
 
 
 def _in_place_depthwise(layer, i: int, last_use: dict, kept_until: dict, graph) -> bool:
-    if layer.op != "conv2d" or layer.attrs.get("groups", 1) == 1 or not layer.inputs:
+    if not is_depthwise(layer) or not layer.inputs:
         return False
     src = graph.storage_root(layer.inputs[0])
     return last_use.get(src) == i and src not in kept_until

@@ -11,13 +11,7 @@ NORM_MODES = ("frozen", "shift", "affine")
 WEIGHT_RATIOS = (0.125, 0.25, 0.5, 1.0)
 FILTER_SIZES = (2, 4, 7)
 SELECTIONS = ("first", "magnitude")
-
-WEIGHT_OPS = frozenset({"conv2d", "linear"})
-NORM_OPS = frozenset({"batch_norm"})
-#: activations the runtime can back-propagate from a 1-bit mask: exactly for the ReLU family,
-#: by MobileTL's sign (step) surrogate for h-swish
-MASK_OPS = frozenset({"relu", "relu6", "hardswish"})
-EXACT_MASK_OPS = frozenset({"relu", "relu6"})
+# Which op kinds take which options is said by each op's spec (``tlplan.ops``), not here.
 
 
 @dataclass(frozen=True)
@@ -73,21 +67,6 @@ class LayerOptions:
             raise BadInputError(f"{where}.grad_filter: {self.grad_filter}; use 0 or one of {FILTER_SIZES}")
         if self.grad_filter and self.weight not in (0.0, 1.0):
             raise BadInputError(f"{where}: gradient filtering trains the whole weight; set weight to 1")
-
-    def trained_roles(self, op: str, has_bias: bool) -> frozenset[str]:
-        """The parameters (by role) this layer trains."""
-        roles = set()
-        if op in WEIGHT_OPS:
-            if self.weight > 0:
-                roles.add("weight")
-            if self.bias and has_bias:
-                roles.add("bias")
-        elif op in NORM_OPS:
-            if self.norm == "shift":
-                roles.add("bias")
-            elif self.norm == "affine":
-                roles.update(("weight", "bias"))
-        return frozenset(roles)
 
 
 FROZEN = LayerOptions()

@@ -9,8 +9,9 @@ from typing import Iterable, Mapping
 import yaml
 
 from ..errors import SchemeError
+from ..ops import is_conv, is_norm, option_problem, spec_of, trained_roles
 from ..trace.graph import Layer, LayerGraph
-from .options import EXACT_MASK_OPS, FILTER_SIZES, MASK_OPS, NORM_OPS, WEIGHT_OPS, LayerOptions
+from .options import FILTER_SIZES, LayerOptions
 
 SCHEME_HELP = (
     "full, last (classifier only), bias (all biases + classifier), norm+last, blocks:K (last K blocks), "
@@ -85,20 +86,20 @@ def _has_bias(layer: Layer) -> bool:
 
 
 def classifier_layers(graph: LayerGraph) -> list[Layer]:
-    return [layer for layer in graph.layers if graph.classifier is not None and layer.module == graph.classifier]
+    """The calls of the classifier (a module, or a functional layer by its name)."""
+    if graph.classifier is None:
+        return []
+    return [layer for layer in graph.layers if (layer.module or layer.name) == graph.classifier]
 
 
 def conv_layers(graph: LayerGraph) -> list[Layer]:
     """Convolutions in forward order (the 256KB paper's conv index; the classifier excluded)."""
-    return [layer for layer in graph.layers if layer.op == "conv2d"]
+    head = {layer.name for layer in classifier_layers(graph)}
+    return [layer for layer in graph.layers if is_conv(layer) and layer.name not in head]
 
 
 def _train_all(layer: Layer) -> LayerOptions | None:
-    if layer.op in WEIGHT_OPS:
-        return LayerOptions(weight=1.0, bias=_has_bias(layer))
-    if layer.op in NORM_OPS and layer.params:
-        return LayerOptions(norm="affine")
-    return None
+    return spec_of(layer).train_all(layer)
 
 
 def scheme_options(graph: LayerGraph, scheme: Scheme) -> dict[str, LayerOptions]:
@@ -112,7 +113,10 @@ def scheme_options(graph: LayerGraph, scheme: Scheme) -> dict[str, LayerOptions]
         return dict(plan.layers)
     classifier = classifier_layers(graph)
     if scheme.kind != "full" and not classifier:
-        raise SchemeError(f"scheme {scheme.text!r}: {graph.model_name} has no Linear classifier to train")
+        raise SchemeError(
+            f"scheme {scheme.text!r}: {graph.model_name} has no classifier to train (a Linear or conv layer "
+            "producing the logits); use the scheme full"
+        )
     options: dict[str, LayerOptions] = {}
 
     def train(layers: Iterable[Layer]) -> None:
@@ -125,12 +129,11 @@ def scheme_options(graph: LayerGraph, scheme: Scheme) -> dict[str, LayerOptions]
         train(graph.layers)
     elif scheme.kind == "bias":
         for layer in graph.layers:
-            if layer.op in WEIGHT_OPS and _has_bias(layer):
-                options[layer.name] = LayerOptions(bias=True)
-            elif layer.op in NORM_OPS and layer.param("bias") is not None:
-                options[layer.name] = LayerOptions(norm="shift")
+            opts = spec_of(layer).train_bias(layer)
+            if opts is not None:
+                options[layer.name] = opts
     elif scheme.kind == "norm+last":
-        train(layer for layer in graph.layers if layer.op in NORM_OPS)
+        train(layer for layer in graph.layers if is_norm(layer))
     elif scheme.kind in ("blocks", "mobiletl"):
         top = _top_blocks(graph, scheme)
         in_top = [layer for layer in graph.layers if layer.block in top]
@@ -142,7 +145,10 @@ def scheme_options(graph: LayerGraph, scheme: Scheme) -> dict[str, LayerOptions]
         if scheme.k > len(convs):
             raise SchemeError(f"scheme {scheme.text!r}: {graph.model_name} has {len(convs)} convolutions; choose K up to {len(convs)}")
         for layer in convs[len(convs) - scheme.k :] if scheme.k else []:
-            options[layer.name] = LayerOptions(weight=1.0, bias=_has_bias(layer), grad_filter=scheme.r)
+            filtered = LayerOptions(weight=1.0, bias=_has_bias(layer), grad_filter=scheme.r)
+            # a conv the runtime cannot filter (grouped, dilated, its own forward) trains exactly
+            exact = option_problem(layer, filtered, "tlplan") is not None
+            options[layer.name] = LayerOptions(weight=1.0, bias=_has_bias(layer)) if exact else filtered
     elif scheme.kind == "sparse":
         options.update(sparse_options(graph, load_backward_config(scheme.path)))
     train(classifier)
@@ -161,7 +167,7 @@ def _top_blocks(graph: LayerGraph, scheme: Scheme) -> set[str]:
 def _mobiletl_norms(in_top: list[Layer], top: set[str], options: dict[str, LayerOptions]) -> None:
     """MobileTL: the internal norms of a fine-tuned block train their shift only; the last one all."""
     for block in top:
-        norms = [layer for layer in in_top if layer.block == block and layer.op in NORM_OPS and layer.params]
+        norms = [layer for layer in in_top if layer.block == block and is_norm(layer) and layer.params]
         for layer in norms[:-1]:
             options[layer.name] = LayerOptions(norm="shift")
 
@@ -177,10 +183,12 @@ def _masks(graph: LayerGraph, options: dict[str, LayerOptions], surrogate: bool)
     for layer in graph.layers:
         calls.setdefault(layer.module or layer.name, []).append(layer)
     for layer in graph.layers:
-        if layer.op == "relu" and all(_output_kept_by_consumer(graph, c, options) for c in calls[layer.module or layer.name]):
+        spec = spec_of(layer)
+        if not getattr(spec, "masks", lambda layer, surrogate: False)(layer, surrogate):
             continue
-        if layer.op in EXACT_MASK_OPS or (surrogate and layer.op in MASK_OPS):
-            options[layer.name] = LayerOptions(mask=True)
+        if spec.keeps == "output" and all(_output_kept_by_consumer(graph, c, options) for c in calls[layer.module or layer.name]):
+            continue
+        options[layer.name] = LayerOptions(mask=True)
 
 
 def _output_kept_by_consumer(graph: LayerGraph, layer: Layer, options: Mapping[str, LayerOptions]) -> bool:
@@ -188,10 +196,7 @@ def _output_kept_by_consumer(graph: LayerGraph, layer: Layer, options: Mapping[s
     for other in graph.layers:
         if not other.inputs or graph.storage_root(other.inputs[0]) != root:
             continue
-        if other.op in ("max_pool2d", "avg_pool2d"):
-            return True
-        opts = options.get(other.name)
-        if other.op in WEIGHT_OPS and opts is not None and opts.weight == 1.0 and not opts.grad_filter:
+        if spec_of(other).keeps_input(other, options.get(other.name)):
             return True
     return False
 
@@ -203,8 +208,8 @@ def trainable_params(graph: LayerGraph, options: Mapping[str, LayerOptions]) -> 
         opts = options.get(layer.name)
         if opts is None:
             continue
-        roles = opts.trained_roles(layer.op, _has_bias(layer))
-        names.update(p.name for p in layer.params if p.role in roles)
+        roles = trained_roles(layer, opts)
+        names.update(p.name for p in layer.all_params if p.role in roles)
     return frozenset(names)
 
 
@@ -213,12 +218,12 @@ def options_for_params(graph: LayerGraph, names: Iterable[str]) -> dict[str, Lay
     names = set(names)
     options = {}
     for layer in graph.layers:
-        trained = {p.role for p in layer.params if p.name in names}
+        trained = {p.role for p in layer.all_params if p.name in names}
         if not trained:
             continue
-        if layer.op in NORM_OPS:
+        if is_norm(layer):
             options[layer.name] = LayerOptions(norm="affine" if "weight" in trained else "shift")
-        else:
+        elif spec_of(layer).train_all(layer) is not None:
             options[layer.name] = LayerOptions(weight=1.0 if "weight" in trained else 0.0, bias="bias" in trained)
     return options
 
@@ -272,7 +277,7 @@ def sparse_options(graph: LayerGraph, config: dict) -> dict[str, LayerOptions]:
         options[layer.name] = LayerOptions(bias=_has_bias(layer))
         if not _has_bias(layer):  # a conv without a bias: its norm's shift plays that part
             follower = next((c for c in graph.consumers(layer.name)), None)
-            if follower and graph.by_name[follower].op in NORM_OPS:
+            if follower and is_norm(graph.by_name[follower]):
                 options[follower] = LayerOptions(norm="shift")
     for i, ratio in zip(idx, ratios):
         if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < len(convs):
@@ -297,7 +302,7 @@ def export_backward_config(graph: LayerGraph, options: Mapping[str, LayerOptions
     index = {layer.name: i for i, layer in enumerate(convs)}
     for name, opts in options.items():
         layer = graph.by_name.get(name)
-        if layer is None or name in classifier or (opts.mask and layer.op in EXACT_MASK_OPS):
+        if layer is None or name in classifier or (opts.mask and getattr(spec_of(layer), "mask", "") == "exact"):
             continue
         if opts.norm != "frozen" or opts.grad_filter or opts.mask or name not in index:
             raise SchemeError(

@@ -7,7 +7,8 @@ from typing import Mapping
 
 from ..errors import BadInputError
 from ..trace.graph import LayerGraph
-from .options import MASK_OPS, NORM_OPS, WEIGHT_OPS, LayerOptions
+from ..ops import option_problem
+from .options import LayerOptions
 
 
 def shapes_of(graph: LayerGraph, names) -> dict[str, tuple[int, ...]]:
@@ -27,8 +28,10 @@ def validate_shapes(graph: LayerGraph, shapes: Mapping[str, tuple[int, ...]], wh
             )
 
 
-def validate_options(graph: LayerGraph, options: Mapping[str, LayerOptions], where: str = "plan") -> None:
-    """One-line BadInputError naming the first layer whose options do not fit the model."""
+def validate_options(graph: LayerGraph, options: Mapping[str, LayerOptions], where: str = "plan",
+                     runtime: str | None = None) -> None:
+    """One-line BadInputError naming the first layer whose options do not fit the model (and, with
+    ``runtime``, what that runtime can run); the layer's op spec says what it takes."""
     by_name = graph.by_name
     for name, opts in options.items():
         layer = by_name.get(name)
@@ -38,17 +41,6 @@ def validate_options(graph: LayerGraph, options: Mapping[str, LayerOptions], whe
             raise BadInputError(f"{where}: layer {name!r} is not in {graph.model_name}{hint}")
         at = f"{where}: layers.{name}"
         opts.validate(at)
-        if (opts.weight or opts.bias or opts.grad_filter) and layer.op not in WEIGHT_OPS:
-            raise BadInputError(f"{at}: a {layer.op} layer has no weight or bias to train")
-        if opts.bias and layer.param("bias") is None:
-            raise BadInputError(f"{at}: this {layer.op} has no bias")
-        if opts.norm != "frozen" and layer.op not in NORM_OPS:
-            raise BadInputError(f"{at}: norm options apply to norm layers, not {layer.op}")
-        if opts.mask and layer.op not in MASK_OPS:
-            raise BadInputError(f"{at}: 1-bit masks apply to relu, relu6 and hardswish, not {layer.op}")
-        if layer.op == "conv2d":
-            groups, c_in = layer.attrs.get("groups", 1), layer.input_shapes[0][1]
-            if groups not in (1, c_in) and (opts.grad_filter or 0 < opts.weight < 1):
-                raise BadInputError(f"{at}: partial weights and gradient filtering need a dense or depthwise conv")
-        if opts.grad_filter and layer.op != "conv2d":
-            raise BadInputError(f"{at}: gradient filtering applies to convolutions")
+        problem = option_problem(layer, opts, runtime)
+        if problem:
+            raise BadInputError(f"{at}: {problem}")

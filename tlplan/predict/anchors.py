@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from ..costs.annotate import CostTable, annotate
+from ..plan.schemes import conv_layers
 from ..trace.graph import LayerGraph
 from .devices import Device
 from .predictor import predict_latency
@@ -51,7 +52,7 @@ ASSUMPTION = ("sparse update as in tiny-training's example backward configs (50K
 
 def sparse_costs(graph: LayerGraph, config: SparseUpdate) -> tuple[CostTable, dict[str, float]]:
     """Costs of ``graph`` under a sparse update, and the weight-gradient ratio of each weight-trained conv."""
-    convs = [layer for layer in graph.layers if layer.op == "conv2d"]
+    convs = conv_layers(graph)
     trainable: set[str] = set()
     for layer in convs[len(convs) - config.n_bias_update:]:
         trainable |= {p.name for p in layer.params if p.role == "bias"}

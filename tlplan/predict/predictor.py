@@ -28,7 +28,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..costs.annotate import CostTable, annotate
-from ..costs.runtime_rules import replaced
+from ..ops import planned
 from ..errors import BadInputError
 from ..measure.microbench import CALIBRATION_OPS, CalibrationOp, Config
 from ..plan.options import FROZEN
@@ -154,7 +154,7 @@ def calibration_entry(layer: Layer, option: object, runtime: str) -> tuple[Calib
 def _runtime_option(layer: Layer, option: object, runtime: str) -> object:
     """What the runtime's kernels see of ``layer``: its options where the tlplan runtime swaps it
     (exact nn.Conv2d, nn.ReLU ... modules only; every one of them, a frozen one too), else None."""
-    if runtime != "tlplan" or not replaced(layer):
+    if runtime != "tlplan" or not planned(layer):
         return None
     return FROZEN if option is None else option
 

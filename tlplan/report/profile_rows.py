@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..ops.registry import UNSUPPORTED
 from ..profiling import ProfileReport
 from . import units
 
@@ -165,5 +166,7 @@ def as_records(report: ProfileReport) -> list[dict[str, Any]]:
         if report.predicted:
             d["latency_ms_predicted_fwd"] = predicted.get("fwd", "")
             d["latency_ms_predicted_bwd"] = "" if predicted.get("bwd") is None else predicted["bwd"]
+        # CSV has no room for the report's warnings: an op without a cost rule says so in its row
+        d["note"] = "no cost rule: counted as zero" if row.op == UNSUPPORTED else ""
         records.append(d)
     return records

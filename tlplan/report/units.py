@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
+from ..sizes import human_bytes  # noqa: F401  (the library's messages use it too)
+
 KB = 1024
 MB = 1024 * 1024
 
 
 def kb(n: int | float) -> str:
     return f"{n / KB:,.1f}"
-
-
-def human_bytes(n: int | float) -> str:
-    """1536 → '1.5 KB'; units of 1024."""
-    value = float(n)
-    for unit in ("B", "KB", "MB"):
-        # compare the value as printed, so 1048575 B reads 1.00 MB and not 1,024.00 KB
-        if abs(round(value, 0 if unit == "B" else 2)) < 1024:
-            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.2f} {unit}"
-        value /= 1024
-    return f"{value:,.2f} GB"
 
 
 def mmacs(n: int) -> str:

@@ -10,15 +10,17 @@ from ..plan.plan import Plan
 from ..plan.schemes import trainable_params
 from ..plan.validate import validate_options, validate_shapes
 from ..trace import LayerGraph, trace_model
-from .modules import make_planned, planned_class
+from ..ops import REGISTRY, planned
 
 
 def apply_plan(model: nn.Module, plan: Plan, *, graph: LayerGraph | None = None) -> nn.Module:
     """Set up ``model`` (in place) to train as ``plan`` says; returns it.
 
-    ``eager`` plans only set ``requires_grad``. ``tlplan`` plans also swap conv, linear, batch-norm
-    and ReLU / ReLU6 / h-swish modules for the runtime's versions (same parameter objects, same
-    state_dict keys), so a training step keeps exactly the bytes the ``tlplan`` runtime predicts.
+    ``eager`` plans only set ``requires_grad``. ``tlplan`` plans also swap every module the op
+    specs can run with the runtime's own ops (conv, linear, batch-norm, ReLU / ReLU6 / h-swish
+    that compute what torch.nn's do, subclasses included) for the runtime's versions (same
+    parameter objects, same state_dict keys), so a training step keeps exactly the bytes the
+    ``tlplan`` runtime predicts. Other layers run as they are.
 
     Example:
         >>> import tlplan
@@ -34,13 +36,13 @@ def apply_plan(model: nn.Module, plan: Plan, *, graph: LayerGraph | None = None)
     if graph is None:  # else the caller's trace of this model (or of an identical copy)
         graph = trace_model(model, plan.input_shape, plan.model)
     validate_shapes(graph, plan.shapes, f"plan for {plan.model}")
-    validate_options(graph, plan.layers, f"plan for {plan.model}")
+    validate_options(graph, plan.layers, f"plan for {plan.model}", plan.runtime)
     trainable = trainable_params(graph, plan.layers)
     if plan.runtime == "tlplan":
         per_module: dict[str, LayerOptions] = {}
         modules = dict(model.named_modules())
         for layer in graph.layers:
-            if layer.module is None or planned_class(modules[layer.module]) is None:
+            if layer.module is None or not planned(layer):
                 continue
             opts = plan.options(layer.name)
             if layer.module in per_module and per_module[layer.module] != opts:
@@ -50,7 +52,8 @@ def apply_plan(model: nn.Module, plan: Plan, *, graph: LayerGraph | None = None)
                 )
             per_module[layer.module] = opts
         for name, opts in per_module.items():
-            _replace(model, name, make_planned(modules[name], opts, plan.precision))
+            module = modules[name]
+            _replace(model, name, REGISTRY.for_module(module).runtime_module(module, opts, plan.precision))
     for name, p in model.named_parameters():
         p.requires_grad_(name in trainable)
     return model

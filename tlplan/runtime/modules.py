@@ -7,11 +7,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..plan.options import LayerOptions
-from ..trace.ops import LeafModule
 from .functional import FrozenNorm, MaskedActivation, PlannedConv2d, PlannedLinear, channel_index
 
 #: dtype of the activations the runtime keeps (None: as computed, e.g. fp32 or a float64 test model)
 DTYPES = {"fp32": None, "fp16": torch.float16}
+
+
+class LeafModule:
+    """Marker: trace a module of this class as one layer (as torch.nn's own modules are)."""
 
 
 class PlannedModule(LeafModule):
@@ -22,12 +25,13 @@ class PlannedModule(LeafModule):
 
 
 class PlannedConv2dModule(nn.Conv2d, PlannedModule):
+    #: the padding as symmetric numbers ("same" and "valid" resolved when the module is swapped)
+    numeric_padding: tuple[int, int]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.padding_mode != "zeros" or isinstance(self.padding, str):
-            raise RuntimeError("tlplan's conv runs zero padding given as numbers only")
         index = self.channel_index if self.options.weight > 0 else None
         return PlannedConv2d.apply(
-            x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
+            x, self.weight, self.bias, self.stride, self.numeric_padding, self.dilation, self.groups,
             index, self.options.grad_filter, self.store_dtype,
         )
 
@@ -69,35 +73,18 @@ class PlannedHardswish(_MaskedActivationMixin, nn.Hardswish):
     kind = "hardswish"
 
 
-#: original class → planned class, most specific first (ReLU6 is a Hardtanh)
-REPLACEMENTS: list[tuple[type[nn.Module], type[nn.Module]]] = [
-    (nn.Conv2d, PlannedConv2dModule),
-    (nn.Linear, PlannedLinearModule),
-    (nn.BatchNorm2d, PlannedBatchNorm2d),
-    (nn.ReLU6, PlannedReLU6),
-    (nn.ReLU, PlannedReLU),
-    (nn.Hardswish, PlannedHardswish),
-]
-
-
-def planned_class(module: nn.Module) -> type[nn.Module] | None:
-    for original, planned in REPLACEMENTS:
-        if type(module) is original:
-            return planned
-    return None
-
-
-def make_planned(module: nn.Module, options: LayerOptions, precision: str) -> nn.Module:
-    """The module, re-classed to run with ``options``; its parameters are the same objects."""
-    cls = planned_class(module)
-    if cls is None:
-        raise TypeError(f"no planned version of {type(module).__name__}")
+def make_planned(module: nn.Module, cls: type[nn.Module], options: LayerOptions, precision: str,
+                 numeric_padding: tuple[int, int] | None = None) -> nn.Module:
+    """The module, re-classed to ``cls`` (the runtime's version of what it computes) to run with
+    ``options``; its parameters and buffers are the very same objects (optimizers, state_dict)."""
     new = module.__new__(cls)
     new.__dict__ = module.__dict__.copy()
-    new._parameters = module._parameters  # the very same Parameter objects (optimizers, state_dict)
+    new._parameters = module._parameters
     new._buffers = module._buffers
     new.options = options
     new.store_dtype = DTYPES[precision]
+    if numeric_padding is not None:
+        new.numeric_padding = numeric_padding
     if cls in (PlannedConv2dModule, PlannedLinearModule):
         new.channel_index = (
             channel_index(module.weight, options.weight, options.select, getattr(module, "groups", 1))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+import types
 from types import MappingProxyType
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch.nn as nn
 
-from ..errors import BadInputError
+from ..errors import BadInputError, arg
 from ..plan.plan import Optimizer, Plan
 from ..plan.validate import shapes_of
 from ..trace import LayerGraph, trace_model
@@ -90,5 +92,16 @@ def device_time(space: SearchSpace, device, max_step_ms: float | None = None):
         if found.predicts:
             time = time_model(space, found, per_depth=max_step_ms is not None)
     if max_step_ms is not None and time is None:
-        raise BadInputError("--max-step-ms needs --device NAME with a latency model (see `tlplan devices`)")
+        raise BadInputError(f"{arg('max_step_ms')} needs {arg('device')} naming a profile with a latency model (see `tlplan devices`)")
     return time
+
+
+class _CallableSolvePackage(types.ModuleType):
+    """``tlplan.solve`` is this subpackage (``tlplan.solve.space`` and the rest import as usual)
+    and, called, the ``solve`` function: the contract's ``tlplan.solve(model, input_shape, ram_bytes)``."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Plan:
+        return solve(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableSolvePackage

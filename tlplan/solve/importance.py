@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Mapping
 
 from ..errors import BadInputError
+from ..ops import is_conv
+from ..ops.conv import is_depthwise
 from ..plan.options import LayerOptions
 from ..trace.graph import Layer, LayerGraph
 
@@ -36,10 +38,10 @@ def option_key(opts: LayerOptions) -> str:
 
 
 def _first_pointwise_of_block(graph: LayerGraph, layer: Layer) -> bool:
-    if layer.op != "conv2d" or layer.block is None or layer.attrs.get("kernel_size") != (1, 1):
+    if not is_conv(layer) or layer.block is None or layer.attrs.get("kernel_size") != (1, 1):
         return False
-    convs = [l for l in graph.layers_in_block(layer.block) if l.op == "conv2d"]
-    depthwise = any(l.attrs.get("groups", 1) > 1 for l in convs)
+    convs = [l for l in graph.layers_in_block(layer.block) if is_conv(l)]
+    depthwise = any(is_depthwise(l) for l in convs)
     return depthwise and convs[0].name == layer.name and len(convs) >= 3
 
 

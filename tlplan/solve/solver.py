@@ -20,10 +20,10 @@ from typing import Mapping
 import numpy as np
 
 from ..costs.annotate import annotate
-from ..errors import CheckFailed
+from ..errors import CheckFailed, arg
 from ..memory.timeline import MemoryBreakdown, simulate_peak
 from ..plan.options import LayerOptions
-from ..report.units import human_bytes
+from ..sizes import human_bytes
 from .space import SearchSpace
 from .timing import TimeModel
 
@@ -185,12 +185,12 @@ def solve_space(
     if minimum > budget_bytes:
         raise CheckFailed(
             f"no plan fits {human_bytes(budget_bytes)}: the cheapest (classifier only) needs "
-            f"{human_bytes(minimum)} ({minimum} bytes); raise --ram or lower --batch / --resolution"
+            f"{human_bytes(minimum)} ({minimum} bytes); raise {arg('ram_bytes')} or lower {arg('input_shape')}"
         )
     if max_step_ms is not None and time.minimum_ms > max_step_ms:
         raise CheckFailed(
             f"no plan runs within {max_step_ms:g} ms per step on {time.device}: the cheapest (classifier only) is "
-            f"predicted at {time.minimum_ms:.1f} ms ({time.source}); raise --max-step-ms or lower --batch / --resolution"
+            f"predicted at {time.minimum_ms:.1f} ms ({time.source}); raise {arg('max_step_ms')} or lower {arg('input_shape')}"
         )
     fixed = space.fixed_bytes
     limit = {"time": time, "max_step_ms": max_step_ms}

@@ -8,18 +8,19 @@ and backward transients — is the fixed cost of a backward depth, read off a si
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 from types import MappingProxyType
 from typing import Mapping
 
+from .. import ops
 from ..costs.annotate import ELEMENT_BYTES, annotate, runtime_precision
-from ..costs.rules import EAGER_SAVED, GradState
-from ..costs.runtime_rules import mcu_saved, tlplan_saved, trained_channels
 from ..memory.timeline import MemoryBreakdown, simulate_peak
-from ..plan.options import FILTER_SIZES, NORM_OPS, WEIGHT_OPS, WEIGHT_RATIOS, LayerOptions
+from ..ops import GradState
+from ..plan.options import LayerOptions
 from ..plan.plan import Optimizer
-from ..plan.schemes import EXACT_MASK_OPS, classifier_layers
+from ..plan.schemes import classifier_layers, conv_layers
 from ..trace.graph import Layer, LayerGraph
 from .importance import importance_of
 
@@ -65,63 +66,41 @@ class SearchSpace:
         return simulate_peak(annotate(self.graph, self.base_options, self.runtime, self.precision), self.optimizer)
 
 
-def _options_for(layer: Layer, runtime: str, form: str | None = None) -> list[LayerOptions]:
-    has_bias = layer.param("bias") is not None
-    if form == "backward-config":  # biases of every conv above the depth, weights at ratios
-        if layer.op != "conv2d" or not has_bias:
+def _options_for(layer: Layer, runtime: str, form: str | None = None, convs: frozenset[str] = frozenset()) -> list[LayerOptions]:
+    """The layer's options (its op spec's choices on ``runtime``); ``form="backward-config"``: what
+    the 256KB paper's config says of a conv (``convs``) with a bias: the bias, with or without a
+    weight at a channel ratio."""
+    choices = ops.spec_of(layer).choices(layer, runtime)
+    if form == "backward-config":
+        if layer.name not in convs or layer.param("bias") is None:
             return []
-        groups = layer.attrs.get("groups", 1)
-        ratios = WEIGHT_RATIOS if groups in (1, layer.input_shapes[0][1]) else (1.0,)
-        return [LayerOptions(bias=True)] + [
-            LayerOptions(weight=r, bias=True, select="magnitude" if r < 1 else "first") for r in ratios
-        ]
-    biases = (False, True) if has_bias else (False,)
-    out: list[LayerOptions] = []
-    if layer.op in WEIGHT_OPS:
-        ratios = (1.0,) if runtime == "eager" else WEIGHT_RATIOS
-        groups = layer.attrs.get("groups", 1)
-        dense_or_dw = groups in (1, layer.input_shapes[0][1])
-        for bias in biases:
-            if bias:
-                out.append(LayerOptions(bias=True))
-            for r in ratios:
-                if r < 1 and not dense_or_dw:
-                    continue
-                out.append(LayerOptions(weight=r, bias=bias, select="magnitude" if r < 1 else "first"))
-            if runtime == "tlplan" and layer.op == "conv2d" and dense_or_dw:
-                out.extend(LayerOptions(weight=1.0, bias=bias, grad_filter=f) for f in FILTER_SIZES)
-    elif layer.op in NORM_OPS and layer.params:
-        out.extend([LayerOptions(norm="shift"), LayerOptions(norm="affine")])
-    return out
+        return [o for o in choices if o.bias and not o.grad_filter]
+    return choices
 
 
 def _cost(layer: Layer, opts: LayerOptions, runtime: str, precision: str, optimizer: Optimizer) -> int:
-    has_bias = layer.param("bias") is not None
-    roles = opts.trained_roles(layer.op, has_bias)
+    roles = ops.trained_roles(layer, opts)
     state = GradState(tuple(True for _ in layer.inputs), roles, opts)
-    if runtime == "tlplan":
-        saved = tlplan_saved(layer, state, ELEMENT_BYTES[precision])
-    elif runtime == "mcu":
-        saved = mcu_saved(layer, state)
-    else:
-        saved = EAGER_SAVED.get(layer.op)(layer, state)
     kept = 0
-    for t in saved:
+    for t in ops.saved(layer, state, runtime, ELEMENT_BYTES[precision]):
         if t.value is None:
             kept += t.private_bytes
         else:  # a shared value counted in full: an upper bound when another layer keeps it too
-            numel = layer.input_shapes[layer.inputs.index(t.value)] if t.value in layer.inputs else layer.output_shape
+            shape = layer.input_shapes[layer.inputs.index(t.value)] if t.value in layer.inputs else layer.output_shape
             n = 1
-            for d in numel:
+            for d in shape:
                 n *= d
             kept += n * (1 if runtime == "mcu" else layer.output_dtype_bytes)
+    spec = ops.spec_of(layer)
     params = 0
     for p in layer.params:
         if p.role not in roles:
             continue
         if runtime == "mcu":  # int8 weight copy of the trained channels, 32-bit biases, no gradients kept
-            k = trained_channels(layer, opts.weight) if p.role == "weight" and layer.op in WEIGHT_OPS else None
-            params += (p.numel * k // (layer.input_shapes[0][1] if layer.op == "conv2d" else layer.input_shapes[0][-1])) if k else p.numel * p.dtype_bytes
+            if p.role == "weight" and ops.is_weighted(layer):
+                params += round(p.numel * spec.weight_fraction(layer, opts, runtime))
+            else:
+                params += p.numel * p.dtype_bytes
         else:  # a full-size gradient (also for a partial weight) and the optimizer's state
             params += p.numel * p.dtype_bytes * (1 + optimizer.state_slots)
     return kept + params
@@ -141,18 +120,22 @@ def build_space(
     precision = runtime_precision(runtime, precision)
     base = base_options(graph)
     classifier = {name for name, opts in base.items() if opts.weight}
+    convs = frozenset(layer.name for layer in conv_layers(graph))
+    # a module called more than once takes one option for all its calls: not a per-layer choice
+    calls = Counter(layer.module for layer in graph.layers if layer.module)
     trainable = [(i, layer) for i, layer in enumerate(graph.layers)
-                 if layer.name not in classifier and _options_for(layer, runtime, form)]
+                 if layer.name not in classifier and calls[layer.module] <= 1
+                 and _options_for(layer, runtime, form, convs)]
     n = len(trainable)
     choices = []
     for rank, (i, layer) in enumerate(trainable):
         position = (rank + 1) / (n + 1)
         cands = [] if form == "backward-config" else [Candidate(LayerOptions(), 0, 0.0)]
-        for opts in _options_for(layer, runtime, form):
+        for opts in _options_for(layer, runtime, form, convs):
             cands.append(Candidate(opts, _cost(layer, opts, runtime, precision, optimizer),
                                    importance_of(graph, layer, position, opts, importance)))
         choices.append(LayerChoices(layer.name, i, tuple(_pareto(cands))))
-    depths = tuple(k for k, c in enumerate(choices) if graph.by_name[c.layer].op in WEIGHT_OPS)
+    depths = tuple(k for k, c in enumerate(choices) if ops.is_weighted(graph.by_name[c.layer]))
     return SearchSpace(graph, runtime, precision, optimizer, tuple(choices), base, depths)
 
 
@@ -163,7 +146,7 @@ def base_options(graph: LayerGraph) -> dict[str, LayerOptions]:
     for layer in graph.layers:
         if layer.name in classifier:
             base[layer.name] = LayerOptions(weight=1.0, bias=layer.param("bias") is not None)
-        elif layer.op in EXACT_MASK_OPS:
+        elif getattr(ops.spec_of(layer), "masks", lambda layer, surrogate: False)(layer, False):
             base[layer.name] = LayerOptions(mask=True)
     return base
 

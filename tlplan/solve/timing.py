@@ -18,7 +18,7 @@ import numpy as np
 from ..costs.annotate import annotate
 from ..plan.options import LayerOptions
 from ..predict.devices import Device
-from ..costs.rules import GradState
+from ..ops import GradState, trained_roles
 from ..predict.predictor import Item, PredictedOn, Pricer, layer_items, passes_of, predict_latency
 from ..trace.graph import Layer
 from .space import SearchSpace
@@ -26,7 +26,7 @@ from .space import SearchSpace
 
 def _passes(layer: Layer, opts: LayerOptions) -> list[str]:
     """The calls a layer on the backward path (its input's gradient needed) runs under ``opts``."""
-    roles = opts.trained_roles(layer.op, layer.param("bias") is not None)
+    roles = trained_roles(layer, opts)
     return passes_of(GradState((True,), roles, opts))
 
 

@@ -44,6 +44,8 @@ class Layer:
     #: the torch.fx node this layer came from (a fresh symbolic trace names nodes the same way)
     fx_node: str | None = None
     buffer_bytes: int = 0  # running statistics and other buffers the layer's module holds
+    #: parameters this call reads that an earlier call of the same module owns (a shared module)
+    shared_params: tuple[ParamInfo, ...] = ()
 
     @property
     def output_numel(self) -> int:
@@ -53,8 +55,13 @@ class Layer:
     def param_count(self) -> int:
         return sum(p.numel for p in self.params)
 
+    @property
+    def all_params(self) -> tuple[ParamInfo, ...]:
+        """Every parameter the call reads, owned here or by an earlier call of its module."""
+        return self.params + self.shared_params
+
     def param(self, role: str) -> ParamInfo | None:
-        for p in self.params:
+        for p in self.all_params:
             if p.role == role:
                 return p
         return None

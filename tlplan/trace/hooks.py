@@ -16,7 +16,7 @@ import torch.nn as nn
 from ..errors import TraceError
 from . import ops
 from .graph import INPUT, Layer, LayerGraph, ParamInfo
-from .tracer import _block_for, _blocks_of
+from .tracer import _block_for, _blocks_of, with_classifier
 
 
 def trace_with_hooks(model: nn.Module, input_shape: tuple[int, ...], model_name: str, reason: str) -> LayerGraph:
@@ -31,7 +31,8 @@ def trace_with_hooks(model: nn.Module, input_shape: tuple[int, ...], model_name:
 
     names = {m: n for n, m in model.named_modules()}
     for module in model.modules():
-        if next(module.children(), None) is None:
+        # leaves, and the modules an op spec recognises whole (a Conv2d subclass with children)
+        if next(module.children(), None) is None or ops.REGISTRY.for_module(module) is not None:
             handles.append(module.register_forward_hook(hook))
     flags = {m: m.training for m in model.modules()}
     x = torch.zeros(input_shape)
@@ -51,21 +52,25 @@ def trace_with_hooks(model: nn.Module, input_shape: tuple[int, ...], model_name:
     seen_params: set[str] = set()
     call_count: dict[str, int] = {}
     layers: list[Layer] = []
+    view_ops = ops.view_ops()
     for module_name, module, tensors, output in records:
-        op = ops.module_op(module)
-        params = []
+        op, attrs = ops.recognise_module(module, tuple(tensors[0].shape) if tensors else None,
+                                         tensors[0].dtype if tensors else torch.float32)
+        params, shared = [], []
         for pname, p in module.named_parameters(recurse=False):
             qual = f"{module_name}.{pname}"
+            info = ParamInfo(qual, pname, tuple(p.shape), p.numel(), p.element_size())
             if qual not in seen_params:
                 seen_params.add(qual)
-                params.append(ParamInfo(qual, pname, tuple(p.shape), p.numel(), p.element_size()))
+                params.append(info)
+            else:
+                shared.append(info)
         count = call_count.get(module_name, 0)
         call_count[module_name] = count + 1
         buffer_bytes = 0 if count else sum(b.numel() * b.element_size() for _, b in module.named_buffers(recurse=False))
         name = module_name if count == 0 else f"{module_name}_{count}"
-        attrs = ops.module_attrs(module, op)
         inputs = tuple(producers.get(t.data_ptr(), INPUT) for t in tensors)
-        alias_of = inputs[0] if inputs and (op in ops.VIEW_OPS or attrs.get("inplace")) else None
+        alias_of = inputs[0] if inputs and (op in view_ops or attrs.get("inplace")) else None
         layers.append(
             Layer(
                 name=name,
@@ -81,17 +86,16 @@ def trace_with_hooks(model: nn.Module, input_shape: tuple[int, ...], model_name:
                 attrs=MappingProxyType(attrs),
                 alias_of=alias_of,
                 buffer_bytes=buffer_bytes,
+                shared_params=tuple(shared),
             )
         )
         producers[output.data_ptr()] = name
-    if classifier is None:
-        classifier = next((layer.module for layer in reversed(layers) if layer.op == "linear"), None)
     note = (
         f"torch.fx could not trace {model_name} ({reason}); traced with module hooks instead: "
         "functional ops between modules (residual adds, concats, functional activations) are not seen, "
         "so their costs and the bytes they keep are missing"
     )
-    return LayerGraph(
+    graph = LayerGraph(
         model_name=model_name,
         input_shape=tuple(input_shape),
         layers=tuple(layers),
@@ -100,3 +104,4 @@ def trace_with_hooks(model: nn.Module, input_shape: tuple[int, ...], model_name:
         traced_by="hooks",
         warnings=(note,),
     )
+    return with_classifier(graph, classifier)

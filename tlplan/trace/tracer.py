@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -10,7 +10,8 @@ import torch
 import torch.fx
 import torch.nn as nn
 
-from ..errors import BadInputError, TraceError
+from ..errors import BadInputError, TraceError, arg
+from ..ops import REGISTRY, TensorShape, classifier_layer
 from . import ops
 from .graph import INPUT, Layer, LayerGraph, ParamInfo
 
@@ -90,7 +91,7 @@ def _propagate_shapes(gm: torch.fx.GraphModule, input_shape: tuple[int, ...]) ->
     except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise TraceError(
-            f"the model does not run on input {input_shape}: {first} (check --resolution and the model's expected input)"
+            f"the model does not run on input {input_shape}: {first} (check {arg('input_shape')} and the model's expected input)"
         ) from None
     finally:
         for m, flag in flags.items():
@@ -123,6 +124,7 @@ def _graph_from_fx(
     layers: list[Layer] = []
     unsupported: list[str] = []
     placeholders = 0
+    view_ops = ops.view_ops()
 
     for node in gm.graph.nodes:
         if node.op == "placeholder":
@@ -138,22 +140,25 @@ def _graph_from_fx(
             continue
 
         params: list[ParamInfo] = []
+        shared: list[ParamInfo] = []
         attrs: dict[str, Any] = {}
         module_name: str | None = None
         buffer_bytes = 0
+        first_input = next((metas[a.name] for a in node.all_input_nodes if a.name in values and a.name in metas), None)
         if node.op == "call_module":
             module_name = str(node.target)
             module = modules[module_name]
-            op = ops.module_op(module)
             target = type(module).__name__
-            attrs = ops.module_attrs(module, op)
+            shape = first_input.shape if first_input is not None else None
+            op, attrs = ops.recognise_module(module, shape, first_input.dtype if first_input is not None else meta.dtype)
             for pname, p in module.named_parameters(recurse=False):
                 qual = f"{module_name}.{pname}"
+                info = ParamInfo(qual, pname, tuple(p.shape), p.numel(), p.element_size())
                 if qual not in seen_params:  # a module called twice owns its parameters once
                     seen_params.add(qual)
-                    params.append(ParamInfo(qual, pname, tuple(p.shape), p.numel(), p.element_size()))
-            if op == ops.UNSUPPORTED and any(True for _ in module.parameters()):
-                attrs["has_params"] = True
+                    params.append(info)
+                else:
+                    shared.append(info)
             count = call_count.get(module_name, 0)
             call_count[module_name] = count + 1
             name = module_name if count == 0 else f"{module_name}_{count}"
@@ -162,15 +167,15 @@ def _graph_from_fx(
                 buffer_bytes = sum(b.numel() * b.element_size() for _, b in module.named_buffers(recurse=False))
         else:
             if node.op == "call_function":
-                op = ops.function_op(node.target)
                 target = getattr(node.target, "__name__", str(node.target))
+                call_target: Any = node.target
             else:  # call_method
-                op = ops.method_op(str(node.target))
                 target = f"Tensor.{node.target}"
-            if node.kwargs.get("inplace") or (node.op == "call_method" and str(node.target).endswith("_")):
-                attrs["inplace"] = True
-            if op == "dropout":
-                attrs["p"] = float(node.kwargs.get("p", node.args[1] if len(node.args) > 1 else 0.5))
+                call_target = str(node.target)
+            as_shapes = lambda a: TensorShape(metas[a.name].shape) if isinstance(a, torch.fx.Node) and a.name in metas else a  # noqa: E731
+            args = tuple(torch.fx.node.map_aggregate(a, as_shapes) for a in node.args)
+            kwargs = {k: torch.fx.node.map_aggregate(v, as_shapes) for k, v in node.kwargs.items()}
+            op, attrs = ops.recognise_call(call_target, args, kwargs)
             scope = _innermost_module(node)
             name = f"{scope}.{node.name}" if scope else node.name
             # parameters used functionally (get_attr nodes) belong to their first consumer
@@ -181,9 +186,13 @@ def _graph_from_fx(
                     except AttributeError:
                         continue
                     qual = param_names.get(id(p), str(arg.target))
+                    role = _role(node, arg, qual)
+                    info = ParamInfo(qual, role, tuple(p.shape), p.numel(), p.element_size())
                     if qual not in seen_params:
                         seen_params.add(qual)
-                        params.append(ParamInfo(qual, qual.rsplit(".", 1)[-1], tuple(p.shape), p.numel(), p.element_size()))
+                        params.append(info)
+                    else:
+                        shared.append(info)
 
         inputs = []
         input_shapes = []
@@ -192,7 +201,7 @@ def _graph_from_fx(
                 inputs.append(values[arg.name])
                 input_shapes.append(metas[arg.name].shape if arg.op != "placeholder" else input_shape)
         alias_of = None
-        if inputs and (op in ops.VIEW_OPS or attrs.get("inplace")):
+        if inputs and (op in view_ops or attrs.get("inplace")):
             alias_of = inputs[0]
         if op == ops.UNSUPPORTED:
             unsupported.append(f"{name} ({target})")
@@ -211,6 +220,7 @@ def _graph_from_fx(
             alias_of=alias_of,
             fx_node=node.name,
             buffer_bytes=buffer_bytes,
+            shared_params=tuple(shared),
         )
         values[node.name] = name
         layers.append(layer)
@@ -222,9 +232,7 @@ def _graph_from_fx(
             + ", ".join(unsupported[:5])
             + (" ..." if len(unsupported) > 5 else "")
         )
-    if classifier is None:
-        classifier = next((layer.module for layer in reversed(layers) if layer.op == "linear"), None)
-    return LayerGraph(
+    graph = LayerGraph(
         model_name=model_name,
         input_shape=input_shape,
         layers=tuple(layers),
@@ -234,8 +242,37 @@ def _graph_from_fx(
         warnings=tuple(notes),
         input_dtype_bytes=metas[next(iter(metas))].dtype.itemsize if metas else 4,
     )
+    return with_classifier(graph, classifier)
 
 
+def with_classifier(graph: LayerGraph, declared: str | None) -> LayerGraph:
+    """The graph with its classifier: the one the model declares, else the last trainable linear
+    map (a Linear, or a 1×1 conv as in SqueezeNet); a block made of the classifier alone is none."""
+    classifier = declared
+    if classifier is None:
+        layer = classifier_layer(graph)
+        classifier = None if layer is None else (layer.module or layer.name)
+    blocks = tuple(b for b in graph.blocks if not _classifier_only(graph, b, classifier))
+    return replace(graph, classifier=classifier, blocks=blocks)
+
+
+def _classifier_only(graph: LayerGraph, block: str, classifier: str | None) -> bool:
+    trained = [layer for layer in graph.layers_in_block(block) if layer.params]
+    return bool(trained) and all((layer.module or layer.name) == classifier for layer in trained)
+
+
+def _role(node: torch.fx.Node, arg: torch.fx.Node, qual: str) -> str:
+    """A functionally used parameter's role: the argument it is passed as (``F.conv2d(x, w, b)``:
+    weight, bias), else its attribute name."""
+    spec = REGISTRY.for_function(node.target) if node.op == "call_function" else None
+    names = spec.arguments if spec is not None else ()
+    for i, a in enumerate(node.args):
+        if a is arg and i < len(names) and names[i] in ("weight", "bias"):
+            return names[i]
+    for key in ("weight", "bias"):
+        if node.kwargs.get(key) is arg:
+            return key
+    return qual.rsplit(".", 1)[-1]
 def _blocks_of(model: nn.Module) -> tuple[tuple[str, ...], str | None]:
     """The model's blocks: declared by zoo models, inferred for others."""
     declared = getattr(model, "tlplan_blocks", None)
