@@ -212,6 +212,55 @@ class SharedNet(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+class ParametrizedNet(nn.Module):
+    """weight_norm and spectral_norm (a computed weight), leaky ReLU in place and not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.utils.parametrizations.weight_norm(nn.Conv2d(3, 8, 3, padding=1))
+        self.act = nn.LeakyReLU(0.1, inplace=True)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.act2 = nn.LeakyReLU(0.2)
+        self.fc = nn.utils.parametrizations.spectral_norm(nn.Linear(8, CLASSES))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act2(self.conv2(self.act(self.conv(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+class ConvBN(nn.Conv2d):
+    """A Conv2d subclass holding a module of its own: traced into (its norm is a layer of its own)."""
+
+    def __init__(self, cin: int, cout: int, k: int) -> None:
+        super().__init__(cin, cout, k, padding=k // 2, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(super().forward(x))
+
+
+class OddCallsNet(nn.Module):
+    """In-place and rarely seen calls: an even kernel padded "same" (PyTorch pads a copy), batch norm
+    on running statistics called functionally, torch.relu_, Tensor.sigmoid_, torch.concat."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = ConvBN(3, 8, 3)
+        self.w = nn.Parameter(torch.randn(8, 8, 4, 4) * 0.1)
+        self.register_buffer("mean", torch.zeros(8))
+        self.register_buffer("var", torch.ones(8))
+        self.gamma = nn.Parameter(torch.ones(8))
+        self.beta = nn.Parameter(torch.zeros(8))
+        self.fc = nn.Linear(16, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu_(self.stem(x))
+        y = F.conv2d(x, self.w, padding="same")
+        y = F.batch_norm(y, self.mean, self.var, self.gamma, self.beta, training=False)
+        z = torch.concat([x, y.sigmoid_()], dim=1)
+        return self.fc(z.mean((2, 3)))
+
+
 CORPUS = {
     "functional": FunctionalNet,
     "subclass": SubclassNet,
@@ -221,6 +270,8 @@ CORPUS = {
     "squeezenet": SqueezeNetLike,
     "decoder": DecoderNet,
     "shared": SharedNet,
+    "parametrized": ParametrizedNet,
+    "odd-calls": OddCallsNet,
 }
 
 

@@ -21,7 +21,7 @@ for _spec in (
     conv.Conv2dSpec(), conv.ConvTranspose2dSpec(), linear.LinearSpec(),
     norm.BatchNormSpec(), norm.GroupNormSpec(), norm.LayerNormSpec(), norm.InstanceNormSpec(),
     activation.ReLUSpec(), activation.ReLU6Spec(), activation.HardtanhSpec(), activation.HardswishSpec(),
-    *activation.SIMPLE,
+    *activation.SIMPLE, activation.LeakyReLUSpec(),
     pool.MaxPoolSpec(), pool.AvgPoolSpec(), pool.AdaptiveAvgPoolSpec(), pool.AdaptiveMaxPoolSpec(),
     elementwise.AddSpec(), elementwise.SubSpec(), elementwise.MulSpec(), elementwise.CatSpec(),
     elementwise.MeanSpec(), elementwise.DropoutSpec(), elementwise.InterpolateSpec(),
@@ -76,7 +76,8 @@ def is_norm(layer: Layer) -> bool:
 
 
 def is_conv(layer: Layer) -> bool:
-    return spec_of(layer).family == "conv"
+    """A 2-d convolution (not a transposed one): what the 256KB paper's conv index counts."""
+    return isinstance(REGISTRY.get(layer.op), conv.Conv2dSpec)
 
 
 def classifier_layer(graph: LayerGraph) -> Layer | None:

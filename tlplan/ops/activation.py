@@ -23,11 +23,16 @@ class ActivationSpec(OpSpec):
     mask: ClassVar[str] = ""
     #: calibrated under this name (None: no calibration op times it)
     calibrated: ClassVar[bool] = False
+    #: what an in-place call keeps, where PyTorch's out-of-place one keeps the input: a copy of the
+    #: input it overwrites ("copy": ReLU6, h-swish), or its own output ("output": leaky ReLU)
+    inplace_keeps: ClassVar[str] = "copy"
 
     def eager_saved(self, layer: Layer, state: GradState) -> list[SavedTensor]:
         if not state.needs_input_grad:
             return []
         if self.keeps == "output":
+            return [saved_output(layer)]
+        if layer.attrs.get("inplace") and self.inplace_keeps == "output":
             return [saved_output(layer)]
         if layer.attrs.get("inplace"):
             # the in-place op overwrites the input its backward needs, so autograd keeps a clone of
@@ -73,7 +78,7 @@ class ReLUSpec(ActivationSpec):
     kind = "relu"
     summary = "ReLU (1-bit mask: exact)"
     modules = (nn.ReLU,)
-    functions = (F.relu, torch.relu)
+    functions = (F.relu, torch.relu, torch.relu_, F.relu_)
     methods = ("relu", "relu_")
     keeps = "output"
     mask = "exact"
@@ -126,8 +131,17 @@ def _simple(kind: str, summary: str, modules: tuple, functions: tuple, methods: 
 
 SIMPLE = (
     _simple("hardsigmoid", "h-sigmoid", (nn.Hardsigmoid,), (F.hardsigmoid,), calibrated=True),
-    _simple("sigmoid", "sigmoid", (nn.Sigmoid,), (torch.sigmoid, F.sigmoid), ("sigmoid",), keeps="output", calibrated=True),
+    _simple("sigmoid", "sigmoid", (nn.Sigmoid,), (torch.sigmoid, F.sigmoid, torch.sigmoid_), ("sigmoid", "sigmoid_"),
+            keeps="output", calibrated=True),
     _simple("silu", "SiLU / swish", (nn.SiLU,), (F.silu,), calibrated=True),
     _simple("gelu", "GELU", (nn.GELU,), (F.gelu,)),
     _simple("tanh", "tanh", (nn.Tanh,), (torch.tanh, F.tanh), ("tanh",), keeps="output"),
 )
+
+
+class LeakyReLUSpec(ActivationSpec):
+    kind = "leaky_relu"
+    summary = "leaky ReLU (in place, it keeps its output)"
+    modules = (nn.LeakyReLU,)
+    functions = (F.leaky_relu,)
+    inplace_keeps = "output"

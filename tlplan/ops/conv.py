@@ -13,7 +13,7 @@ from ..plan.options import LayerOptions
 from ..runtime.functional import filtered_grid
 from ..runtime.modules import PlannedConv2dModule, make_planned
 from ..trace.graph import Layer, _numel
-from .spec import GradState, SavedTensor, Setting, TensorShape, bind, pair, planned, tensor_bytes
+from .spec import GradState, SavedTensor, Setting, TensorShape, bind, has_own_parts, pair, planned, tensor_bytes
 from .weighted import WeightOpSpec
 
 _CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
@@ -81,6 +81,9 @@ class Conv2dSpec(WeightOpSpec):
         w = bound.get("weight")
         if isinstance(w, TensorShape):  # read from the weight's shape, as torch's flop counter does
             attrs.update(weight_shape=tuple(w), kernel_size=tuple(w[2:4]), out_channels=w[0], in_channels=w[1] * g)
+            numeric = numeric_padding(attrs["padding"], tuple(w[2:4]), attrs["dilation"])
+            if numeric is not None:
+                attrs["numeric_padding"] = numeric
         return attrs
 
     def standard(self, module: nn.Module) -> bool:
@@ -89,6 +92,7 @@ class Conv2dSpec(WeightOpSpec):
             and type(module)._conv_forward is nn.Conv2d._conv_forward
             and module.padding_mode == "zeros"
             and numeric_padding(module.padding, tuple(module.kernel_size), tuple(module.dilation)) is not None
+            and not has_own_parts(module)
         )
 
     def runtime_module(self, module: nn.Module, options: LayerOptions, precision: str) -> nn.Module:
@@ -128,7 +132,13 @@ class Conv2dSpec(WeightOpSpec):
 
     def eager_saved(self, layer: Layer, state: GradState) -> list[SavedTensor]:
         # convolution has one formula for input, weight and bias: the input is kept whatever is trained
-        return [SavedTensor("input", value=layer.inputs[0])] if state.recorded else []
+        if not state.recorded:
+            return []
+        extra = _same_padding_remainder(layer)
+        if extra is not None:  # "same" needing more on one side: PyTorch convolves a padded copy
+            n, c, h, w = layer.input_shapes[0]
+            return [SavedTensor("padded input", private_bytes=n * c * (h + extra[0]) * (w + extra[1]) * layer.output_dtype_bytes)]
+        return [SavedTensor("input", value=layer.inputs[0])]
 
     def weight_input(self, layer: Layer, state: GradState, element_bytes: int) -> SavedTensor:
         r = state.options.grad_filter
@@ -168,7 +178,8 @@ class Conv2dSpec(WeightOpSpec):
         return x + out + w if needs_w else 0
 
     def keeps_input(self, layer: Layer, opts: LayerOptions | None) -> bool:
-        return opts is not None and opts.weight == 1.0 and not opts.grad_filter
+        # PyTorch's conv keeps its input whenever it is recorded; the runtime's for a whole weight
+        return not planned(layer) or (opts is not None and opts.weight == 1.0 and not opts.grad_filter)
 
     def calibration(self, layer: Layer, option: LayerOptions | None) -> str | None:
         if option is not None:  # the tlplan runtime's kernels
@@ -207,7 +218,10 @@ class ConvTranspose2dSpec(WeightOpSpec):
         return attrs
 
     def standard(self, module: nn.Module) -> bool:
-        return type(module).forward is nn.ConvTranspose2d.forward and module.padding_mode == "zeros"
+        return type(module).forward is nn.ConvTranspose2d.forward and module.padding_mode == "zeros" and not has_own_parts(module)
+
+    def partial_ok(self, layer: Layer) -> str | None:
+        return "a transposed conv trains its whole weight or none"
 
     def macs_fwd(self, layer: Layer) -> int:
         # every input element meets C_out/groups · k·k weights (PyTorch's flop counter's convention)
@@ -221,6 +235,15 @@ class ConvTranspose2dSpec(WeightOpSpec):
 
     def keeps_input(self, layer: Layer, opts: LayerOptions | None) -> bool:
         return opts is not None and opts.weight == 1.0
+
+
+def _same_padding_remainder(layer: Layer) -> tuple[int, int] | None:
+    """Rows and columns PyTorch adds to a copy of the input for a "same" padding it cannot split evenly."""
+    if layer.attrs.get("padding") != "same" or "numeric_padding" in layer.attrs or "weight_shape" not in layer.attrs:
+        return None
+    kernel, dilation = layer.attrs["weight_shape"][2:4], pair(layer.attrs.get("dilation", 1))
+    extra = tuple((d * (k - 1)) % 2 for d, k in zip(dilation, kernel))
+    return extra if any(extra) else None
 
 
 def _weight_bytes(layer: Layer) -> int:

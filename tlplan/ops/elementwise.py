@@ -68,7 +68,7 @@ class MulSpec(ElementwiseSpec):
 class CatSpec(ElementwiseSpec):
     kind = "cat"
     summary = "concatenation; keeps nothing"
-    functions = (torch.cat,)
+    functions = (torch.cat, torch.concat)
 
 
 class MeanSpec(ElementwiseSpec):

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ..plan.options import LayerOptions
 from ..runtime.modules import PlannedBatchNorm2d
 from ..trace.graph import Layer, _numel
-from .spec import GradState, OpSpec, SavedTensor, TensorShape, _not_default, bind
+from .spec import GradState, OpSpec, SavedTensor, TensorShape, _not_default, bind, planned
 
 FLOAT = 4  # the statistics are float32
 
@@ -24,9 +24,9 @@ class NormSpec(OpSpec):
 
     def trained_roles(self, layer: Layer, opts: LayerOptions) -> frozenset[str]:
         if opts.norm == "shift":
-            return frozenset({"bias"}) & _roles(layer)
+            return frozenset(r for r in _roles(layer) if r == "bias" or r.endswith(".bias"))
         if opts.norm == "affine":
-            return frozenset({"weight", "bias"}) & _roles(layer)
+            return _roles(layer)
         return frozenset()
 
     def option_problem(self, layer: Layer, opts: LayerOptions, runtime: str | None) -> str | None:
@@ -53,11 +53,15 @@ class NormSpec(OpSpec):
     def eager_saved(self, layer: Layer, state: GradState) -> list[SavedTensor]:
         if not state.recorded:
             return []
-        return [SavedTensor("input", value=layer.inputs[0]), SavedTensor("stats", private_bytes=self.stats_bytes(layer))]
+        stats = self.stats_bytes(layer)
+        return [SavedTensor("input", value=layer.inputs[0])] + ([SavedTensor("stats", private_bytes=stats)] if stats else [])
 
     def stats_bytes(self, layer: Layer) -> int:
         """The statistics the backward keeps: a mean and an inverse std per normalised group."""
         return 0
+
+    def keeps_input(self, layer: Layer, opts: LayerOptions | None) -> bool:
+        return True  # whenever autograd records it
 
 
 def _roles(layer: Layer) -> frozenset[str]:
@@ -69,7 +73,11 @@ class BatchNormSpec(NormSpec):
     summary = "batch norm (1-d, 2-d, 3-d); on the tlplan runtime frozen / shift run on running statistics"
     modules = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
     functions = (F.batch_norm,)
-    arguments = ("input", "running_mean", "running_var", "weight", "bias")
+    arguments = ("input", "running_mean", "running_var", "weight", "bias", "training")
+
+    def call_attrs(self, args: tuple, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        training = bind(self.arguments, args, kwargs).get("training", False)
+        return {"training": training} if isinstance(training, bool) else {}
     planned_class = PlannedBatchNorm2d
 
     def swappable(self, module: nn.Module) -> bool:
@@ -78,7 +86,13 @@ class BatchNormSpec(NormSpec):
                                                           and module.track_running_stats)
 
     def stats_bytes(self, layer: Layer) -> int:
+        if layer.attrs.get("training") is False:  # F.batch_norm(training=False): running statistics
+            return 0
         return 2 * layer.output_shape[1] * FLOAT  # the batch mean and inverse std
+
+    def keeps_input(self, layer: Layer, opts: LayerOptions | None) -> bool:
+        # the runtime's frozen / shift norm keeps nothing; PyTorch's keeps its input when recorded
+        return not planned(layer) or (opts is not None and opts.norm == "affine")
 
     def planned_saved(self, layer: Layer, state: GradState, element_bytes: int) -> list[SavedTensor]:
         # affine: PyTorch's batch-statistics op; frozen / shift: running statistics, nothing kept

@@ -27,7 +27,7 @@ ProbeTable = Mapping[tuple[bool, tuple[str, ...]], tuple[bool, int, int]]
 def probe_module(module: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype) -> ProbeTable:
     """What ``module`` keeps for each combination of what requires grad (``input_shape`` at any batch)."""
     probe = copy.deepcopy(module).train()
-    roles = [name for name, _ in probe.named_parameters(recurse=False)]
+    roles = [name for name, _ in probe.named_parameters()]  # its parts' too (a parametrized weight)
     resident = {t.untyped_storage().data_ptr() for t in [*probe.parameters(), *probe.buffers()]}
     table: dict[tuple[bool, tuple[str, ...]], tuple[bool, int, int]] = {}
     subsets = [tuple(c) for n in range(len(roles) + 1) for c in itertools.combinations(roles, n)]

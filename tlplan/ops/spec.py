@@ -77,6 +77,14 @@ def pair(value: Any) -> tuple[int, int]:
     return (int(value), int(value))
 
 
+def has_own_parts(module: nn.Module) -> bool:
+    """A module whose weight is computed (``weight_norm``, ``spectral_norm`` parametrizations) or
+    that holds modules of its own: what it computes is not the registered class's formula."""
+    from torch.nn.utils import parametrize
+
+    return parametrize.is_parametrized(module) or next(module.children(), None) is not None
+
+
 def saved_input(layer: Layer, i: int = 0) -> SavedTensor:
     return SavedTensor("input", value=layer.inputs[i])
 
@@ -148,7 +156,7 @@ class OpSpec:
         subclass with its own forward (weight standardisation, dynamic padding) is measured
         instead (``tlplan.ops.probe``)."""
         base = next((cls for cls in self.modules if isinstance(module, cls)), None)
-        return base is not None and type(module).forward is base.forward
+        return base is not None and type(module).forward is base.forward and not has_own_parts(module)
 
     def swappable(self, module: nn.Module) -> bool:
         """The tlplan runtime can run this module with its own ops, computing the same thing."""

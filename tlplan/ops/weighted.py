@@ -89,11 +89,13 @@ class WeightOpSpec(OpSpec):
     # ---- options
 
     def trained_roles(self, layer: Layer, opts: LayerOptions) -> frozenset[str]:
+        # a module with parts of its own (a parametrized weight, a LoRA adapter) trains them with
+        # its weight, and every bias with its bias
         roles = set()
-        if opts.weight > 0:
-            roles.add("weight")
-        if opts.bias and has_bias(layer):
-            roles.add("bias")
+        for p in layer.all_params:
+            is_bias = p.role == "bias" or p.role.endswith(".bias")
+            if (opts.bias if is_bias else opts.weight > 0):
+                roles.add(p.role)
         return frozenset(roles)
 
     def option_problem(self, layer: Layer, opts: LayerOptions, runtime: str | None) -> str | None:

@@ -6,9 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
-import yaml
-
-from ..errors import SchemeError
+from ..errors import BadInputError, SchemeError
+from ..fileio import load_yaml, read_text
 from ..ops import is_conv, is_norm, option_problem, spec_of, trained_roles
 from ..trace.graph import Layer, LayerGraph
 from .options import FILTER_SIZES, LayerOptions
@@ -152,8 +151,23 @@ def scheme_options(graph: LayerGraph, scheme: Scheme) -> dict[str, LayerOptions]
     elif scheme.kind == "sparse":
         options.update(sparse_options(graph, load_backward_config(scheme.path)))
     train(classifier)
+    _same_for_every_call(graph, options)
     _masks(graph, options, surrogate=scheme.kind == "mobiletl")
     return options
+
+
+def _same_for_every_call(graph: LayerGraph, options: dict[str, LayerOptions]) -> None:
+    """A module called several times (a shared block) runs with one set of options: the first
+    call's that trains something, for every call."""
+    calls: dict[str, list[Layer]] = {}
+    for layer in graph.layers:
+        if layer.module is not None:
+            calls.setdefault(layer.module, []).append(layer)
+    for layers in calls.values():
+        chosen = next((options[l.name] for l in layers if options.get(l.name, LayerOptions()) != LayerOptions()), None)
+        if chosen is not None and len(layers) > 1:
+            for layer in layers:
+                options[layer.name] = chosen
 
 
 def _top_blocks(graph: LayerGraph, scheme: Scheme) -> set[str]:
@@ -236,11 +250,9 @@ _CONFIG_FIELDS = {"n_bias_update", "manual_weight_idx", "weight_update_ratio", "
 def load_backward_config(path: str | Path) -> dict:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SchemeError(f"backward_config {path}: cannot read it ({exc.strerror or exc})") from None
-    except yaml.YAMLError:
-        raise SchemeError(f"backward_config {path}: not valid YAML") from None
+        data = load_yaml(read_text(path, "backward_config"), f"backward_config {path}")
+    except BadInputError as exc:
+        raise SchemeError(str(exc)) from None
     if isinstance(data, dict) and "backward_config" in data:
         data = data["backward_config"]
     if not isinstance(data, dict):
@@ -269,6 +281,8 @@ def sparse_options(graph: LayerGraph, config: dict) -> dict[str, LayerOptions]:
     if len(ratios) != len(idx):
         raise SchemeError(f"{where}: weight_update_ratio has {len(ratios)} entries for {len(idx)} manual_weight_idx")
     select = config.get("weight_select_criteria", "magnitude+")
+    if not isinstance(select, str):
+        raise SchemeError(f"{where}: weight_select_criteria must be magnitude+ or random, not {select!r}")
     select = {"magnitude+": "magnitude", "random": "first", "first": "first", "magnitude": "magnitude"}.get(select)
     if select is None:
         raise SchemeError(f"{where}: weight_select_criteria must be magnitude+ or random")

@@ -30,9 +30,11 @@ def trace_with_hooks(model: nn.Module, input_shape: tuple[int, ...], model_name:
             records.append((names[module], module, tensors, output))
 
     names = {m: n for n, m in model.named_modules()}
-    for module in model.modules():
-        # leaves, and the modules an op spec recognises whole (a Conv2d subclass with children)
-        if next(module.children(), None) is None or ops.REGISTRY.for_module(module) is not None:
+    layer_modules = [n for n, m in model.named_modules() if ops.is_layer_module(m)]
+    for name, module in model.named_modules():
+        inside = any(name.startswith(outer + ".") for outer in layer_modules)
+        # the layers the fx tracer would see whole, and the leaves outside them
+        if not inside and (ops.is_layer_module(module) or next(module.children(), None) is None):
             handles.append(module.register_forward_hook(hook))
     flags = {m: m.training for m in model.modules()}
     x = torch.zeros(input_shape)
@@ -57,7 +59,7 @@ def trace_with_hooks(model: nn.Module, input_shape: tuple[int, ...], model_name:
         op, attrs = ops.recognise_module(module, tuple(tensors[0].shape) if tensors else None,
                                          tensors[0].dtype if tensors else torch.float32)
         params, shared = [], []
-        for pname, p in module.named_parameters(recurse=False):
+        for pname, p in module.named_parameters(recurse=ops.is_layer_module(module)):
             qual = f"{module_name}.{pname}"
             info = ParamInfo(qual, pname, tuple(p.shape), p.numel(), p.element_size())
             if qual not in seen_params:

@@ -17,17 +17,26 @@ from ..ops import REGISTRY, UNSUPPORTED
 from ..ops.probe import probe_module
 from ..runtime.modules import LeafModule
 
-__all__ = ["UNSUPPORTED", "LeafTracer", "symbolic_trace", "recognise_module", "recognise_call", "view_ops"]
+__all__ = ["UNSUPPORTED", "LeafTracer", "is_layer_module", "symbolic_trace", "recognise_module", "recognise_call", "view_ops"]
+
+
+def is_layer_module(m: nn.Module) -> bool:
+    """A module traced as one layer: tlplan's runtime modules, and every module an op spec
+    recognises (subclasses of torch.nn's included: tracing into a weight-standardised conv would
+    scatter it into ops on its weight) unless it holds modules of its own, which are traced into
+    (a parametrized weight excepted: its parametrization is part of the conv)."""
+    if isinstance(m, LeafModule):
+        return True
+    if REGISTRY.for_module(m) is None:
+        return False
+    from torch.nn.utils import parametrize
+
+    return next(m.children(), None) is None or parametrize.is_parametrized(m)
 
 
 class LeafTracer(torch.fx.Tracer):
-    """Traces every module an op spec recognises as one layer, subclasses of torch.nn's included
-    (a ``Conv2d`` subclass is a conv, whatever its forward does: tracing into it would scatter it
-    into ops on its weight)."""
-
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return (isinstance(m, LeafModule) or REGISTRY.for_module(m) is not None
-                or super().is_leaf_module(m, module_qualified_name))
+        return is_layer_module(m) or super().is_leaf_module(m, module_qualified_name)
 
 
 def symbolic_trace(model: nn.Module) -> torch.fx.GraphModule:
@@ -63,7 +72,8 @@ def recognise_call(target: Callable[..., Any] | str, args: tuple, kwargs: dict[s
     if spec is None:
         return UNSUPPORTED, {}
     attrs = spec.call_attrs(args, kwargs)
-    if kwargs.get("inplace") or (isinstance(target, str) and target.endswith("_")):
+    name = target if isinstance(target, str) else getattr(target, "__name__", "")
+    if kwargs.get("inplace") or name.endswith("_"):  # relu_, Tensor.add_, torch.sigmoid_
         attrs["inplace"] = True
     if spec.planned_class is not None:
         attrs["not_planned"] = "a functional call, which the runtime cannot swap"

@@ -151,7 +151,7 @@ def _graph_from_fx(
             target = type(module).__name__
             shape = first_input.shape if first_input is not None else None
             op, attrs = ops.recognise_module(module, shape, first_input.dtype if first_input is not None else meta.dtype)
-            for pname, p in module.named_parameters(recurse=False):
+            for pname, p in module.named_parameters():  # a layer's module may hold parts (a parametrized weight)
                 qual = f"{module_name}.{pname}"
                 info = ParamInfo(qual, pname, tuple(p.shape), p.numel(), p.element_size())
                 if qual not in seen_params:  # a module called twice owns its parameters once
@@ -164,7 +164,7 @@ def _graph_from_fx(
             name = module_name if count == 0 else f"{module_name}_{count}"
             scope = module_name
             if count == 0:
-                buffer_bytes = sum(b.numel() * b.element_size() for _, b in module.named_buffers(recurse=False))
+                buffer_bytes = sum(b.numel() * b.element_size() for _, b in module.named_buffers())
         else:
             if node.op == "call_function":
                 target = getattr(node.target, "__name__", str(node.target))
@@ -225,6 +225,11 @@ def _graph_from_fx(
         values[node.name] = name
         layers.append(layer)
 
+    if not layers:
+        raise TraceError(
+            f"{model_name} has no layers tlplan can see (its forward computes nothing from its input); "
+            "give a model that does"
+        )
     notes = []
     if unsupported:
         notes.append(
