@@ -58,8 +58,8 @@ def test_load_minimal(tmp_path):
 @pytest.mark.parametrize(
     "content, problem",
     [
-        ("{not json", "cannot read"),
-        ("", "cannot read"),
+        ("{not json", "not valid JSON"),
+        ("", "not valid JSON"),
         ("[1, 2]", "JSON object"),
         ({**VALID, "colour": "blue"}, "unknown field 'colour'"),
         ({**VALID, "ram_bytes": "256KB"}, "'ram_bytes' has the wrong type (str)"),

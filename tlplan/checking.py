@@ -60,17 +60,18 @@ class CheckResult:
 
 
 def check_plan(plan: Plan, plan_path: str, budget_bytes: int | None = None, model=None,
-               device: str | Device | None = None) -> CheckResult:
+               device: str | Device | None = None, trust_model_code: bool = False) -> CheckResult:
     """Recompute ``plan``'s costs; the budget is ``budget_bytes`` or the one the plan was solved for.
 
     On ``device`` (else the plan's own, where it names one with a latency model) the step time is
-    predicted too, and held to the plan's ``max_step_ms`` where it has one."""
+    predicted too, and held to the plan's ``max_step_ms`` where it has one. A plan naming model code
+    (``package.module:factory``) is built only with ``trust_model_code`` (or pass ``model``)."""
     from .zoo import load_model
 
     budget = budget_bytes if budget_bytes is not None else plan.budget_bytes
     if budget is None:
         raise BadInputError(f"plan {plan_path} records no budget; give one with {arg('ram_bytes')}")
-    net = model if model is not None else load_model(plan.model, num_classes=plan.num_classes)
+    net = model if model is not None else load_model(plan.model, num_classes=plan.num_classes, trust_code=trust_model_code)
     graph = trace_model(net, plan.input_shape, plan.model)
     validate_shapes(graph, plan.shapes, f"plan {plan_path}")
     validate_options(graph, plan.layers, f"plan {plan_path}", plan.runtime)

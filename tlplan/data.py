@@ -45,8 +45,6 @@ def load_data(spec: str, resolution: int, *, num_classes: int = 10, samples: int
 
 
 def _image_folder(path: Path, resolution: int) -> Data:
-    from PIL import Image, UnidentifiedImageError
-
     classes = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
     files = [(f, i) for i, c in enumerate(classes) for f in sorted((path / c).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
     if len(classes) < 2 or not files:
@@ -56,15 +54,42 @@ def _image_folder(path: Path, resolution: int) -> Data:
         )
     images, labels = [], []
     for f, label in files:
-        try:
-            with Image.open(f) as im:
-                im = im.convert("RGB").resize((resolution, resolution), Image.BILINEAR)
-                arr = np.asarray(im, dtype=np.float32) / 255.0
-        except (OSError, UnidentifiedImageError):
-            raise BadInputError(f"data folder {path}: cannot read image {f}; remove or replace it") from None
+        arr = _read_image(f, resolution, path)
         images.append((torch.from_numpy(arr).permute(2, 0, 1) - MEAN) / STD)
         labels.append(label)
     return Data(torch.stack(images), torch.tensor(labels), tuple(classes), str(path))
+
+
+def _read_image(f: Path, resolution: int, folder: Path) -> np.ndarray:
+    """An image as RGB floats in [0, 1] at ``resolution``: 8- and 16-bit, grayscale, palette and
+    alpha images converted by what their pixels mean (a 16-bit PNG is not all white), and an image
+    too large to be a photo (a decompression bomb) refused."""
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(f) as im:
+                im.load()
+                if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+                    # 16-bit or 32-bit grayscale: scale by the format's range, then three channels
+                    gray = np.asarray(im, dtype=np.float32)
+                    top = 65535.0 if im.mode.startswith("I;16") else max(float(gray.max()), 1.0)
+                    resized = Image.fromarray(np.clip(gray / top, 0, 1).astype(np.float32), mode="F")
+                    resized = resized.resize((resolution, resolution), Image.BILINEAR)
+                    return np.repeat(np.asarray(resized, dtype=np.float32)[..., None], 3, axis=2)
+                if im.mode in ("P", "PA", "LA", "RGBA") or "transparency" in im.info:
+                    im = im.convert("RGBA")  # a palette's transparency too: then composited on black
+                    background = Image.new("RGBA", im.size, (0, 0, 0, 255))
+                    im = Image.alpha_composite(background, im)
+                rgb = im.convert("RGB").resize((resolution, resolution), Image.BILINEAR)
+                return np.asarray(rgb, dtype=np.float32) / 255.0
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise BadInputError(f"data folder {folder}: image {f} has more pixels than Pillow reads safely; shrink or remove it") from None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        raise BadInputError(f"data folder {folder}: cannot read image {f}; remove or replace it") from None
 
 
 def _tensor_file(path: Path, resolution: int) -> Data:
@@ -84,9 +109,17 @@ def _tensor_file(path: Path, resolution: int) -> Data:
         raise BadInputError(f"data file {path}: expected arrays named 'images' (or 'x') and 'labels' (or 'y')")
     if images.dim() != 4 or images.shape[1] != 3 or labels.dim() != 1 or len(labels) != len(images) or not len(images):
         raise BadInputError(f"data file {path}: images must be (N, 3, H, W) and labels (N,), N > 0")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise BadInputError(f"data file {path}: labels must be whole numbers (an integer array), not {labels.dtype}")
+    if int(labels.min()) < 0:
+        raise BadInputError(f"data file {path}: labels must be 0 or more; found {int(labels.min())}")
     images = images.float()
+    if not bool(torch.isfinite(images).all()):
+        raise BadInputError(f"data file {path}: images hold NaN or infinite values; clean the data first")
     if images.shape[-1] != resolution or images.shape[-2] != resolution:
         images = torch.nn.functional.interpolate(images, size=(resolution, resolution), mode="bilinear", align_corners=False)
-    labels = labels.long()
-    n = int(labels.max()) + 1
-    return Data(images, labels, tuple(str(i) for i in range(n)), str(path))
+    # the classes are the labels the data has (a gap, or a label of 2**40, adds no empty class)
+    values, labels = torch.unique(labels.long(), return_inverse=True)
+    if len(values) < 2:
+        raise BadInputError(f"data file {path}: every label is {int(values[0])}; training needs two classes at least")
+    return Data(images, labels, tuple(str(int(v)) for v in values), str(path))

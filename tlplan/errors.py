@@ -38,6 +38,10 @@ class UnknownModelError(BadInputError):
     """A model name that is neither in the zoo nor a loadable ``package.module:factory``."""
 
 
+class UntrustedModelError(UnknownModelError):
+    """A file (a plan) names model code (``package.module:factory``) the user did not allow."""
+
+
 class UnknownDeviceError(BadInputError):
     """A device name with no profile."""
 

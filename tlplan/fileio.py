@@ -1,13 +1,96 @@
-"""Writing files so that nothing the user had is lost: a temp file in the same folder, then a rename."""
+"""Files in and out. Out: nothing the user had is lost (a temp file in the same folder, then a
+rename; through a symlink to its target; straight into a device or pipe, never over it). In: a
+size limit, UTF-8 or a one-line error, YAML with few aliases (an alias bomb is refused)."""
 
 from __future__ import annotations
 
 import os
+import re
+import stat
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import Any, BinaryIO, Callable
+
+import yaml
 
 from .errors import BadInputError
+
+#: bytes of the text files tlplan reads (plans, settings, configs, CSVs): far above any real one
+TEXT_LIMIT = 16 * 1024 * 1024
+#: YAML aliases in one document: tlplan's own files have none; a few in a hand-written file are fine
+ALIAS_LIMIT = 64
+#: values in a YAML document with its aliases expanded (a large plan has a few thousand)
+NODE_LIMIT = 200_000
+
+
+def read_text(path: str | Path, what: str, limit: int = TEXT_LIMIT) -> str:
+    """The text of ``path`` (UTF-8, a BOM allowed); a one-line BadInputError naming ``what`` and
+    the file for anything else: missing, a folder, larger than ``limit``, not UTF-8."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise BadInputError(f"{what} {path} is not a regular file")
+            data = f.read(limit + 1)
+    except IsADirectoryError:
+        raise BadInputError(f"{what} {path} is a folder; give a file") from None
+    except OSError as exc:
+        raise BadInputError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise BadInputError(f"{what} {path} is larger than {limit // (1024 * 1024)} MB; that is not a {what}")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BadInputError(f"{what} {path} is not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start})") from None
+
+
+class _FewAliasesLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a document with more than ``ALIAS_LIMIT`` aliases: a few
+    kilobytes of nested aliases (a "billion laughs") expand to more than any walk can finish."""
+
+    aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > ALIAS_LIMIT:
+                raise yaml.YAMLError(f"more than {ALIAS_LIMIT} aliases")
+        return super().compose_node(parent, index)
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """Safe YAML (no Python objects), at most ``ALIAS_LIMIT`` aliases; errors name ``where`` and the line."""
+    loader = None
+    try:
+        loader = _FewAliasesLoader(text)  # reads the stream's first characters: may raise too
+        data = loader.get_single_data()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = str(exc) if str(exc).startswith("more than") else "not valid YAML"
+        raise BadInputError(f"{where}: {problem}{at}; fix or regenerate it") from None
+    except RecursionError:
+        raise BadInputError(f"{where}: nested too deeply to be a tlplan file") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+    if _expanded_size(data, NODE_LIMIT) > NODE_LIMIT:  # aliases of aliases: small text, huge document
+        raise BadInputError(f"{where}: more than {NODE_LIMIT:,} values once its aliases are expanded; not a tlplan file")
+    return data
+
+
+def _expanded_size(data: Any, limit: int) -> int:
+    """Values in ``data`` counted as a walk meets them (shared ones each time), up to ``limit`` + 1."""
+    count, stack = 0, [data]
+    while stack and count <= limit:
+        value = stack.pop()
+        count += 1
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return count
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -22,13 +105,27 @@ def write_atomic_bytes(path: Path, data: bytes) -> None:
 
 def write_atomic_with(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Let ``write`` fill a temp file in the same folder (streamed: ``np.savez``, ``torch.save``),
-    then rename it over ``path``: a crash leaves the previous file whole."""
+    then rename it over ``path``: a crash leaves the previous file whole.
+
+    A symlink is written through (its target is replaced, the link stays); a device, pipe or socket
+    (``-o /dev/stdout``) is written into directly, never replaced. Temp files left by a killed
+    write of the same file are removed first."""
     path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise BadInputError(f"cannot write {path}: it is a directory; give a file name")
+    if path.exists() and not path.is_file():  # a device or a pipe: the stream is the destination
+        try:
+            with open(path, "wb") as f:
+                write(f)
+        except OSError as exc:
+            raise BadInputError(f"cannot write {path}: {exc.strerror or exc}") from None
+        return
+    _remove_stale_temps(parent, path.name)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=parent)
     except OSError as exc:
         raise BadInputError(f"cannot write {path}: {exc.strerror or exc}; check that the folder exists and is writable") from None
     try:
@@ -54,3 +151,29 @@ def _mode_for(path: Path) -> int:
         umask = os.umask(0)
         os.umask(umask)
         return 0o666 & ~umask
+
+
+def _remove_stale_temps(parent: Path, name: str) -> None:
+    """Temp files of ``name`` whose writing process is gone (killed mid-write)."""
+    pattern = re.compile(re.escape(f".{name}.") + r"(\d+)\.[^.]+\.tmp$")
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        match = pattern.match(entry.name)
+        if match and not _alive(int(match.group(1))):
+            try:
+                entry.unlink()
+            except OSError:
+                pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True

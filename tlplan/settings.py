@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import BadInputError
+from .fileio import load_yaml, read_text
 
 #: key -> (type, what it sets)
 KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
@@ -45,18 +44,15 @@ def find_settings(start: Path | None = None) -> Settings:
         pyproject = folder / "pyproject.toml"
         if pyproject.is_file():
             try:
-                data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-            except (tomllib.TOMLDecodeError, OSError) as exc:
-                raise BadInputError(f"{pyproject}: cannot read it ({exc}); fix the file") from None
+                data = tomllib.loads(read_text(pyproject, "project file"))
+            except tomllib.TOMLDecodeError as exc:
+                raise BadInputError(f"{pyproject}: not valid TOML ({exc}); fix the file") from None
             table = data.get("tool", {}).get("tlplan")
             if table is not None:
                 return Settings(_checked(table, f"{pyproject} [tool.tlplan]"), pyproject)
         own = folder / "tlplan.yaml"
         if own.is_file():
-            try:
-                table = yaml.safe_load(own.read_text(encoding="utf-8")) or {}
-            except (yaml.YAMLError, OSError):
-                raise BadInputError(f"{own}: not valid YAML; fix the file") from None
+            table = load_yaml(read_text(own, "settings file"), str(own)) or {}
             return Settings(_checked(table, str(own)), own)
     return Settings({}, None)
 

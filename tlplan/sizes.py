@@ -11,20 +11,25 @@ from .errors import BadInputError
 
 _UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1024**2, "MB": 1024**2, "MIB": 1024**2,
           "G": 1024**3, "GB": 1024**3, "GIB": 1024**3}
+#: the largest size tlplan takes (2**60 bytes: an exabyte)
+MAX_BYTES = 2**60
 _PATTERN = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([A-Za-z]*)\s*$")
 
 
 def parse_size(text: str) -> int:
     """Bytes in ``text``; a one-line BadInputError for anything else (``256XB``, ``-1KB``, empty)."""
+    shown = text if len(text or "") <= 40 else text[:37] + "..."
     match = _PATTERN.match(text or "")
     unit = match.group(2).upper() if match else None
     if not match or unit not in _UNITS:
         raise BadInputError(
-            f"size {text!r} is not understood; write e.g. 256KB, 0.5MB, 1GiB or a number of bytes (KB = 1024 bytes)"
+            f"size {shown!r} is not understood; write e.g. 256KB, 0.5MB, 1GiB or a number of bytes (KB = 1024 bytes)"
         )
     value = float(match.group(1)) * _UNITS[unit]
+    if not value < MAX_BYTES:  # a 400-digit number is inf as a float
+        raise BadInputError(f"size {shown!r} is larger than any device's memory (at most {MAX_BYTES // 1024**5} PB)")
     if value < 1:
-        raise BadInputError(f"size {text!r} must be at least one byte")
+        raise BadInputError(f"size {shown!r} must be at least one byte")
     return int(value)
 
 

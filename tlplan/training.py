@@ -10,14 +10,17 @@ bytes kept for backward, peak memory and ms per step are measured and set beside
 from __future__ import annotations
 
 import copy
+import fcntl
 import hashlib
 import json
+import os
 import statistics
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -31,7 +34,7 @@ from .measure.allocator import keep_freed_memory
 from .measure.peak import make_optimizer, measure_peak
 from .measure.saved import measure_saved_bytes
 from .plan.plan import Plan
-from .plan.schemes import classifier_layers
+from .plan.schemes import classifier_layers, trainable_params
 from .plan.validate import shapes_of, validate_options, validate_shapes
 from .planning import predicted_costs
 from .runtime import apply_plan
@@ -65,27 +68,43 @@ class TrainResult:
 Progress = Callable[[int, int, int, float], None]  # (epoch, step in epoch, steps per epoch, loss)
 
 
-def plan_for_data(plan: Plan, num_classes: int) -> tuple[Plan, nn.Module]:
-    """The plan's model with ``num_classes`` outputs, and the plan checked against it."""
-    shaped, model, _, _ = _for_data(plan, num_classes)
+def plan_for_data(plan: Plan, num_classes: int, trust_model_code: bool = False) -> tuple[Plan, nn.Module]:
+    """The plan's model with ``num_classes`` outputs, and the plan checked against it (model code
+    the plan names runs only with ``trust_model_code``)."""
+    shaped, model, _, _ = _for_data(plan, num_classes, trust_model_code)
     return shaped, model
 
 
-def _for_data(plan: Plan, num_classes: int):
+def _for_data(plan: Plan, num_classes: int, trust_model_code: bool = False):
     """``plan_for_data``, with the model's graph and the plan's costs on it."""
     from .zoo import load_model
 
     if plan.runtime == "mcu":
         raise BadInputError(f"this plan is for the mcu runtime (an int8 engine's accounting); solve with {arg('runtime')} tlplan to train here")
-    model = load_model(plan.model, num_classes=num_classes)
+    model = load_model(plan.model, num_classes=num_classes, trust_code=trust_model_code)
     graph = trace_model(model, plan.input_shape, plan.model)
     heads = {layer.name for layer in classifier_layers(graph)}
     validate_shapes(graph, {k: v for k, v in plan.shapes.items() if k not in heads}, f"plan for {plan.model}")
     validate_options(graph, plan.layers, f"plan for {plan.model}", plan.runtime)
+    if not trainable_params(graph, plan.layers):
+        raise BadInputError(f"plan for {plan.model} trains no parameter: there is nothing to fine-tune; "
+                            "give its layers options (a scheme or `tlplan solve` writes them)")
     costs = annotate(graph, plan.layers, plan.runtime, plan.precision)
     shaped = replace(plan, num_classes=num_classes, predicted=MappingProxyType(predicted_costs(costs, plan.optimizer)),
                      shapes=MappingProxyType(shapes_of(graph, plan.layers)))
     return shaped, model, graph, costs
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """The run folder can be made (or is a folder) and written to; else a one-line error now."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BadInputError(f"{arg('out')} {out_dir} is a file, not a folder; give a folder for the run's checkpoints")
+    existing = next(p for p in (out_dir, *out_dir.absolute().parents) if p.exists())  # made when training starts
+    if not existing.is_dir():
+        raise BadInputError(f"cannot make the run folder {out_dir}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise BadInputError(f"cannot make the run folder {out_dir}: {existing} is not writable; give another {arg('out')}")
 
 
 def _fingerprint(plan: Plan) -> str:
@@ -127,10 +146,38 @@ def train(
     seed: int = 0,
     measure: bool = True,
     device: str | Device | None = None,
+    trust_model_code: bool = False,
 ) -> TrainResult:
     """Train as ``plan`` says; see the module docstring."""
-    plan, model, graph, costs = _for_data(plan, data.num_classes)
+    check_out_dir(out_dir)  # before seconds of setup
+    prepared = _for_data(plan, data.num_classes, trust_model_code)
     here = _profile_here(device) if measure else None  # before training: a wrong --device fails now
+    try:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)  # only once the run can start
+    except OSError as exc:
+        raise BadInputError(f"cannot make the run folder {out_dir}: {exc.strerror or exc}") from None
+    with _run_lock(Path(out_dir)):
+        return _train(prepared, here, data, out_dir=Path(out_dir), weights=weights, epochs=epochs, steps=steps,
+                      progress=progress, seed=seed, measure=measure)
+
+
+@contextmanager
+def _run_lock(out_dir: Path) -> Iterator[None]:
+    """One run per folder: a second ``train`` into the same ``out`` is refused while the first runs."""
+    with open(out_dir / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise BadInputError(f"another tlplan train is running in {out_dir}; wait for it or give another {arg('out')}") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _train(prepared: tuple, here, data: Data, *, out_dir: Path, weights: dict | None, epochs: int | None,
+           steps: int | None, progress: Progress | None, seed: int, measure: bool) -> TrainResult:
+    plan, model, graph, costs = prepared
     if weights is not None:
         own = model.state_dict()
         model.load_state_dict({k: v for k, v in weights.items() if k in own and v.shape == own[k].shape}, strict=False)

@@ -34,6 +34,10 @@ class Format(str, enum.Enum):
 ModelArg = Annotated[Optional[str], typer.Argument(help="Zoo name (see `tlplan zoo`) or package.module:factory; default: the project's settings.", show_default=False)]
 ResolutionOpt = Annotated[Optional[int], typer.Option(help="Input height and width (default: the model's own).")]
 FormatOpt = Annotated[Format, typer.Option("--format", help="Output format.")]
+TrustOpt = Annotated[bool, typer.Option(
+    "--trust-model-code",
+    help="Build a model the plan names as package.module:factory (code; by default only zoo names and the "
+         "project's own model are built from a plan, since a plan may come from someone else).")]
 OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to FILE (atomically) instead of stdout.")]
 
 
@@ -262,7 +266,7 @@ def importance(
         raise BadInputError(f"unknown --method {method!r}; use gradient or contribution")
     found = load_data(data, shape[-1])
     net = zoo.load_model(model, num_classes=found.num_classes)
-    _load_weights(net, weights, quiet)
+    _load_weights(net, weights, quiet, shape)
     graph = trace_model(net, shape, model)
     if method == "gradient":
         table = gradient_importance(net, graph, found, batch=batch, batches=batches, runtime=runtime)
@@ -284,26 +288,22 @@ def importance(
         output.stderr_console().print(f"wrote {out}: {len(table)} options of {len(graph.layers)} layers, measured ({method}) on {found.source}")
 
 
-def _load_weights(net, weights: Optional[Path], quiet: bool) -> None:
-    """A backbone state_dict; a classifier of another size is left as it is (a new task's head)."""
-    import torch
+def _load_weights(net, weights: Optional[Path], quiet: bool, shape: tuple[int, ...], partial: bool = False) -> None:
+    """A backbone state_dict, checked (tlplan.weights); a classifier of another size is left as it
+    is (a new task's head), and what was loaded is said."""
+    from ..trace import trace_model
+    from ..weights import load_weights
 
     if weights is None:
         if not quiet:
             output.stderr_console().print("warning: no --weights: the model starts from random weights (training from scratch)")
         return
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise BadInputError(f"weights {weights}: cannot read a state_dict ({type(exc).__name__}); save one with torch.save(model.state_dict(), FILE)") from None
-    if not isinstance(state, dict):
-        raise BadInputError(f"weights {weights}: expected a state_dict (a mapping of tensors)")
-    own = net.state_dict()
-    unknown = [k for k in state if k not in own]
-    if unknown:
-        raise BadInputError(f"weights {weights}: {len(unknown)} key(s) the model does not have, e.g. {unknown[0]!r}; is it this model's state_dict?")
-    usable = {k: v for k, v in state.items() if tuple(v.shape) == tuple(own[k].shape)}
-    net.load_state_dict(usable, strict=False)
+    head = getattr(net, "tlplan_classifier", None) or trace_model(net, shape).classifier
+    done = load_weights(net, weights, head=head, partial=partial)
+    if not quiet:
+        left = f"; left as initialised: {', '.join(done.left[:3])}{' ...' if len(done.left) > 3 else ''}" if done.left else ""
+        output.stderr_console().print(f"weights: loaded {done.loaded} of the model's {done.total} tensors from {weights}{left}",
+                                      highlight=False, markup=False)
 
 
 @app.command()
@@ -312,6 +312,7 @@ def check(
     ram: Annotated[Optional[str], typer.Option(help="Budget to hold the plan to (default: the one it was solved for).")] = None,
     device: Annotated[Optional[str], typer.Option(help="Device profile (name or unique prefix): also predict the step time there and hold it to the plan's --max-step-ms (default: the plan's device).")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="Output format (markdown fits a CI job summary).")] = Format.table,
+    trust_model_code: TrustOpt = False,
     out: OutputOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No notes.")] = False,
 ) -> None:
@@ -328,10 +329,18 @@ def check(
     loaded = load_plan(plan)
     if budget is None and loaded.budget_bytes is None and cfg["ram"] is not None:
         budget = parse_size(str(cfg["ram"]))
-    result = check_plan(loaded, str(plan), budget, device=found)
+    result = check_plan(loaded, str(plan), budget, device=found, trust_model_code=_trusted(loaded.model, trust_model_code))
     _emit(result, reporter, fmt, out, quiet, summary=True)
     if not result.passed:
         raise CheckFailed(reporter.status(result).removeprefix("FAIL: ") + f" ({plan})")
+
+
+def _trusted(plan_model: str, flag: bool) -> bool:
+    """Whether the model code a plan names may run: allowed with the flag, or when it is the
+    project's own model (its settings name the same spec)."""
+    from ..settings import find_settings
+
+    return flag or find_settings().get("model") == plan_model
 
 
 DEFAULTS = {"batch": 1, "num_classes": 1000, "scheme": "full", "runtime": "tlplan", "precision": "fp32", "optimizer": "sgd"}
@@ -400,11 +409,13 @@ def train(
     plan: Annotated[Path, typer.Argument(help="A plan file (from `tlplan solve -o`).")],
     data: Annotated[Optional[str], typer.Option(help="Image folder (one sub-folder per class), a .pt/.npz file, or synthetic.", show_default=False)] = None,
     weights: Annotated[Optional[Path], typer.Option(help="A state_dict file for the backbone (no downloads).")] = None,
+    weights_partial: Annotated[bool, typer.Option("--weights-partial", help="Train from --weights that lack some of the model's tensors or have other shapes (those stay random, and are named).")] = False,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs to train.  [default: 1]", show_default=False)] = None,
     steps: Annotated[Optional[int], typer.Option(help="Or: training steps.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for checkpoints (a run there resumes).")] = Path("tlplan-run"),
     device: Annotated[Optional[str], typer.Option(help="Measured profile of THIS machine to predict the step time with (default: one whose CPU, cores and threads match, if any).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no notes.")] = False,
+    trust_model_code: TrustOpt = False,
 ) -> None:
     """Fine-tune the model exactly as planned; then measured vs predicted memory and time."""
     from .. import training
@@ -418,13 +429,19 @@ def train(
         raise BadInputError("give --epochs or --steps, not both")
     _positive(**{k: v for k, v in (("epochs", epochs), ("steps", steps)) if v is not None})
     loaded = load_plan(plan)
+    trusted = _trusted(loaded.model, trust_model_code)
+    training.check_out_dir(out)
+    if not trusted:  # refused before any data is read
+        from ..zoo import require_trusted
+
+        require_trusted(loaded.model)
     found = load_data(data, loaded.input_shape[-1], num_classes=loaded.num_classes)
     state = None
     if weights is not None:
         from ..zoo import load_model
 
-        net = load_model(loaded.model, num_classes=found.num_classes)
-        _load_weights(net, weights, quiet)
+        net = load_model(loaded.model, num_classes=found.num_classes, trust_code=trusted)
+        _load_weights(net, weights, quiet, loaded.input_shape, weights_partial)
         state = net.state_dict()
     elif not quiet:
         output.stderr_console().print("warning: no --weights: training from scratch (random backbone)")
@@ -434,7 +451,7 @@ def train(
             def progress(epoch: int, step: int, total: int, loss: float) -> None:
                 bar(epoch * total + step, (epochs or 1) * total if steps is None else steps)
         result = training.train(loaded, found, out_dir=out, weights=state, epochs=epochs, steps=steps, progress=progress,
-                                device=_device(device, quiet))
+                                device=_device(device, quiet), trust_model_code=trusted)
     if result.resumed_from and not quiet:
         output.stderr_console().print(f"resumed from the checkpoint after epoch {result.resumed_from} in {out}")
     _emit(result, reporter, Format.table, None, quiet)
@@ -512,7 +529,7 @@ def _root(
 FLAGS = {
     "ram_bytes": "--ram", "max_step_ms": "--max-step-ms", "device": "--device", "runtime": "--runtime",
     "input_shape": "--batch / --resolution", "measure=False": "--no-measure", "schemes": "--schemes",
-    "out": "--out",
+    "out": "--out", "trust_model_code": "--trust-model-code", "weights_partial": "--weights-partial",
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -10,7 +11,7 @@ from typing import Any, Mapping
 import yaml
 
 from ..errors import BadInputError
-from ..fileio import write_atomic
+from ..fileio import load_yaml, read_text, write_atomic
 from .options import LayerOptions
 
 PLAN_VERSION = 1
@@ -102,11 +103,13 @@ class Plan:
         if version != PLAN_VERSION:
             raise BadInputError(f"{where}: version {version!r} is not supported (this tlplan reads version {PLAN_VERSION})")
         model = data.get("model")
-        if not isinstance(model, str) or not model:
+        if not isinstance(model, str) or not model or len(model) > 300:
             raise BadInputError(f"{where}: 'model' must name a zoo model or package.module:factory")
         shape = data.get("input_shape")
-        if not (isinstance(shape, list) and len(shape) == 4 and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
-            raise BadInputError(f"{where}: 'input_shape' must be four positive whole numbers [batch, channels, height, width]")
+        if not (isinstance(shape, list) and len(shape) == 4 and all(_whole(d, 1, MAX_DIM) for d in shape)):
+            raise BadInputError(
+                f"{where}: 'input_shape' must be four whole numbers from 1 to {MAX_DIM:,} [batch, channels, height, width]"
+            )
         runtime = data.get("runtime", "tlplan")
         if runtime not in RUNTIMES:
             raise BadInputError(f"{where}: runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
@@ -119,30 +122,47 @@ class Plan:
         name = opt.get("name", "sgd")
         if name not in OPTIMIZERS:
             raise BadInputError(f"{where}: optimizer {name!r}; use one of {', '.join(OPTIMIZERS)}")
-        try:
-            optimizer = Optimizer(name, float(opt.get("lr", 0.01)), float(opt.get("momentum", 0.0)), float(opt.get("weight_decay", 0.0)))
-        except (TypeError, ValueError):
-            raise BadInputError(f"{where}: optimizer lr, momentum and weight_decay must be numbers") from None
+        numbers = {key: opt.get(key, default) for key, default in (("lr", 0.01), ("momentum", 0.0), ("weight_decay", 0.0))}
+        for key, value in numbers.items():
+            if not _number(value):
+                raise BadInputError(f"{where}: optimizer {key} must be a finite number, not {value!r}")
+        if not 0 < numbers["lr"] <= 10:
+            raise BadInputError(f"{where}: optimizer lr must be above 0 and at most 10, not {numbers['lr']!r}")
+        if not 0 <= numbers["momentum"] < 1 or not 0 <= numbers["weight_decay"] <= 1:
+            raise BadInputError(f"{where}: optimizer momentum must be in [0, 1) and weight_decay in [0, 1]")
+        optimizer = Optimizer(name, float(numbers["lr"]), float(numbers["momentum"]), float(numbers["weight_decay"]))
         layers_in = data.get("layers") or {}
         if not isinstance(layers_in, dict):
             raise BadInputError(f"{where}: 'layers' must map layer names to options")
         layers = {}
         for layer, opts in layers_in.items():
+            if not isinstance(layer, str):
+                raise BadInputError(f"{where}: layer names must be text, not {layer!r}")
             if not isinstance(opts, dict):
                 raise BadInputError(f"{where}: layers.{layer} must be a mapping of options")
             layers[str(layer)] = LayerOptions.from_dict(opts, f"{where}: layers.{layer}")
         num_classes = data.get("num_classes", 1000)
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes <= 0:
-            raise BadInputError(f"{where}: 'num_classes' must be a positive whole number")
+        if not _whole(num_classes, 1, MAX_CLASSES):
+            raise BadInputError(f"{where}: 'num_classes' must be a whole number from 1 to {MAX_CLASSES:,}")
         budget = data.get("budget_bytes")
-        if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0):
-            raise BadInputError(f"{where}: 'budget_bytes' must be a positive whole number of bytes")
+        if budget is not None and not _whole(budget, 1, MAX_BYTES):
+            raise BadInputError(f"{where}: 'budget_bytes' must be a whole number of bytes from 1 to 2**60")
+        for key in ("scheme", "device"):
+            value = data.get(key)
+            if value is not None and (not isinstance(value, str) or len(value) > 300):
+                raise BadInputError(f"{where}: {key!r} must be text (a name), not {value!r}")
         predicted = data.get("predicted") or {}
         if not isinstance(predicted, dict):
             raise BadInputError(f"{where}: 'predicted' must be a mapping")
+        for key, value in predicted.items():
+            if not isinstance(key, str) or not (_number(value) or (isinstance(value, str) and len(value) <= 300)):
+                raise BadInputError(f"{where}: predicted.{key} must be a finite number (or a short text), not {value!r}")
+            if key.endswith("_bytes") and not _whole(value, 0, MAX_BYTES):
+                raise BadInputError(f"{where}: predicted.{key} must be a whole number of bytes, not {value!r}")
         shapes_in = data.get("shapes") or {}
         if not isinstance(shapes_in, dict) or not all(
-            isinstance(v, list) and all(isinstance(d, int) and not isinstance(d, bool) for d in v) for v in shapes_in.values()
+            isinstance(k, str) and isinstance(v, list) and len(v) <= 8 and all(_whole(d, 0, MAX_NUMEL) for d in v)
+            for k, v in shapes_in.items()
         ):
             raise BadInputError(f"{where}: 'shapes' must map layer names to lists of whole numbers")
         return cls(
@@ -153,17 +173,27 @@ class Plan:
         )
 
 
+MAX_DIM = 1 << 16  # an input dimension (batch, channels, height, width)
+MAX_CLASSES = 1_000_000
+MAX_NUMEL = 1 << 40
+MAX_BYTES = 1 << 60
+
+
+def _whole(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _number(value: Any) -> bool:
+    """A finite number (a whole one of at most 63 bits: 10**400 is no byte count)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) < 1 << 63
+    return isinstance(value, float) and math.isfinite(value)
+
+
 def load_plan(path: str | Path) -> Plan:
     """Read and validate a plan file (YAML, loaded with ``safe_load``)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise BadInputError(f"cannot read plan {path}: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise BadInputError(f"plan {path} is not valid YAML{at}; fix or regenerate it") from None
+    data = load_yaml(read_text(path, "plan"), f"plan {path}")
     return Plan.from_dict(data, where=f"plan {path}")

@@ -27,6 +27,7 @@ networks, which fit the per-step overhead) and ``device.json``.
 from __future__ import annotations
 
 import datetime as _dt
+import fcntl
 import json
 import math
 import os
@@ -416,19 +417,40 @@ def calibrate(settings: Settings, *, root: Path | None = None, progress: Progres
     from ..zoo import zoo_names
 
     networks = settings.networks or tuple(zoo_names())
+    _check_networks(networks)  # before anything is written: a bad name leaves no folder behind
     partial = _Partial(root, name)
     try:
         root.mkdir(parents=True, exist_ok=True)
-        state = partial.open(settings)
+        lock = open(root / f".{name}.lock", "w")
     except OSError as exc:
         raise BadInputError(f"cannot write the profile under {root}: {exc.strerror or exc}") from None
-    report = progress or (lambda p: None)
-    _keep_timing(state, settings, partial.dir)
-    if "runtime_overhead_bytes" not in state:
-        state["runtime_overhead_bytes"] = framework_overhead_bytes()
-    partial.save_state(state)
-    with framework_threads(state["threads"]):
-        return _calibrate(settings, root, name, ops, networks, partial, state, report)
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise BadInputError(f"another tlplan calibrate is writing the profile {name} under {root}; wait for it") from None
+        try:
+            state = partial.open(settings)
+        except OSError as exc:
+            raise BadInputError(f"cannot write the profile under {root}: {exc.strerror or exc}") from None
+        report = progress or (lambda p: None)
+        _keep_timing(state, settings, partial.dir)
+        if "runtime_overhead_bytes" not in state:
+            state["runtime_overhead_bytes"] = framework_overhead_bytes()
+        partial.save_state(state)
+        with framework_threads(state["threads"]):
+            return _calibrate(settings, root, name, ops, networks, partial, state, report)
+
+
+def _check_networks(networks: Sequence[str]) -> None:
+    """Every network names a zoo model or an importable ``package.module:factory``."""
+    from ..zoo import _resolve_factory, _unknown_name, _zoo_entry
+
+    for network in networks:
+        if _zoo_entry(network) is None:
+            if ":" not in network:
+                raise _unknown_name(network)
+            _resolve_factory(network.strip())
 
 
 def _keep_timing(state: dict, settings: Settings, folder: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import BadInputError, TlplanError, UnknownDeviceError
+from ..fileio import read_text
 
 SOURCES = ("measured", "datasheet")
 _NUMBER = (int, float)
@@ -115,9 +116,9 @@ def profiles_dir() -> Path:
 
 def load_device(path: Path) -> Device:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BadInputError(f"device profile {path}: cannot read it ({exc}); fix or remove the file") from None
+        data = json.loads(read_text(path, "device profile", limit=1024 * 1024))
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise BadInputError(f"device profile {path}: not valid JSON ({str(exc).splitlines()[0][:80]}); fix or remove the file") from None
     if not isinstance(data, dict):
         raise BadInputError(f"device profile {path}: expected a JSON object")
     fields: dict[str, Any] = {}
@@ -139,6 +140,14 @@ def load_device(path: Path) -> Device:
         raise BadInputError(f"device profile {path}: statistic must be median or min, not {fields['statistic']!r}")
     if fields.get("threads", 1) < 1:
         raise BadInputError(f"device profile {path}: threads must be at least 1")
+    for key in ("peak_flops_fp32", "peak_flops_fp16", "memory_bandwidth_bytes_per_s", "bytes_per_element", "cores"):
+        if key in fields and not fields[key] > 0:  # a rate of 0 divides a roofline by zero
+            raise BadInputError(f"device profile {path}: {key} must be positive, not {fields[key]!r}")
+    for key in ("layer_overhead_s", "runtime_overhead_bytes"):
+        if key in fields and not fields[key] >= 0:  # a negative overhead predicts negative times
+            raise BadInputError(f"device profile {path}: {key} must be 0 or more, not {fields[key]!r}")
+    if fields.get("runtime_overhead_bytes", 0) >= fields["ram_bytes"]:
+        raise BadInputError(f"device profile {path}: runtime_overhead_bytes must be less than ram_bytes")
     if fields["source"] == "measured" and ("measurements" in fields) != ("steps" in fields):
         raise BadInputError(f"device profile {path}: a measured profile names both its measurements and its steps file, or neither")
     for key in ("measurements", "steps"):
@@ -148,6 +157,13 @@ def load_device(path: Path) -> Device:
     return Device(**fields, folder=path.parent)
 
 
+def _finite(v: Any) -> bool:
+    """A finite number; a whole one of at most 63 bits (a 300-digit count is no device's)."""
+    if isinstance(v, bool) or not isinstance(v, _NUMBER):
+        return False
+    return abs(v) < 1 << 63 if isinstance(v, int) else math.isfinite(v)
+
+
 def _checked_nested(path: Path, key: str, value: Any) -> Any:
     """Nested objects are as strict as the top level: known keys, right types, finite numbers."""
 
@@ -155,11 +171,11 @@ def _checked_nested(path: Path, key: str, value: Any) -> Any:
         return BadInputError(f"device profile {path}: field {key!r}: {problem}")
 
     def number(k: str, v: Any) -> float:
-        if not isinstance(v, _NUMBER) or isinstance(v, bool) or not math.isfinite(v):
+        if not _finite(v):
             raise fail(f"{k!r} must be a finite number, not {v!r}")
         return v
 
-    if isinstance(value, float) and not math.isfinite(value):
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not _finite(value):
         raise fail("not a finite number")
     if key in _NESTED:
         allowed, kind = _NESTED[key]

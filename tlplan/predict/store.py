@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..errors import BadInputError
+from ..fileio import read_text
 from ..measure.microbench import CALIBRATION_OPS, PASSES, Config
 
 MEASUREMENTS = "measurements.csv"
@@ -101,12 +102,9 @@ def sha256_of(*paths: Path) -> str:
 
 
 def _read_rows(path: Path, columns: Sequence[str], *, allow_truncated_tail: bool) -> list[tuple[int, dict[str, str]]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BadInputError(f"profile data {path}: the file is missing; run `tlplan calibrate` again") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInputError(f"profile data {path}: cannot read it ({exc})") from None
+    if not path.exists():
+        raise BadInputError(f"profile data {path}: the file is missing; run `tlplan calibrate` again")
+    text = read_text(path, "profile data", limit=256 * 1024 * 1024)
     if allow_truncated_tail and text and not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]  # a row cut short by an interruption: measured again
     elif text and not text.endswith("\n"):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Mapping
 
 from ..errors import BadInputError
+from ..fileio import read_text
 from ..ops import is_conv
 from ..ops.conv import is_depthwise
 from ..plan.options import LayerOptions
@@ -64,10 +65,7 @@ def prior(graph: LayerGraph, layer: Layer, position: float, opts: LayerOptions) 
 def load_importance(path: str | Path) -> dict[tuple[str, str], float]:
     """A user's contribution table: CSV ``layer,option,importance`` (option as ``option_key`` names it)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise BadInputError(f"importance table {path}: cannot read it ({exc.strerror or exc})") from None
+    text = read_text(path, "importance table")  # a BOM (spreadsheets write one) is dropped
     rows = list(csv.DictReader(text.splitlines()))
     if not rows or set(rows[0]) != {"layer", "option", "importance"}:
         raise BadInputError(f"importance table {path}: expected a CSV with the columns layer,option,importance")

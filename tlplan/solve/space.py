@@ -16,6 +16,7 @@ from typing import Mapping
 
 from .. import ops
 from ..costs.annotate import ELEMENT_BYTES, annotate, runtime_precision
+from ..errors import BadInputError
 from ..memory.timeline import MemoryBreakdown, simulate_peak
 from ..ops import GradState
 from ..plan.options import LayerOptions
@@ -118,6 +119,13 @@ def build_space(
     paper's config can say: every conv above the backward depth trains its bias (no frozen option),
     some also a weight at a channel ratio; no norm or gradient-filter options."""
     precision = runtime_precision(runtime, precision)
+    if importance:
+        unknown = sorted({layer for layer, _ in importance} - set(graph.by_name))
+        if unknown:
+            raise BadInputError(
+                f"the importance table names {len(unknown)} layer(s) that {graph.model_name} does not have, e.g. "
+                f"{unknown[0]!r}; was it measured on this model (tlplan importance)?"
+            )
     base = base_options(graph)
     classifier = {name for name, opts in base.items() if opts.weight}
     convs = frozenset(layer.name for layer in conv_layers(graph))

@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional
 
 from torch import nn
 
-from tlplan.errors import UnknownModelError
+from tlplan.errors import UnknownModelError, UntrustedModelError, arg
 from tlplan.zoo.mcu import mbv2_w035, mcunet_5fps, proxyless_w03
 from tlplan.zoo.mobilenet import (
     mobilenet_v2,
@@ -158,7 +158,9 @@ def _resolve_factory(spec: str) -> Callable[..., Any]:
             f"cannot import module {module_name!r} from model spec {spec!r} ({_one_line(exc)}); "
             f"expected {_SPEC_FORM} with an importable module"
         ) from exc
-    except Exception as exc:  # the user's module failed while importing
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # the user's module failed while importing (sys.exit too: never a success)
         raise UnknownModelError(
             f"importing module {module_name!r} from model spec {spec!r} failed: {_one_line(exc)}"
         ) from exc
@@ -177,12 +179,24 @@ def _resolve_factory(spec: str) -> Callable[..., Any]:
     return obj
 
 
-def load_model(spec: str, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
+def require_trusted(spec: str) -> None:
+    """Refuse a model spec from a file that would run code (anything but a zoo name)."""
+    if _zoo_entry(spec) is None:
+        raise UntrustedModelError(
+            f"the model {spec.strip()!r} is code ({_SPEC_FORM}) named by a file, and tlplan runs model code "
+            f"only when you name it yourself (command line, project settings) or with {arg('trust_model_code')}"
+        )
+
+
+def load_model(spec: str, num_classes: int = 1000, *, trust_code: bool = True, **kwargs: Any) -> nn.Module:
     """Build a model from a zoo name or a ``package.module:factory`` spec.
 
     Args:
         spec: a zoo name (case-insensitive, see :func:`zoo_names`) or ``package.module:factory``.
         num_classes: classifier width; passed to an external factory only if it accepts it.
+        trust_code: whether a ``package.module:factory`` may be imported and called. Pass False
+            for a spec read from a file the user did not write (a plan from a pull request): a
+            zoo name is always allowed, code is refused with ``UntrustedModelError``.
         **kwargs: extra factory arguments (e.g. ``width_mult`` for ``mobilenet_v2``).
 
     Returns:
@@ -209,6 +223,8 @@ def load_model(spec: str, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
         factory: Callable[..., Any] = entry.factory
         call_kwargs: dict[str, Any] = {"num_classes": num_classes, **kwargs}
     elif ":" in spec:
+        if not trust_code:
+            require_trusted(spec)
         factory = _resolve_factory(spec.strip())
         call_kwargs = dict(kwargs)
         if _accepts(factory, "num_classes"):
@@ -218,7 +234,9 @@ def load_model(spec: str, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
 
     try:
         model = factory(**call_kwargs)
-    except Exception as exc:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # sys.exit() in a factory is an error, never a success
         args = ", ".join(f"{k}={v!r}" for k, v in call_kwargs.items())
         raise UnknownModelError(
             f"model factory for {spec!r} failed when called with ({args}): {_one_line(exc)}"
