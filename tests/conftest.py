@@ -7,6 +7,12 @@ import sys
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def own_user_profiles(monkeypatch, tmp_path_factory):
+    """Every test sees an empty user profile folder: what a developer calibrated stays out of them."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("user-data")))
+
+
 @pytest.fixture
 def run(monkeypatch, capsys):
     """Run the ``tlplan`` command in-process: ``run(*args) -> (exit code, stdout, stderr)``."""

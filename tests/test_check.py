@@ -62,3 +62,19 @@ def test_library_check() -> None:
     result = check_plan(plan, "memory", plan.predicted["peak_bytes"], model=model)
     assert result.passed and not result.stale
     assert not check_plan(plan, "memory", plan.predicted["peak_bytes"] - 1, model=model).fits
+
+
+def test_check_gates_on_the_budget_in_effect(run, tmp_path, monkeypatch) -> None:
+    # GIVEN a plan solved for 256 KB, in a project whose settings later lower the budget
+    monkeypatch.chdir(tmp_path)
+    assert run("solve", "mcunet-5fps", "--runtime", "mcu", "--ram", "256KB", "-o", "plan.yaml", "--quiet")[0] == 0
+    (tmp_path / "pyproject.toml").write_text('[tool.tlplan]\nmodel = "mcunet-5fps"\nram = "100KB"\n')
+    # THEN check fails against the settings' budget, and says where the budget came from
+    code, out, _ = run("check", "plan.yaml", "--format", "markdown")
+    assert code == 1 and "budget (pyproject.toml settings) | 100.00 KB" in out
+    # the command line's budget comes first
+    code, out, _ = run("check", "plan.yaml", "--ram", "300KB", "--format", "markdown")
+    assert code == 0 and "budget (--ram) | 300.00 KB" in out
+    (tmp_path / "pyproject.toml").write_text('[tool.tlplan]\nmodel = "mcunet-5fps"\n')
+    code, out, _ = run("check", "plan.yaml", "--format", "json")
+    assert code == 0 and '"budget_source": "the plan"' in out

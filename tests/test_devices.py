@@ -11,7 +11,7 @@ from tlplan.errors import BadInputError, UnknownDeviceError
 from tlplan.predict import devices as dev
 from tlplan.predict.devices import list_devices, load_device, profiles_dir, resolve_device
 
-SHIPPED = Path(dev.__file__).resolve().parents[2] / "profiles"
+SHIPPED = Path(dev.__file__).resolve().parents[1] / "profiles"
 
 VALID = {
     "name": "board",
@@ -183,9 +183,16 @@ def test_every_loaded_profile_resolves_by_its_own_name(tmp_path):
 # --------------------------------------------------------------------------- shipped profiles and env
 
 
-def test_profiles_dir_default():
-    assert profiles_dir() == SHIPPED
-    assert SHIPPED.is_dir()
+def test_profiles_dir_default(monkeypatch, tmp_path):
+    # GIVEN no TLPLAN_PROFILES: new profiles go to the user's data folder; the shipped ones are read too
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert profiles_dir() == tmp_path / "tlplan" / "profiles"
+    assert dev.shipped_profiles_dir() == SHIPPED and SHIPPED.is_dir()
+    write(tmp_path / "tlplan" / "profiles", "mine", {**VALID, "name": "mine"})
+    write(tmp_path / "tlplan" / "profiles", "rpi4", {**VALID, "name": "rpi4", "description": "my own rpi4"})
+    found = {d.name: d for d in list_devices()}
+    assert found["mine"].origin == "user" and found["jetson-nano"].origin == "shipped"
+    assert found["rpi4"].description == "my own rpi4"  # the user's own profile hides the shipped one
 
 
 def test_profiles_dir_env(monkeypatch, tmp_path):
@@ -217,3 +224,18 @@ def test_shipped_profiles_load():
     assert by_name["stm32f746"].source == "datasheet"
     assert by_name["stm32f746"].ram_bytes == 320 * 1024
     assert by_name["jetson-nano"].ram_bytes == 4 * 1024**3
+
+
+def test_shipped_profiles_are_package_data():
+    # GIVEN the wheel's package data ("profiles/*/*" of the tlplan package, pyproject.toml)
+    import tomllib
+
+    config = tomllib.loads((SHIPPED.parents[1] / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["tlplan"]
+    assert patterns == ["profiles/*/*"]
+    # THEN every file a profile needs sits where the pattern takes it (nothing nested deeper), and
+    # every shipped profile loads from inside the package
+    files = [p for p in SHIPPED.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert files and all(p.relative_to(SHIPPED).parts.__len__() == 2 for p in files)
+    assert dev.shipped_profiles_dir().parent == Path(dev.__file__).resolve().parents[1]
+    assert {d.name for d in list_devices(SHIPPED)} >= {"jetson-nano", "jetson-orin-nano", "rpi4", "stm32f746", "host-x86-2c"}

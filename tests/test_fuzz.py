@@ -190,7 +190,7 @@ def test_importance_tables(tmp_path_factory, rows, bom: bool) -> None:
     answers(load_importance, path)
 
 
-DEVICE = json.loads((Path(__file__).parent.parent / "profiles" / "rpi4" / "device.json").read_text())
+DEVICE = json.loads((Path(__file__).parent.parent / "tlplan" / "profiles" / "rpi4" / "device.json").read_text())
 
 
 @fuzz("devices")

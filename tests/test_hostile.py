@@ -269,7 +269,7 @@ def test_device_profile_numbers_are_checked(tmp_path, field, value) -> None:
 
     from tlplan.predict.devices import load_device
 
-    doc = json.loads((Path(__file__).parent.parent / "profiles" / "rpi4" / "device.json").read_text())
+    doc = json.loads((Path(__file__).parent.parent / "tlplan" / "profiles" / "rpi4" / "device.json").read_text())
     doc[field] = value
     (tmp_path / "device.json").write_text(json.dumps(doc))
     with pytest.raises(BadInputError, match=field):

@@ -33,6 +33,7 @@ class CheckResult:
     step_on: PredictedOn | None = None  # where step_ms was predicted
     max_step_ms: float | None = None  # the plan's time limit (solve --max-step-ms), on the plan's device
     notes: tuple[str, ...] = ()  # what could not be checked, and why
+    budget_source: str = "the plan"  # where the budget in effect came from
 
     @property
     def fits(self) -> bool:
@@ -54,13 +55,14 @@ class CheckResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"plan": self.plan_path, "model": self.model, "runtime": self.runtime, "budget_bytes": self.budget_bytes,
-                "fits": self.fits, "fast_enough": self.fast_enough, "stale": list(self.stale), "passed": self.passed,
+                "budget_source": self.budget_source, "fits": self.fits, "fast_enough": self.fast_enough, "stale": list(self.stale), "passed": self.passed,
                 "predicted": self.predicted, "stored": self.stored, "step_ms": self.step_ms,
                 "step_ms_source": str(self.step_on) if self.step_on else None, "max_step_ms": self.max_step_ms, "notes": list(self.notes)}
 
 
 def check_plan(plan: Plan, plan_path: str, budget_bytes: int | None = None, model=None,
-               device: str | Device | None = None, trust_model_code: bool = False) -> CheckResult:
+               device: str | Device | None = None, trust_model_code: bool = False,
+               budget_source: str = "the caller") -> CheckResult:
     """Recompute ``plan``'s costs; the budget is ``budget_bytes`` or the one the plan was solved for.
 
     On ``device`` (else the plan's own, where it names one with a latency model) the step time is
@@ -92,7 +94,8 @@ def check_plan(plan: Plan, plan_path: str, budget_bytes: int | None = None, mode
             limit = float(stored_limit)
     elif isinstance(stored.get("max_step_ms"), (int, float)):
         notes.append(f"the plan's step-time limit ({stored['max_step_ms']:g} ms) was not checked: no device to predict on")
-    return CheckResult(plan_path, plan.model, plan.runtime, budget, now, stored, stale, step_ms, source, limit, tuple(notes))
+    return CheckResult(plan_path, plan.model, plan.runtime, budget, now, stored, stale, step_ms, source, limit, tuple(notes),
+                       budget_source if budget_bytes is not None else "the plan")
 
 
 def _device_for(plan: Plan, device: str | Device | None, notes: list[str]):

@@ -30,6 +30,11 @@ class Format(str, enum.Enum):
     markdown = "markdown"
 
 
+class DevicesFormat(str, enum.Enum):
+    table = "table"
+    json = "json"
+
+
 # options several commands share
 ModelArg = Annotated[Optional[str], typer.Argument(help="Zoo name (see `tlplan zoo`) or package.module:factory; default: the project's settings.", show_default=False)]
 ResolutionOpt = Annotated[Optional[int], typer.Option(help="Input height and width (default: the model's own).")]
@@ -324,12 +329,19 @@ def check(
     from ..sizes import parse_size
 
     cfg = _resolve(ram=ram, device=device, need_model=False)
-    budget = parse_size(str(ram)) if ram is not None else None  # the plan's own budget before the project's
+    # the budget in effect: the command line's, else the project's settings, else the plan's own
+    # (a project that lowers its budget must not pass on a plan solved for the old one)
+    budget, source = None, "the plan"
+    if ram is not None:
+        budget, source = parse_size(str(ram)), "--ram"
+    elif cfg["ram"] is not None:
+        from ..settings import find_settings
+
+        budget, source = parse_size(str(cfg["ram"])), f"{find_settings().source.name} settings"
     found = _device(cfg["device"], quiet)
     loaded = load_plan(plan)
-    if budget is None and loaded.budget_bytes is None and cfg["ram"] is not None:
-        budget = parse_size(str(cfg["ram"]))
-    result = check_plan(loaded, str(plan), budget, device=found, trust_model_code=_trusted(loaded.model, trust_model_code))
+    result = check_plan(loaded, str(plan), budget, device=found, trust_model_code=_trusted(loaded.model, trust_model_code),
+                        budget_source=source)
     _emit(result, reporter, fmt, out, quiet, summary=True)
     if not result.passed:
         raise CheckFailed(reporter.status(result).removeprefix("FAIL: ") + f" ({plan})")
@@ -488,12 +500,18 @@ def _positive(**values: int) -> None:
 
 
 @app.command()
-def devices() -> None:
-    """List the device profiles: name, source (measured or datasheet), RAM, peak, date, accuracy."""
-    from ..predict.devices import list_devices, profiles_dir
-    from ..report.devices import devices_table
+def devices(
+    fmt: Annotated[DevicesFormat, typer.Option("--format", help="Output format.")] = DevicesFormat.table,
+) -> None:
+    """List the device profiles: name, source (measured or datasheet), where it came from, RAM, peak, date, accuracy."""
+    from ..predict.devices import list_devices, profile_roots
+    from ..report.devices import devices_json, devices_table
 
-    output.stdout_console().print(devices_table(list_devices(), str(profiles_dir())))
+    roots = [(origin, str(folder)) for folder, origin in profile_roots()]
+    if fmt == DevicesFormat.json:
+        output.stdout_console().print(devices_json(list_devices(), roots), markup=False, highlight=False, soft_wrap=True)
+    else:
+        output.stdout_console().print(devices_table(list_devices(), roots))
 
 
 @app.command("zoo")

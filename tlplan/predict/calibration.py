@@ -430,16 +430,24 @@ def calibrate(settings: Settings, *, root: Path | None = None, progress: Progres
         except OSError:
             raise BadInputError(f"another tlplan calibrate is writing the profile {name} under {root}; wait for it") from None
         try:
-            state = partial.open(settings)
-        except OSError as exc:
-            raise BadInputError(f"cannot write the profile under {root}: {exc.strerror or exc}") from None
-        report = progress or (lambda p: None)
-        _keep_timing(state, settings, partial.dir)
-        if "runtime_overhead_bytes" not in state:
-            state["runtime_overhead_bytes"] = framework_overhead_bytes()
-        partial.save_state(state)
-        with framework_threads(state["threads"]):
-            return _calibrate(settings, root, name, ops, networks, partial, state, report)
+            return _locked_calibrate(settings, root, name, ops, networks, partial, progress)
+        finally:
+            Path(lock.name).unlink(missing_ok=True)  # while still held: a later run makes its own
+
+
+def _locked_calibrate(settings: Settings, root: Path, name: str, ops: Sequence[str], networks: Sequence[str],
+                      partial: "_Partial", progress: ProgressFn | None) -> Device:
+    try:
+        state = partial.open(settings)
+    except OSError as exc:
+        raise BadInputError(f"cannot write the profile under {root}: {exc.strerror or exc}") from None
+    report = progress or (lambda p: None)
+    _keep_timing(state, settings, partial.dir)
+    if "runtime_overhead_bytes" not in state:
+        state["runtime_overhead_bytes"] = framework_overhead_bytes()
+    partial.save_state(state)
+    with framework_threads(state["threads"]):
+        return _calibrate(settings, root, name, ops, networks, partial, state, report)
 
 
 def _check_networks(networks: Sequence[str]) -> None:

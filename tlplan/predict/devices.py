@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -93,6 +93,7 @@ class Device:
     anchors: tuple[Mapping[str, Any], ...] | None = None
     additions: tuple[Mapping[str, Any], ...] | None = None
     folder: Path | None = field(default=None, compare=False)  # where device.json was read from
+    origin: str = field(default="", compare=False)  # shipped, user, TLPLAN_PROFILES: which root it came from
 
     @property
     def usable_ram_bytes(self) -> int:
@@ -106,12 +107,35 @@ class Device:
         return self.peak_flops_fp32 is not None
 
 
+def shipped_profiles_dir() -> Path:
+    """The profiles that ship inside the package (datasheet figures, and machines measured for it)."""
+    from importlib.resources import files
+
+    return Path(str(files("tlplan") / "profiles"))
+
+
+def user_profiles_dir() -> Path:
+    """The user's own profiles (``tlplan calibrate`` writes there): the platform's user data folder."""
+    import platformdirs
+
+    return platformdirs.user_data_path("tlplan") / "profiles"
+
+
 def profiles_dir() -> Path:
-    """``$TLPLAN_PROFILES``, else the ``profiles/`` folder shipped beside the package."""
+    """Where new profiles are written: ``$TLPLAN_PROFILES``, else the user's folder."""
     env = os.environ.get("TLPLAN_PROFILES")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "profiles"
+    return user_profiles_dir()
+
+
+def profile_roots() -> list[tuple[Path, str]]:
+    """The folders profiles are read from, first wins on a name, each with what it is: only
+    ``$TLPLAN_PROFILES`` where it is set, else the user's folder, then the shipped ones."""
+    env = os.environ.get("TLPLAN_PROFILES")
+    if env:
+        return [(Path(env), "TLPLAN_PROFILES")]
+    return [(user_profiles_dir(), "user"), (shipped_profiles_dir(), "shipped")]
 
 
 def load_device(path: Path) -> Device:
@@ -227,10 +251,17 @@ def _checked_nested(path: Path, key: str, value: Any) -> Any:
 
 
 def list_devices(root: Path | None = None) -> list[Device]:
-    root = root or profiles_dir()
-    if not root.is_dir():
-        return []
-    return [load_device(p) for p in sorted(root.glob("*/device.json"))]
+    """Every profile under ``root`` (None: every root of ``profile_roots``, a name found in an
+    earlier root hiding a later one's), each saying where it came from."""
+    roots = [(root, "given")] if root is not None else profile_roots()
+    found: dict[str, Device] = {}
+    for folder, origin in roots:
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.glob("*/device.json")):
+            device = replace(load_device(path), origin=origin)
+            found.setdefault(device.name, device)
+    return sorted(found.values(), key=lambda d: d.folder.name if d.folder else d.name)
 
 
 def cpu_name() -> str:

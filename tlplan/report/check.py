@@ -32,7 +32,7 @@ def status(result: CheckResult) -> str:
 
 
 def _cells(result: CheckResult) -> list[list[str]]:
-    rows = [["budget", units.human_bytes(result.budget_bytes), "", ""]]
+    rows = [[f"budget ({result.budget_source})", units.human_bytes(result.budget_bytes), "", ""]]
     for label, key in ROWS:
         now, stored = result.predicted.get(key), result.stored.get(key)
         mark = "" if stored is None or stored == now else "changed"

@@ -17,19 +17,37 @@ def _accuracy(d) -> str:
     return f"MAPE {acc['mape']:.1f}%, {acc['within_10']:.0f}% within ±10%"
 
 
-def devices_table(devices: Sequence, where: str) -> Table:
-    """Name, source (measured / datasheet), RAM and what training may use, peak, date, accuracy."""
-    table = Table(title=f"device profiles in {where}",
-                  caption="KB/MB/GB = 1024-based; usable RAM = RAM − runtime overhead (framework, CUDA context); "
-                          "accuracy: held-out networks' whole training step, leave-one-network-out")
-    for col in ("name", "source", "RAM", "usable RAM", "peak fp32 GFLOPS", "date", "accuracy", "description"):
+def devices_table(devices: Sequence, roots: Sequence[tuple[str, str]]) -> Table:
+    """Name, source (measured / datasheet), where it came from, RAM and what training may use,
+    peak, date, accuracy; ``roots``: (origin, folder) of every folder searched."""
+    where = "; ".join(f"{origin}: {folder}" for origin, folder in roots)
+    table = Table(title="device profiles",
+                  caption=f"from {where}. KB/MB/GB = 1024-based; usable RAM = RAM − runtime overhead (framework, "
+                          "CUDA context); accuracy: held-out networks' whole training step, leave-one-network-out")
+    for col in ("name", "source", "from", "RAM", "usable RAM", "peak fp32 GFLOPS", "date", "accuracy", "description"):
         table.add_column(col, justify="right" if col in ("RAM", "usable RAM", "peak fp32 GFLOPS") else "left")
     for d in devices:
         table.add_row(
-            d.name, d.source, units.human_bytes(d.ram_bytes), units.human_bytes(d.usable_ram_bytes),
+            d.name, d.source, d.origin or "-", units.human_bytes(d.ram_bytes), units.human_bytes(d.usable_ram_bytes),
             f"{d.peak_flops_fp32 / 1e9:,.2f}" if d.peak_flops_fp32 else "-", d.date or "-", _accuracy(d), d.description,
         )
     return table
+
+
+def devices_json(devices: Sequence, roots: Sequence[tuple[str, str]]) -> str:
+    """The profile list for scripts (``schema``: ``tlplan.devices/1``)."""
+    import json
+
+    return json.dumps({
+        "schema": "tlplan.devices/1",
+        "roots": [{"origin": origin, "folder": folder} for origin, folder in roots],
+        "devices": [{
+            "name": d.name, "description": d.description, "source": d.source, "origin": d.origin,
+            "folder": str(d.folder) if d.folder else None, "ram_bytes": d.ram_bytes,
+            "usable_ram_bytes": d.usable_ram_bytes, "peak_flops_fp32": d.peak_flops_fp32, "date": d.date,
+            "predicts_latency": d.predicts, "accuracy": dict(d.accuracy) if d.accuracy else None,
+        } for d in devices],
+    }, indent=2)
 
 
 def render_calibrated(device, console: Console) -> None:
