@@ -128,8 +128,15 @@ def test_profile_table_narrow_log_keeps_rows_whole(run, monkeypatch):
     rows = [ln for ln in out.splitlines() if "│" in ln]
     assert len(rows) == len(report.layers) + 1  # the layers and the totals, one line each
     assert "total" in rows[-1]
+    # 60 columns: whole columns are left out (and named), no cell is cut, no line is wider
+    assert "left out at 60 columns" in out and "…" not in out
+    assert max(len(ln) for ln in out.splitlines() if ln[:1] in "┏┃┡│├└") <= 60  # (summary lines soft-wrap whole)
     for ln, layer in zip(rows, report.layers):
         assert layer.name in ln, ln
+    # wide enough, the kept-bytes column is there, whole, at the end of each row
+    monkeypatch.setenv("COLUMNS", "200")
+    rows = [ln for ln in run("profile", "resnet18", "--resolution", "64", "--no-measure")[1].splitlines() if "│" in ln]
+    for ln, layer in zip(rows, report.layers):
         if layer.saved_bytes:
             assert ln.rstrip().endswith(f"{kb(layer.saved_bytes)} │"), ln
 

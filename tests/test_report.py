@@ -197,3 +197,19 @@ def test_other_units():
     assert units.ms(1234.5) == "1,234.500"
     assert units.shape((1, 3, 128, 128)) == "1×3×128×128"
     assert units.shape([1, 1000]) == "1×1000"
+
+
+def test_narrow_logs_drop_columns_never_digits(run, monkeypatch) -> None:
+    # GIVEN a CI log 80 columns wide (not a terminal)
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("CI", "true")
+    code, out, _ = run("compare", "mobilenet_v2", "--no-measure")
+    assert code == 0
+    # THEN no line is wider, no cell is cut ("…"), and the caption names what was left out
+    assert max(len(line) for line in out.splitlines() if line[:1] in "┏┃┡│├└") <= 80
+    assert "…" not in out and "left out at 80 columns" in out
+    wide = run("compare", "mobilenet_v2", "--no-measure", "--format", "json")[1]
+    import json
+
+    full = next(r for r in json.loads(wide)["schemes"] if r["scheme"] == "full")
+    assert f"{full['kept_eager_bytes'] / 1024:,.1f}" in out  # the numbers shown are whole

@@ -13,6 +13,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..fileio import write_atomic  # noqa: F401  (re-exported for the commands)
 
 
+class _FittingConsole(Console):
+    """Tables printed here fit the width by leaving out columns, never by cutting numbers."""
+
+    def print(self, *objects, **kwargs) -> None:  # noqa: A003 - rich's name
+        from rich.table import Table
+
+        from ..report.tables import fit
+
+        super().print(*(fit(o, self) if isinstance(o, Table) else o for o in objects), **kwargs)
+
+
 def stdout_console() -> Console:
     """A terminal gets rich's own width; a log or pipe gets ``$COLUMNS`` or room for any table."""
     width = None
@@ -22,7 +33,7 @@ def stdout_console() -> Console:
         except ValueError:
             width = None
         width = width or 240
-    return Console(highlight=False, soft_wrap=False, width=width)
+    return _FittingConsole(highlight=False, soft_wrap=False, width=width)
 
 
 def stderr_console() -> Console:

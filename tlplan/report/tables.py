@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from typing import Any, Sequence
 
+from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 
@@ -19,6 +21,21 @@ def rich(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[str]
         table.add_column(col, justify="right" if side == "r" else "left", no_wrap=side == "r" or not wrap_left)
     for row in rows:
         table.add_row(*row)
+    return table
+
+
+def fit(table: Table, console: Console) -> Table:
+    """``table`` narrowed to the console's width by leaving out whole columns from the right (the
+    caption says which), never by cutting a number short: a wide table on an 80-column log keeps
+    every digit it shows."""
+    dropped: list[str] = []
+    unbounded = console.options.update(max_width=1 << 20)  # the table's own width, not clamped to the console's
+    while len(table.columns) > 1 and Measurement.get(console, unbounded, table).maximum > console.width:
+        dropped.append(str(table.columns.pop().header).strip() or "(unnamed)")
+    if dropped:
+        note = (f"left out at {console.width} columns: {', '.join(reversed(dropped))} "
+                "(a wider terminal, or --format csv / json, shows them)")
+        table.caption = f"{table.caption}\n{note}" if table.caption else note
     return table
 
 

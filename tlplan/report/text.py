@@ -30,19 +30,8 @@ def render_table(report: ProfileReport, console: Console) -> None:
         table.add_row(*cells)
     table.add_section()
     table.add_row(*totals, style="bold")
-    if console.is_terminal:
-        console.print(table)
-    else:
-        # a log or a file: as wide as the table needs, so no name folds and no number wraps
-        probe = Console(file=io.StringIO(), width=10_000, no_color=True)
-        probe.print(table)
-        natural = max(len(line.rstrip()) for line in probe.file.getvalue().splitlines())
-        width = console.width
-        console.width = max(width, natural)
-        try:
-            console.print(table)
-        finally:
-            console.width = width
+    # the CLI's console fits the width by leaving out columns from the right, never by cutting numbers
+    console.print(table)
     for what, value, source in pr.summary_lines(report):
         # soft wrap: a long line is left whole for the terminal to wrap, never broken inside a number
         console.print(f"[bold]{what}[/bold]: {value}  [dim]({source})[/dim]", highlight=False, soft_wrap=True)
