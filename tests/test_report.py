@@ -213,3 +213,16 @@ def test_narrow_logs_drop_columns_never_digits(run, monkeypatch) -> None:
 
     full = next(r for r in json.loads(wide)["schemes"] if r["scheme"] == "full")
     assert f"{full['kept_eager_bytes'] / 1024:,.1f}" in out  # the numbers shown are whole
+
+
+def test_small_front_door_fixes(run, tmp_path) -> None:
+    # -h works like --help, and help shows its defaults (rich markup no longer eats "[default: 1]")
+    code, out, _ = run("profile", "-h")
+    assert code == 0 and "[default: 1]" in out
+    # --plot writes the format its name asks for
+    code, _, err = run("profile", "mcunet-5fps", "--resolution", "32", "--no-measure", "--plot", str(tmp_path / "k.svg"))
+    assert code == 0, err
+    assert b"<svg" in (tmp_path / "k.svg").read_bytes()[:500]
+    # CSV is plain ASCII (shapes as 1x16x16x16)
+    csv_text = run("profile", "mcunet-5fps", "--resolution", "32", "--no-measure", "--format", "csv")[1]
+    assert csv_text.isascii() and ",1x16x16x16," in csv_text

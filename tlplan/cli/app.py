@@ -18,8 +18,10 @@ app = typer.Typer(
     name="tlplan",
     help="What training a CNN costs on a small device, layer by layer, and what to train to fit.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # tlplan --install-completion: the shell's own completion of commands and options
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help text is plain: "[default: 1]" and "[tool.tlplan]" print as written
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
@@ -403,7 +405,9 @@ def config_command() -> None:
     from ..settings import KEYS, find_settings
 
     settings = find_settings()
-    table = Table(title=f"settings in effect ({settings.source or 'no [tool.tlplan] or tlplan.yaml found'})")
+    from rich.markup import escape
+
+    table = Table(title=escape(f"settings in effect ({settings.source or 'no [tool.tlplan] or tlplan.yaml found'})"))
     for col in ("key", "value", "from"):
         table.add_column(col)
     for key in KEYS:

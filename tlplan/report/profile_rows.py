@@ -158,7 +158,7 @@ def as_records(report: ProfileReport) -> list[dict[str, Any]]:
     for row in report.layers:
         d = row.to_dict()
         lat = d.pop("latency_ms") or {}
-        d["output_shape"] = units.shape(row.output_shape)
+        d["output_shape"] = "x".join(str(d) for d in row.output_shape)  # CSV stays plain ASCII
         d["block"] = row.block or ""
         d["latency_ms_fwd"] = lat.get("fwd", "")
         d["latency_ms_bwd"] = "" if lat.get("bwd") is None else lat["bwd"]

@@ -20,7 +20,7 @@ def render_table(report: ProfileReport, console: Console) -> None:
     totals = pr.total_cells(report)
     for i, col in enumerate(pr.columns(report)):
         numeric = col in pr.NUMERIC
-        # numbers never shrink or wrap (a narrow terminal scrolls instead); names may fold
+        # numbers never shrink or wrap (where the width runs out, whole columns are left out); names may fold
         widest = max([len(col), len(totals[i])] + [len(r[i]) for r in rows])
         table.add_column(
             col, justify="right" if numeric else "left", no_wrap=numeric,
