@@ -132,7 +132,8 @@ class SENet(nn.Module):
 
 
 class LayerNormNet(nn.Module):
-    """ConvNeXt's pattern: a depthwise conv, LayerNorm over channels in NHWC, a pointwise MLP."""
+    """ConvNeXt's pattern: a depthwise conv, LayerNorm over channels in NHWC, a pointwise MLP; then
+    ViT's: tokens as a transposed view into a Linear."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -140,13 +141,18 @@ class LayerNormNet(nn.Module):
         self.dw = nn.Conv2d(16, 16, 7, padding=3, groups=16)
         self.norm = nn.LayerNorm(16)
         self.mlp = nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 16))
+        self.token = nn.Linear(16, 16)
+        self.side = nn.Conv2d(16, 16, 1)
         self.head = nn.Linear(16, CLASSES)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         y = self.norm(self.dw(x).permute(0, 2, 3, 1))
         x = x + self.mlp(y).permute(0, 3, 1, 2)
-        return self.head(x.mean((2, 3)))
+        # ViT's tokens: a transposed view, which a Linear on 3-d input copies before keeping it
+        # (while a conv keeps the same tensor as it is)
+        tokens = self.token(x.flatten(2).transpose(1, 2))
+        return self.head(tokens.mean(1) + self.side(x).mean((2, 3)))
 
 
 class Fire(nn.Module):

@@ -37,8 +37,14 @@ class LinearSpec(WeightOpSpec):
         return _numel(layer.output_shape) * layer.input_shapes[0][-1]
 
     def eager_saved(self, layer: Layer, state: GradState) -> list[SavedTensor]:
-        # addmm/mm keep mat1 (the input) only to compute the weight's gradient
-        return [SavedTensor("input", value=layer.inputs[0])] if "weight" in state.trained else []
+        # addmm/mm keep mat1 (the input) only to compute the weight's gradient; an input of more
+        # than two dimensions is flattened first, which copies a non-contiguous one (a transposed view)
+        if "weight" not in state.trained:
+            return []
+        x = layer.input_shapes[0]
+        if len(x) > 2 and layer.attrs.get("input_contiguous") is False:
+            return [SavedTensor("input copy", private_bytes=_numel(x) * layer.output_dtype_bytes)]
+        return [SavedTensor("input", value=layer.inputs[0])]
 
     def keeps_input(self, layer: Layer, opts: LayerOptions | None) -> bool:
         return opts is not None and opts.weight == 1.0

@@ -52,6 +52,7 @@ def trace_model(model: nn.Module, input_shape: tuple[int, ...], model_name: str 
 class _Meta:
     shape: tuple[int, ...]
     dtype: torch.dtype
+    contiguous: bool = True  # a permuted / transposed view is not: some ops then copy it
 
 
 class _ShapeRecorder(torch.fx.Interpreter):
@@ -64,7 +65,7 @@ class _ShapeRecorder(torch.fx.Interpreter):
     def run_node(self, n: torch.fx.Node) -> Any:
         result = super().run_node(n)
         if isinstance(result, torch.Tensor):
-            self.metas[n.name] = _Meta(tuple(result.shape), result.dtype)
+            self.metas[n.name] = _Meta(tuple(result.shape), result.dtype, result.is_contiguous())
         return result
 
 
@@ -101,7 +102,7 @@ def _propagate_shapes(gm: torch.fx.GraphModule, input_shape: tuple[int, ...]) ->
         one = at_one.metas.get(name)
         if one is not None and len(one.shape) == len(two.shape):
             shape = tuple(a + (b - a) * (batch - 1) for a, b in zip(one.shape, two.shape))
-            metas[name] = _Meta(shape, two.dtype)
+            metas[name] = _Meta(shape, two.dtype, two.contiguous)
     return metas
 
 
@@ -200,6 +201,8 @@ def _graph_from_fx(
             if arg.name in values:
                 inputs.append(values[arg.name])
                 input_shapes.append(metas[arg.name].shape if arg.op != "placeholder" else input_shape)
+        if first_input is not None and not first_input.contiguous:
+            attrs["input_contiguous"] = False
         alias_of = None
         if inputs and (op in view_ops or attrs.get("inplace")):
             alias_of = inputs[0]
