@@ -29,14 +29,21 @@ from tlplan.trace import trace_model
 
 from corpus import CORPUS, SHAPE, build
 
-SCHEMES = ("full", "last", "bias", "norm+last", "blocks:1", "mobiletl:2", "gradfilter:2:2")
+SCHEMES = ("full", "last", "bias", "norm+last", "blocks:1", "mobiletl:2", "gradfilter:2:2", "sparse")
 #: schemes whose options are exact (no gradient filter, no h-swish surrogate)
-EXACT = {"full", "last", "bias", "norm+last", "blocks:1"}
+EXACT = {"full", "last", "bias", "norm+last", "blocks:1", "sparse"}
 
 
-def _case(name: str, scheme: str, runtime: str):
+def _case(name: str, scheme: str, runtime: str, tmp_path=None):
     model = build(name)
     graph = trace_model(model, SHAPE, name)
+    if scheme == "sparse":  # the 256KB paper's form: biases of the last two convs, the last conv's weight
+        from tlplan.plan.schemes import conv_layers
+
+        convs = len(conv_layers(graph))
+        config = tmp_path / "backward_config.yaml"
+        config.write_text(f"n_bias_update: {min(2, convs)}\nmanual_weight_idx: [{convs - 1}]\nweight_update_ratio: [1]\n")
+        scheme = f"sparse:{config}"
     try:
         options = scheme_options(graph, parse_scheme(scheme))
     except SchemeError as exc:  # a model without blocks or convs for the scheme: a clean error
@@ -47,8 +54,8 @@ def _case(name: str, scheme: str, runtime: str):
 @pytest.mark.parametrize("runtime", ["eager", "tlplan"])
 @pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("name", sorted(CORPUS))
-def test_corpus_exact(name: str, scheme: str, runtime: str) -> None:
-    model, graph, options = _case(name, scheme, runtime)
+def test_corpus_exact(name: str, scheme: str, runtime: str, tmp_path) -> None:
+    model, graph, options = _case(name, scheme, runtime, tmp_path)
     assert graph.classifier is not None, "every corpus model has a classifier (a Linear or a conv)"
     costs = annotate(graph, options, runtime)
     plan = Plan(name, SHAPE, options, runtime=runtime)
