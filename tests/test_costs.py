@@ -144,3 +144,8 @@ def test_unsupported_op_is_reported_not_hidden() -> None:
     costs = annotate(graph, {})
     assert sorted(costs.unsupported) == ["shuffle", "sin"]
     assert any("no cost rule" in w for w in graph.warnings)
+
+
+def test_unknown_scheme_suggests_the_closest() -> None:
+    with pytest.raises(SchemeError, match="did you mean mobiletl"):
+        parse_scheme("mobletl:3")

@@ -169,7 +169,7 @@ def solve(
     pareto: Annotated[bool, typer.Option("--pareto", help="Sweep budgets and print the frontier with the named schemes.")] = False,
     plot: Annotated[Optional[Path], typer.Option(help="With --pareto: also write the frontier as a PNG.")] = None,
     fmt: FormatOpt = Format.table,
-    out: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the plan (YAML) to FILE, atomically.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the plan (YAML) to FILE, atomically; with --pareto, the frontier (in --format).")] = None,
     export: Annotated[Optional[str], typer.Option(help="backward-config: solve within the 256KB paper's form and write its fields instead of a plan.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No notes.")] = False,
 ) -> None:
@@ -218,7 +218,8 @@ def solve(
         front = frontier(space, budget, time=time, max_step_ms=max_step_ms)
         if plot is not None:
             pareto_report.plot(front, plot)
-        _emit(front, pareto_report, fmt, None, quiet, summary=True)
+        # there is no single plan: -o writes the frontier, in --format (table: as text)
+        _emit(front, pareto_report, fmt, out, quiet, summary=True)
         return
     result = solve_space(space, budget, time=time, max_step_ms=max_step_ms)
     plan = plan_of(result, space, model, num_classes, found.name if found else None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -74,7 +75,9 @@ def parse_scheme(text: str) -> Scheme:
         if not Path(raw).is_file():
             raise SchemeError(f"plan file {raw!r} does not exist")
         return Scheme("plan", path=raw)
-    raise SchemeError(f"unknown scheme {raw!r}; use {SCHEME_HELP}")
+    close = difflib.get_close_matches(head, ["full", "last", "bias", "norm+last", "blocks", "mobiletl", "gradfilter", "sparse"], n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise SchemeError(f"unknown scheme {raw!r}; {hint}use {SCHEME_HELP}")
 
 
 # ---- from a scheme to per-layer options -----------------------------------------------------------
