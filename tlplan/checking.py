@@ -37,7 +37,8 @@ class CheckResult:
 
     @property
     def fits(self) -> bool:
-        return self.predicted["peak_bytes"] <= self.budget_bytes
+        """Within budget (a plan whose model changed has no prediction now: its check fails as stale)."""
+        return "peak_bytes" not in self.predicted or self.predicted["peak_bytes"] <= self.budget_bytes
 
     @property
     def fast_enough(self) -> bool:
@@ -75,8 +76,14 @@ def check_plan(plan: Plan, plan_path: str, budget_bytes: int | None = None, mode
         raise BadInputError(f"plan {plan_path} records no budget; give one with {arg('ram_bytes')}")
     net = model if model is not None else load_model(plan.model, num_classes=plan.num_classes, trust_code=trust_model_code)
     graph = trace_model(net, plan.input_shape, plan.model)
-    validate_shapes(graph, plan.shapes, f"plan {plan_path}")
-    validate_options(graph, plan.layers, f"plan {plan_path}", plan.runtime)
+    try:
+        validate_shapes(graph, plan.shapes, f"plan {plan_path}")
+        validate_options(graph, plan.layers, f"plan {plan_path}", plan.runtime)
+    except BadInputError as exc:  # the model changed since the plan was made: a failed check, not bad input
+        changed = str(exc).removeprefix(f"plan {plan_path}: ")
+        return CheckResult(plan_path, plan.model, plan.runtime, budget, {}, dict(plan.predicted),
+                           (f"the model changed ({changed})",), notes=("solve again for the model as it is now",),
+                           budget_source=budget_source if budget_bytes is not None else "the plan")
     costs = annotate(graph, plan.layers, plan.runtime, plan.precision)
     now = predicted_costs(costs, plan.optimizer)
     stored = dict(plan.predicted)

@@ -36,7 +36,7 @@ def _cells(result: CheckResult) -> list[list[str]]:
     for label, key in ROWS:
         now, stored = result.predicted.get(key), result.stored.get(key)
         mark = "" if stored is None or stored == now else "changed"
-        rows.append([label, units.human_bytes(now), "-" if stored is None else units.human_bytes(stored), mark])
+        rows.append([label, "-" if now is None else units.human_bytes(now), "-" if stored is None else units.human_bytes(stored), mark])
     if result.step_ms is not None:
         stored = result.stored_step_ms
         mark = "" if result.fast_enough else f"over the {result.max_step_ms:g} ms limit"
