@@ -48,7 +48,7 @@ def _names(text: Optional[str]) -> Optional[tuple[str, ...]]:
 
 def calibrate(
     name: Annotated[Optional[str], typer.Option("--name", help="Profile to write: profiles/NAME/ (e.g. host-x86-2c).")] = None,
-    budget_minutes: Annotated[float, typer.Option(help="Minutes of measuring (time waiting for a quiet CPU is not counted).")] = 20.0,
+    budget_minutes: Annotated[float, typer.Option(help="Minutes this run may take, waiting for a quiet CPU included (past them, only one whole step and every op once are still timed).")] = 20.0,
     evaluate: Annotated[Optional[str], typer.Option("--evaluate", metavar="NAME", help="Instead: leave-one-network-out accuracy of measured profile NAME (re-measures the zoo's steps here), written into its device.json.")] = None,
     ops: Annotated[Optional[str], typer.Option(help="Only these calibration ops (comma-separated; default: all, or with --add those the profile lacks).")] = None,
     add: Annotated[bool, typer.Option("--add", help="Time ops into the existing profile NAME, keeping its other measurements and steps (default: the ops it has none of, e.g. the tlplan runtime's).")] = False,

@@ -18,7 +18,10 @@ networks, which fit the per-step overhead) and ``device.json``.
   it (``--add``, ``--evaluate``) is timed the same way, with the same framework threads.
 * **Only quiet timings.** Configurations are timed in chunks of about a second; a chunk during
   which other processes took more than ``threshold`` of the CPUs is thrown away and timed again
-  once the machine is quiet. The budget counts time spent measuring, not waiting.
+  once the machine is quiet.
+* **A bounded run.** The budget bounds this run's wall-clock time, waiting included: whole steps
+  get at most ``step_share`` of it, layer configurations the rest; past it only one whole step and
+  every op once (what any profile needs) are still timed.
 * **Resumable, never half-written.** Rows are appended to ``<profiles>/.<name>.partial/`` as they
   are measured; an interrupted run picks up from there. The profile folder appears only when
   complete (written beside it, then renamed into place).
@@ -67,6 +70,8 @@ STEP_BATCHES = (1, 4, 8)
 #: the overhead's term for the runtime's layers (each a Python autograd Function)
 RUNTIME_STEP_SCHEMES = ("full", "bias", "mobiletl:3", "gradfilter:2:2")
 RUNTIME_STEP_BATCHES = (1, 8)
+#: the share of a run's budget whole steps may take (layer configurations get the rest)
+STEP_SHARE = 0.5
 #: when each adaptive round starts, as a share of the layer budget
 ROUND_STARTS = (0.0, 0.4, 0.6, 0.8)
 RANDOM_SHARE = 0.15  # of round-0 samples drawn uniformly from a box instead of near a network
@@ -122,6 +127,9 @@ class Settings:
     threshold: float = 0.05
     chunk_s: float = 1.0
     step_rounds: int = 3  # timings of each whole step, in interleaved rounds
+    #: the share of the budget whole steps may take before the rest of their list is left out
+    #: (None: every step of the list, whatever the budget)
+    step_share: float | None = STEP_SHARE
     #: how a timing's runs are summed up (a key of ``tlplan.measure.latency.STATISTICS``)
     statistic: str = "min"
     threads: int | None = None  # framework (intra-op) threads while timing; None: as set (torch's default)
@@ -488,10 +496,19 @@ def _calibrate(settings: Settings, root: Path, name: str, ops: Sequence[str], ne
 
     traced = StepCases()  # one trace per network and batch, shared by its schemes
     total = len(cases) * settings.step_rounds
+    # --budget-minutes bounds this run: whole steps get at most half of what is left, layer
+    # configurations the rest. Past it, only what any profile needs is still timed: one whole step,
+    # and every op once (seconds, not the minutes the whole step list would take)
+    left = max(settings.budget_s - state["measured_s"], 0.0)
+    start = time.monotonic()
+    deadline = start + left
     for done, (rnd, case) in enumerate(interleaved_rounds(cases, settings.step_rounds, state["seed"] * 7919)):
         report(Progress("steps", done, total, f"round {rnd + 1}: {case_label(case)}"))
         if timings[case] > rnd:
             continue
+        if settings.step_share is not None and time.monotonic() >= start + settings.step_share * left \
+                and sum(timings.values()):
+            break
         ms, share, spent = time_step(*case[:4], threshold=settings.threshold, costs=traced.costs(*case),
                                      statistic=state["statistic"])
         net, scheme, batch, res, runtime = case
@@ -504,7 +521,9 @@ def _calibrate(settings: Settings, root: Path, name: str, ops: Sequence[str], ne
     # layer configurations, in adaptive rounds, until the budget is spent
     prior = sampling.priors_by_op(ops, sampling.shape_prior(networks))
     steps_s = state["measured_s"] - state.get("layers_s", 0.0)
-    configs = _measure_layers(settings, tuple(ops), prior, partial, state, max(settings.budget_s - steps_s, 0.0), report)
+    configs = _measure_layers(settings, tuple(ops), prior, partial, state, max(settings.budget_s - steps_s, 0.0), report,
+                              deadline)
+    _enough(partial, ops, settings)
 
     report(Progress("writing", 0, 1))
     device = _finish(root, name, partial, state, settings, configs)
@@ -512,11 +531,23 @@ def _calibrate(settings: Settings, root: Path, name: str, ops: Sequence[str], ne
     return device
 
 
+def _enough(partial: "_Partial", ops: Sequence[str], settings: Settings) -> None:
+    """A profile needs every op timed once and a whole step; a budget that ran out first keeps the run."""
+    timed = {r.op for r in partial.layer_rows()}
+    missing = [op for op in ops if op not in timed]
+    if missing or not partial.step_rows():
+        what = f"{len(ops) - len(missing)} of {len(ops)} ops" + ("" if partial.step_rows() else " and no whole step")
+        raise BadInputError(
+            f"the budget of {settings.budget_s / 60:g} minutes ran out with {what} timed; the run is kept in "
+            f"{partial.dir}: run the same command with a larger --budget-minutes to go on from there"
+        )
+
+
 def _measure_layers(settings: Settings, ops: tuple[str, ...], prior: dict[str, list[sampling.Sample]], partial: "_Partial",
-                    state: dict, layer_budget: float, report: ProgressFn) -> int:
+                    state: dict, layer_budget: float, report: ProgressFn, deadline: float = math.inf) -> int:
     """Time layer configurations of ``ops`` in adaptive rounds until ``layer_budget`` seconds of
-    measuring are spent, appending them to the partial folder; returns how many configurations
-    it holds."""
+    measuring are spent, or the ``deadline`` (``time.monotonic()``) passes, appending them to the
+    partial folder; returns how many configurations it holds."""
     rows = partial.layer_rows()
     sampler = _Sampler(tuple(ops), prior, random.Random(state["seed"] * 1_000_003 + len(rows)))
     current_round = -1
@@ -525,7 +556,7 @@ def _measure_layers(settings: Settings, ops: tuple[str, ...], prior: dict[str, l
     while True:
         # every op at least once, first, so that even a tiny budget gives a model for each
         missing = [op for op in ops if not any(r.op == op for r in rows)]
-        if not missing and state.get("layers_s", 0.0) >= layer_budget:
+        if not missing and (state.get("layers_s", 0.0) >= layer_budget or time.monotonic() >= deadline):
             break
         rnd = _round_of(state.get("layers_s", 0.0), layer_budget)
         if rnd != current_round:
@@ -545,7 +576,8 @@ def _measure_layers(settings: Settings, ops: tuple[str, ...], prior: dict[str, l
                 chunk_rows += [LayerRow(sample.op, p, sample.config, sample.origin, current_round, ms, None)
                                for p, ms in m.ms.items()]
                 spent = time.perf_counter() - t0
-                if not missing and (spent >= settings.chunk_s or state.get("layers_s", 0.0) + spent >= layer_budget):
+                if not missing and (spent >= settings.chunk_s or state.get("layers_s", 0.0) + spent >= layer_budget
+                                    or time.monotonic() >= deadline):
                     break
         elapsed = time.perf_counter() - t0
         if not quiet(window.share, settings.threshold) and discarded < 3:
@@ -731,7 +763,8 @@ def add_ops(settings: Settings, *, root: Path | None = None,
                                                                             report)
             partial.save_state(state)
         prior = sampling.priors_by_op(ops, sampling.shape_prior(settings.networks or tuple(zoo_names())))
-        configs = _measure_layers(settings, ops, prior, partial, state, settings.budget_s, report)
+        configs = _measure_layers(settings, ops, prior, partial, state, settings.budget_s, report,
+                                  time.monotonic() + max(settings.budget_s - state.get("layers_s", 0.0), 0.0))
 
     report(Progress("writing", 0, 1))
     added = partial.layer_rows()
