@@ -46,6 +46,8 @@ def test_check_refuses_what_does_not_fit_the_model(run, tmp_path) -> None:
     # a model that no longer matches the plan is a failed check (stale, exit 1, with its table), not bad input
     code, out, err = run("check", str(path), "--format", "markdown")
     assert code == 1 and "stale prediction: the model changed" in err and "the plan was made for another model" in out
+    code, out, _ = run("check", str(path), "--format", "json")
+    assert code == 1 and '"stale": [\n    "model"\n  ]' in out and '"fits": null' in out
     data.pop("budget_bytes")
     data["model"] = "mcunet-5fps"
     path.write_text(yaml.safe_dump(data))

@@ -3,6 +3,7 @@ no traceback, no code run from a data file, nothing written outside the named ou
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -295,3 +296,79 @@ def test_importance_table_with_bom_and_unknown_layers(run, tmp_path) -> None:
 def test_a_model_with_no_layers(run) -> None:
     err = one_line_error(*run("profile", "torch.nn:Identity", "--no-measure"))
     assert "no layers" in err
+
+
+# ---- found by a second review ------------------------------------------------------------------------
+
+
+def test_a_fifo_named_as_a_plan_is_refused_not_waited_on(run, tmp_path) -> None:
+    fifo = tmp_path / "plan.yaml"
+    os.mkfifo(fifo)
+    err = one_line_error(*run("check", str(fifo)))
+    assert "not a regular file" in err
+
+
+@pytest.mark.parametrize("text", ["budget_bytes: 1" + "0" * 5000, "device: 2020-13-45"])
+def test_yaml_values_python_cannot_build(tmp_path, text) -> None:
+    from tlplan.fileio import load_yaml
+
+    with pytest.raises(BadInputError, match="a value it cannot read"):
+        load_yaml("version: 1\n" + text + "\n", "plan p.yaml")
+
+
+def test_output_through_a_link_to_a_pipe_writes_into_the_pipe(tmp_path) -> None:
+    from tlplan.fileio import write_atomic
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    link = tmp_path / "out"
+    link.symlink_to(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    write_atomic(link, "through")
+    assert os.read(reader, 100) == b"through" and link.is_symlink() and fifo.is_fifo()
+    os.close(reader)
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(BadInputError, match="cannot write"):
+        write_atomic(loop, "x")
+
+
+def test_weights_without_step_counters_load_whole(tmp_path) -> None:
+    from tlplan.weights import load_weights
+
+    model = tlplan.load_model("mcunet-5fps", num_classes=10)
+    state = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(state, tmp_path / "w.pt")
+    done = load_weights(model, tmp_path / "w.pt", head="classifier")
+    assert done.loaded == len(state) and done.left == ()
+
+
+def test_profile_data_never_runs_code(tmp_path, monkeypatch) -> None:
+    # GIVEN a shared profile folder whose steps.csv names a network as package.module:factory
+    import shutil
+
+    from tlplan.predict.devices import resolve_device
+    from tlplan.predict.predictor import load_fitted
+
+    (tmp_path / "evilnet.py").write_text("open(__file__ + '.ran', 'w').close()\ndef make(num_classes=10):\n    raise SystemExit\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    shared = tmp_path / "profiles"
+    shutil.copytree(Path(tlplan.__file__).parent / "profiles" / "host-x86-2c-1t", shared / "box")
+    with open(shared / "box" / "steps.csv", "a") as f:
+        f.write("evilnet:make,full,1,32,5.0,0.0,eager\n")
+    doc = json.loads((shared / "box" / "device.json").read_text())
+    doc["name"] = "box"
+    (shared / "box" / "device.json").write_text(json.dumps(doc))
+    monkeypatch.setenv("TLPLAN_PROFILES", str(shared))
+    monkeypatch.setenv("TLPLAN_CACHE", str(tmp_path / "cache"))
+    load_fitted(resolve_device("box"))
+    assert not (tmp_path / "evilnet.py.ran").exists()
+
+
+def test_a_broken_user_profile_hides_nothing_else(run, monkeypatch, tmp_path) -> None:
+    user = Path(os.environ["XDG_DATA_HOME"]) / "tlplan" / "profiles" / "mine"
+    user.mkdir(parents=True)
+    (user / "device.json").write_text("{broken")
+    code, out, err = run("devices", "--format", "json")
+    assert code == 0 and "left out" in err and '"name": "rpi4"' in out
+    assert run("profile", "mcunet-5fps", "--resolution", "32", "--no-measure", "--device", "rpi4")[0] == 0

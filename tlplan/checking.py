@@ -56,7 +56,7 @@ class CheckResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"plan": self.plan_path, "model": self.model, "runtime": self.runtime, "budget_bytes": self.budget_bytes,
-                "budget_source": self.budget_source, "fits": self.fits, "fast_enough": self.fast_enough, "stale": list(self.stale), "passed": self.passed,
+                "budget_source": self.budget_source, "fits": self.fits if self.predicted else None, "fast_enough": self.fast_enough, "stale": list(self.stale), "passed": self.passed,
                 "predicted": self.predicted, "stored": self.stored, "step_ms": self.step_ms,
                 "step_ms_source": str(self.step_on) if self.step_on else None, "max_step_ms": self.max_step_ms, "notes": list(self.notes)}
 
@@ -78,12 +78,12 @@ def check_plan(plan: Plan, plan_path: str, budget_bytes: int | None = None, mode
     graph = trace_model(net, plan.input_shape, plan.model)
     try:
         validate_shapes(graph, plan.shapes, f"plan {plan_path}")
-        validate_options(graph, plan.layers, f"plan {plan_path}", plan.runtime)
     except BadInputError as exc:  # the model changed since the plan was made: a failed check, not bad input
         changed = str(exc).removeprefix(f"plan {plan_path}: ")
-        return CheckResult(plan_path, plan.model, plan.runtime, budget, {}, dict(plan.predicted),
-                           (f"the model changed ({changed})",), notes=("solve again for the model as it is now",),
+        return CheckResult(plan_path, plan.model, plan.runtime, budget, {}, dict(plan.predicted), ("model",),
+                           notes=(f"the model changed: {changed}; solve again for the model as it is now",),
                            budget_source=budget_source if budget_bytes is not None else "the plan")
+    validate_options(graph, plan.layers, f"plan {plan_path}", plan.runtime)
     costs = annotate(graph, plan.layers, plan.runtime, plan.precision)
     now = predicted_costs(costs, plan.optimizer)
     stored = dict(plan.predicted)

@@ -76,7 +76,12 @@ def _read_image(f: Path, resolution: int, folder: Path) -> np.ndarray:
                 if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
                     # 16-bit or 32-bit grayscale: scale by the format's range, then three channels
                     gray = np.asarray(im, dtype=np.float32)
-                    top = 65535.0 if im.mode.startswith("I;16") else max(float(gray.max()), 1.0)
+                    if not np.isfinite(gray).all():
+                        raise BadInputError(f"data folder {folder}: image {f} holds NaN or infinite values; fix or remove it")
+                    if im.mode == "F":  # floats: taken as they are, in [0, 1]
+                        top = 1.0
+                    else:  # 16-bit, or 32-bit integers holding 16-bit values (how Pillow opens some PNGs)
+                        top = 65535.0 if im.mode.startswith("I;16") or gray.max() <= 65535 else 2**31 - 1.0
                     resized = Image.fromarray(np.clip(gray / top, 0, 1).astype(np.float32), mode="F")
                     resized = resized.resize((resolution, resolution), Image.BILINEAR)
                     return np.repeat(np.asarray(resized, dtype=np.float32)[..., None], 3, axis=2)

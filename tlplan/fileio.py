@@ -28,12 +28,13 @@ def read_text(path: str | Path, what: str, limit: int = TEXT_LIMIT) -> str:
     the file for anything else: missing, a folder, larger than ``limit``, not UTF-8."""
     path = Path(path)
     try:
+        mode = os.stat(path).st_mode  # before opening: opening a FIFO would wait for a writer
+        if stat.S_ISDIR(mode):
+            raise BadInputError(f"{what} {path} is a folder; give a file")
+        if not stat.S_ISREG(mode):
+            raise BadInputError(f"{what} {path} is not a regular file")
         with open(path, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise BadInputError(f"{what} {path} is not a regular file")
             data = f.read(limit + 1)
-    except IsADirectoryError:
-        raise BadInputError(f"{what} {path} is a folder; give a file") from None
     except OSError as exc:
         raise BadInputError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     if len(data) > limit:
@@ -71,6 +72,8 @@ def load_yaml(text: str, where: str) -> Any:
         raise BadInputError(f"{where}: {problem}{at}; fix or regenerate it") from None
     except RecursionError:
         raise BadInputError(f"{where}: nested too deeply to be a tlplan file") from None
+    except ValueError as exc:  # a value YAML cannot build: a 5000-digit number, a 13th month
+        raise BadInputError(f"{where}: a value it cannot read ({str(exc).splitlines()[0][:80]}); fix the file") from None
     finally:
         if loader is not None:
             loader.dispose()
@@ -111,18 +114,24 @@ def write_atomic_with(path: Path, write: Callable[[BinaryIO], object]) -> None:
     (``-o /dev/stdout``) is written into directly, never replaced. Temp files left by a killed
     write of the same file are removed first."""
     path = Path(path)
-    if path.is_symlink():
-        path = Path(os.path.realpath(path))
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
+    try:
+        mode = os.stat(path).st_mode  # through symlinks: what the name finally is
+    except FileNotFoundError:
+        mode = None  # a new file (or a dangling link's target)
+    except OSError as exc:  # a symlink loop, a path through a file
+        raise BadInputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    if mode is not None and stat.S_ISDIR(mode):
         raise BadInputError(f"cannot write {path}: it is a directory; give a file name")
-    if path.exists() and not path.is_file():  # a device or a pipe: the stream is the destination
+    if mode is not None and not stat.S_ISREG(mode):  # a device or a pipe (-o /dev/stdout): the stream is the destination
         try:
-            with open(path, "wb") as f:
+            with open(path, "wb") as f:  # the name as given: /dev/stdout appends where the shell redirected it
                 write(f)
         except OSError as exc:
             raise BadInputError(f"cannot write {path}: {exc.strerror or exc}") from None
         return
+    if path.is_symlink():  # written through: the link's target is replaced, the link stays
+        path = Path(os.path.realpath(path))
+    parent = path.parent if str(path.parent) else Path(".")
     _remove_stale_temps(parent, path.name)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=parent)

@@ -45,7 +45,7 @@ def find_settings(start: Path | None = None) -> Settings:
         if pyproject.is_file():
             try:
                 data = tomllib.loads(read_text(pyproject, "project file"))
-            except tomllib.TOMLDecodeError as exc:
+            except (tomllib.TOMLDecodeError, ValueError) as exc:  # ValueError: a 5000-digit number
                 raise BadInputError(f"{pyproject}: not valid TOML ({exc}); fix the file") from None
             table = data.get("tool", {}).get("tlplan")
             if table is not None:

@@ -51,7 +51,8 @@ def load_weights(model: nn.Module, path: str | Path, *, head: str | None = None,
         raise BadInputError(f"weights {path}: {len(broken)} tensor(s) hold NaN or infinite values, e.g. {broken[0]!r}")
 
     def in_head(key: str) -> bool:
-        return head is not None and (key == head or key.startswith(head + "."))
+        # the new task's head may differ; BN's step counters are often not saved and matter for nothing
+        return (head is not None and (key == head or key.startswith(head + "."))) or key.endswith("num_batches_tracked")
 
     usable = {k: v for k, v in state.items() if tuple(v.shape) == tuple(own[k].shape)}
     reshaped = [k for k in state if k not in usable and not in_head(k)]
@@ -66,4 +67,4 @@ def load_weights(model: nn.Module, path: str | Path, *, head: str | None = None,
             "(the rest stays random)"
         )
     model.load_state_dict(usable, strict=False)
-    return WeightsLoaded(len(usable), len(own), tuple(k for k in own if k not in usable))
+    return WeightsLoaded(len(usable), len(own), tuple(k for k in own if k not in usable and not k.endswith("num_batches_tracked")))

@@ -110,7 +110,7 @@ def _emit(report, reporter, fmt: Format, out: Optional[Path], quiet: bool, summa
         from rich.console import Console
 
         buf = io.StringIO()
-        reporter.render_table(report, Console(file=buf, width=200, no_color=True, highlight=False))
+        reporter.render_table(report, output.FittingConsole(file=buf, width=200, no_color=True, highlight=False))
         rendered = buf.getvalue()
     else:
         rendered = {Format.json: reporter.to_json, Format.csv: reporter.to_csv, Format.markdown: reporter.to_markdown}[fmt](report)
@@ -274,7 +274,7 @@ def importance(
         raise BadInputError(f"unknown --method {method!r}; use gradient or contribution")
     found = load_data(data, shape[-1])
     net = zoo.load_model(model, num_classes=found.num_classes)
-    _load_weights(net, weights, quiet, shape)
+    _load_weights(net, weights, quiet, shape, partial=True)  # importance of a partly loaded model: said, not refused
     graph = trace_model(net, shape, model)
     if method == "gradient":
         table = gradient_importance(net, graph, found, batch=batch, batches=batches, runtime=runtime)
@@ -513,10 +513,14 @@ def devices(
     from ..report.devices import devices_json, devices_table
 
     roots = [(origin, str(folder)) for folder, origin in profile_roots()]
+    broken: list[str] = []
+    found = list_devices(broken=broken)
+    for problem in broken:  # one damaged profile does not hide the others
+        output.stderr_console().print(f"warning: left out: {problem}")
     if fmt == DevicesFormat.json:
-        output.stdout_console().print(devices_json(list_devices(), roots), markup=False, highlight=False, soft_wrap=True)
+        sys.stdout.write(devices_json(found, roots) + "\n")  # plain text: no markup, no emoji codes
     else:
-        output.stdout_console().print(devices_table(list_devices(), roots))
+        output.stdout_console().print(devices_table(found, roots))
 
 
 @app.command("zoo")

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..fileio import write_atomic  # noqa: F401  (re-exported for the commands)
 
 
-class _FittingConsole(Console):
+class FittingConsole(Console):
     """Tables printed here fit the width by leaving out columns, never by cutting numbers."""
 
     def print(self, *objects, **kwargs) -> None:  # noqa: A003 - rich's name
@@ -33,7 +33,7 @@ def stdout_console() -> Console:
         except ValueError:
             width = None
         width = width or 240
-    return _FittingConsole(highlight=False, soft_wrap=False, width=width)
+    return FittingConsole(highlight=False, soft_wrap=False, width=width)
 
 
 def stderr_console() -> Console:

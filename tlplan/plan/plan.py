@@ -173,7 +173,7 @@ class Plan:
         )
 
 
-MAX_DIM = 1 << 16  # an input dimension (batch, channels, height, width)
+MAX_DIM = 4096  # an input dimension (batch, channels, height, width): a 65536² image asks 51 GB of a trace
 MAX_CLASSES = 1_000_000
 MAX_NUMEL = 1 << 40
 MAX_BYTES = 1 << 60

@@ -250,17 +250,26 @@ def _checked_nested(path: Path, key: str, value: Any) -> Any:
     return value
 
 
-def list_devices(root: Path | None = None) -> list[Device]:
+def list_devices(root: Path | None = None, broken: list[str] | None = None) -> list[Device]:
     """Every profile under ``root`` (None: every root of ``profile_roots``, a name found in an
-    earlier root hiding a later one's), each saying where it came from."""
+    earlier root hiding a later one's, whatever its case), each saying where it came from.
+
+    With ``broken`` (a list), a profile that does not load is left out and its error appended
+    there, so one damaged folder does not stop every command; without it, it is an error."""
     roots = [(root, "given")] if root is not None else profile_roots()
     found: dict[str, Device] = {}
     for folder, origin in roots:
         if not folder.is_dir():
             continue
         for path in sorted(folder.glob("*/device.json")):
-            device = replace(load_device(path), origin=origin)
-            found.setdefault(device.name, device)
+            try:
+                device = replace(load_device(path), origin=origin)
+            except BadInputError as exc:
+                if broken is None:
+                    raise
+                broken.append(str(exc))
+                continue
+            found.setdefault(device.name.lower(), device)
     return sorted(found.values(), key=lambda d: d.folder.name if d.folder else d.name)
 
 
@@ -304,7 +313,12 @@ def resolve_device(name: "str | Device", root: Path | None = None) -> Device:
     """
     if isinstance(name, Device):
         return name
-    devices = list_devices(root)
+    broken: list[str] = []
+    devices = list_devices(root, broken)  # a damaged profile elsewhere does not stop this lookup
+    if broken and not any(d.name.lower() == name.strip().lower() for d in devices):
+        for problem in broken:  # ... unless it may be the one asked for
+            if f"/{name.strip()}/" in problem:
+                raise BadInputError(problem)
     wanted = name.strip().lower()
     by_name = {d.name.lower(): d for d in devices}
     if wanted in by_name:

@@ -272,7 +272,9 @@ class FittedProfile:
 class StepCases:
     """Traced graphs and cost tables of whole-step measurements, built once per (network, shape)."""
 
-    def __init__(self) -> None:
+    def __init__(self, trust_code: bool = True) -> None:
+        #: whether a network named as package.module:factory may be built (not from a profile's data)
+        self.trust_code = trust_code
         self._graphs: dict[tuple[str, int, int], LayerGraph] = {}
         self._costs: dict[tuple[str, str, int, int, str], CostTable] = {}
         self._plans: dict[tuple[str, str, int, int, str], Plan] = {}
@@ -285,7 +287,8 @@ class StepCases:
         if key not in self._costs:
             gkey = (network, batch, resolution)
             if gkey not in self._graphs:
-                self._graphs[gkey] = trace_model(load_model(network), (batch, 3, resolution, resolution), network)
+                self._graphs[gkey] = trace_model(load_model(network, trust_code=self.trust_code),
+                                                 (batch, 3, resolution, resolution), network)
             graph = self._graphs[gkey]
             self._costs[key] = scheme_costs(graph, scheme, runtime)
         return self._costs[key]
@@ -310,7 +313,12 @@ def fit_profile(layer_rows: Sequence[LayerRow], step_rows: Sequence[StepRow], *,
         for key, rows in sorted(grouped.items())
     }
     partial = FittedProfile(MappingProxyType(models), np.zeros(N_OVERHEAD), digest)
-    overhead = fit_overhead(partial, step_rows, cases or StepCases())
+    if cases is None:  # a profile's data file names the networks: it never runs code (a shared folder is data)
+        from ..zoo import _zoo_entry
+
+        cases = StepCases(trust_code=False)
+        step_rows = [row for row in step_rows if _zoo_entry(row.key[0]) is not None]
+    overhead = fit_overhead(partial, step_rows, cases)
     return FittedProfile(partial.models, overhead, digest)
 
 

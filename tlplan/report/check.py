@@ -27,7 +27,7 @@ def status(result: CheckResult) -> str:
     if not result.fast_enough:
         reasons.append(f"step {result.step_ms:.1f} ms ({result.step_on}) over the plan's limit of {result.max_step_ms:g} ms")
     if result.stale:
-        reasons.append("stale prediction: " + ", ".join(result.stale))
+        reasons.append("stale prediction: " + ", ".join("the model changed" if s == "model" else s for s in result.stale))
     return "FAIL: " + "; ".join(reasons)
 
 
