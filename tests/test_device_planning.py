@@ -91,12 +91,12 @@ def test_cli_solve_device(run, tmp_path) -> None:
 
 def test_cli_pareto_device(run) -> None:
     code, out, err = run("solve", "mcunet-5fps", "--ram", "256KB", "--runtime", "mcu", "--pareto", "--device", "stm32f746",
-                         "--format", "csv", "-q")
+                         "--format", "csv", "-q", "--points", "3")
     assert code == 0, err
     rows = list(csv.DictReader(out.splitlines()))
     assert rows and all(float(r["step_ms_predicted"]) > 0 and r["predicted_for"] == "stm32f746" for r in rows)
     code, out, err = run("solve", "mcunet-5fps", "--ram", "256KB", "--runtime", "mcu", "--pareto", "--device", "stm32f746",
-                         "--format", "json", "-q")
+                         "--format", "json", "-q", "--points", "3")
     data = json.loads(out)
     assert data["step_ms_source"] == "predicted for stm32f746 (datasheet roofline)"
     # each point's time is the whole-step prediction of the plan solved at that budget

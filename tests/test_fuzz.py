@@ -29,7 +29,7 @@ from tlplan.errors import TlplanError
 #: examples per surface; their sum is the number of cases one run generates
 EXAMPLES = {
     "sizes": 400, "schemes": 300, "plans": 500, "plan_files": 150, "settings": 200, "importance": 200,
-    "devices": 250, "backward_configs": 150, "datasets": 80, "cli": 60,
+    "devices": 250, "backward_configs": 150, "datasets": 80, "cli": 40,
 }
 CASES = sum(EXAMPLES.values())
 CASE_SECONDS = 15  # a case running longer is a hang

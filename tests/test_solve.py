@@ -123,7 +123,7 @@ def test_cli_pareto(run, tmp_path) -> None:
     png = tmp_path / "front.png"
     written = tmp_path / "front.json"  # with --pareto, -o writes the frontier (there is no single plan)
     code, out, err = run("solve", "mcunet-5fps", "--ram", "300KB", "--runtime", "mcu", "--pareto", "--plot", str(png),
-                         "--format", "json", "-o", str(written))
+                         "--format", "json", "-o", str(written), "--points", "4")
     assert code == 0, err
     d = json.loads(written.read_text())
     values = [p["importance"] for p in d["frontier"]]

@@ -167,7 +167,8 @@ def solve(
     device: Annotated[Optional[str], typer.Option(help="Device profile (name or unique prefix): the plan's step time is predicted on it and recorded in the plan.")] = None,
     max_step_ms: Annotated[Optional[float], typer.Option(help="With --device: only plans whose training step is predicted to take at most this many ms there.")] = None,
     pareto: Annotated[bool, typer.Option("--pareto", help="Sweep budgets and print the frontier with the named schemes.")] = False,
-    plot: Annotated[Optional[Path], typer.Option(help="With --pareto: also write the frontier as a PNG.")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="With --pareto: also write the frontier as a picture (PNG, or SVG/PDF by its name).")] = None,
+    points: Annotated[int, typer.Option(help="With --pareto: budgets solved, log-spaced from the cheapest plan to --ram.")] = 8,
     fmt: FormatOpt = Format.table,
     out: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the plan (YAML) to FILE, atomically; with --pareto, the frontier (in --format).")] = None,
     export: Annotated[Optional[str], typer.Option(help="backward-config: solve within the 256KB paper's form and write its fields instead of a plan.")] = None,
@@ -215,7 +216,8 @@ def solve(
         from ..report import pareto as pareto_report
         from ..solve.pareto import frontier
 
-        front = frontier(space, budget, time=time, max_step_ms=max_step_ms)
+        _positive(points=points)
+        front = frontier(space, budget, points=max(points, 2), time=time, max_step_ms=max_step_ms)
         if plot is not None:
             pareto_report.plot(front, plot)
         # there is no single plan: -o writes the frontier, in --format (table: as text)
