@@ -87,7 +87,8 @@ def test_calibrate_resumes_after_an_interruption(tmp_path):
     (step,) = read_step_rows(root / "tiny" / "steps.csv")  # the fastest of its rounds
     assert step.ms == min(t.ms for t in timings)
     assert not partial.exists()
-    assert device.calibration["elapsed_s"] > first_elapsed  # it went on measuring, within the budget's time
+    # it went on from the first run's measuring time (recorded to 0.1 s), within the budget's time
+    assert device.calibration["elapsed_s"] >= round(first_elapsed, 1)
 
 
 def test_calibrating_the_runtime_ops_times_runtime_steps_too(tmp_path, monkeypatch):

@@ -422,9 +422,10 @@ def test_devices_command_broken_profile(run, monkeypatch, tmp_path):
     path = tmp_path / "bad" / "device.json"
     path.write_text("{not json")
     monkeypatch.setenv("TLPLAN_PROFILES", str(tmp_path))
+    # one damaged profile is left out with a warning naming it; the others are still listed
     code, out, err = run("devices")
-    line = assert_one_line_error(code, out, err)
-    assert str(path) in line
+    assert code == 0 and "Traceback" not in err
+    assert "left out" in err and str(path) in err.replace("\n", "")
 
 
 def test_zoo_command(run):
