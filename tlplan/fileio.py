@@ -4,12 +4,14 @@ size limit, UTF-8 or a one-line error, YAML with few aliases (an alias bomb is r
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import stat
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Iterator
 
 import yaml
 
@@ -160,6 +162,27 @@ def _mode_for(path: Path) -> int:
         umask = os.umask(0)
         os.umask(umask)
         return 0o666 & ~umask
+
+
+@contextmanager
+def exclusive(lock_path: Path, busy: str, *, remove: bool = False) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_path`` (made if missing) for the block; another holder is a
+    one-line BadInputError saying ``busy``. With ``remove``, the lock file goes when the block ends."""
+    try:
+        lock = open(lock_path, "w")
+    except OSError as exc:
+        raise BadInputError(f"cannot write {lock_path}: {exc.strerror or exc}") from None
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise BadInputError(busy) from None
+        try:
+            yield
+        finally:
+            if remove:
+                Path(lock_path).unlink(missing_ok=True)  # while still held: a later run makes its own
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _remove_stale_temps(parent: Path, name: str) -> None:

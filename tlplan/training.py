@@ -10,17 +10,15 @@ bytes kept for backward, peak memory and ms per step are measured and set beside
 from __future__ import annotations
 
 import copy
-import fcntl
 import hashlib
 import json
 import os
 import statistics
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn as nn
@@ -29,7 +27,7 @@ import torch.nn.functional as F
 from .costs.annotate import CostTable, annotate
 from .data import Data
 from .errors import BadInputError, arg
-from .fileio import write_atomic_with
+from .fileio import exclusive, write_atomic_with
 from .measure.allocator import keep_freed_memory
 from .measure.peak import make_optimizer, measure_peak
 from .measure.saved import measure_saved_bytes
@@ -156,23 +154,10 @@ def train(
         Path(out_dir).mkdir(parents=True, exist_ok=True)  # only once the run can start
     except OSError as exc:
         raise BadInputError(f"cannot make the run folder {out_dir}: {exc.strerror or exc}") from None
-    with _run_lock(Path(out_dir)):
+    with exclusive(Path(out_dir) / ".lock",
+                   f"another tlplan train is running in {out_dir}; wait for it or give another {arg('out')}"):
         return _train(prepared, here, data, out_dir=Path(out_dir), weights=weights, epochs=epochs, steps=steps,
                       progress=progress, seed=seed, measure=measure)
-
-
-@contextmanager
-def _run_lock(out_dir: Path) -> Iterator[None]:
-    """One run per folder: a second ``train`` into the same ``out`` is refused while the first runs."""
-    with open(out_dir / ".lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise BadInputError(f"another tlplan train is running in {out_dir}; wait for it or give another {arg('out')}") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _train(prepared: tuple, here, data: Data, *, out_dir: Path, weights: dict | None, epochs: int | None,

@@ -19,8 +19,6 @@ class ActivationSpec(OpSpec):
     family = "activation"
     #: what PyTorch's backward reads: "output" (ReLU, sigmoid, tanh) or "input" (the others)
     keeps: ClassVar[str] = "input"
-    #: 1-bit masks: "exact" (the ReLU family), "surrogate" (MobileTL's h-swish), or "" (none)
-    mask: ClassVar[str] = ""
     #: calibrated under this name (None: no calibration op times it)
     calibrated: ClassVar[bool] = False
     #: what an in-place call keeps, where PyTorch's out-of-place one keeps the input: a copy of the
@@ -51,10 +49,6 @@ class ActivationSpec(OpSpec):
             why = layer.attrs.get("not_planned", "the runtime does not swap it")
             problem = f"the tlplan runtime cannot keep a 1-bit mask for this {self.kind} ({why}); set mask to false"
         return problem
-
-    def masks(self, layer: Layer, surrogate: bool) -> bool:
-        """Whether a scheme gives this layer a 1-bit mask (exact ones always, h-swish under MobileTL)."""
-        return planned(layer) and (self.mask == "exact" or (surrogate and self.mask == "surrogate"))
 
     def _masked(self, layer: Layer, cost: Any, run: Any) -> bool:
         return run.runtime == "tlplan" and planned(layer) and cost.state.options.mask

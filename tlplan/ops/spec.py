@@ -136,6 +136,8 @@ class OpSpec:
     arguments: ClassVar[tuple[str, ...]] = ("input",)
     #: its output is a view of its first input (same storage, no new bytes)
     view: ClassVar[bool] = False
+    #: 1-bit masks: "exact" (the ReLU family), "surrogate" (MobileTL's h-swish), or "" (none)
+    mask: ClassVar[str] = ""
     #: the runtime's module class it is swapped for (None: the runtime runs PyTorch's)
     planned_class: ClassVar[type[nn.Module] | None] = None
 
@@ -216,6 +218,10 @@ class OpSpec:
     def train_bias(self, layer: Layer) -> LayerOptions | None:
         """The options training only what plays the part of a bias (TinyTL's bias-only)."""
         return None
+
+    def masks(self, layer: Layer, surrogate: bool) -> bool:
+        """Whether a scheme gives this layer a 1-bit mask (exact ones always, surrogates under MobileTL)."""
+        return planned(layer) and (self.mask == "exact" or (surrogate and self.mask == "surrogate"))
 
     def keeps_input(self, layer: Layer, opts: LayerOptions | None) -> bool:
         """Trained with ``opts``, the layer keeps its whole first input on every runtime (so what

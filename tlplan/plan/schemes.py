@@ -201,7 +201,7 @@ def _masks(graph: LayerGraph, options: dict[str, LayerOptions], surrogate: bool)
         calls.setdefault(layer.module or layer.name, []).append(layer)
     for layer in graph.layers:
         spec = spec_of(layer)
-        if not getattr(spec, "masks", lambda layer, surrogate: False)(layer, surrogate):
+        if not spec.masks(layer, surrogate):
             continue
         if spec.keeps == "output" and all(_output_kept_by_consumer(graph, c, options) for c in calls[layer.module or layer.name]):
             continue
@@ -319,7 +319,7 @@ def export_backward_config(graph: LayerGraph, options: Mapping[str, LayerOptions
     index = {layer.name: i for i, layer in enumerate(convs)}
     for name, opts in options.items():
         layer = graph.by_name.get(name)
-        if layer is None or name in classifier or (opts.mask and getattr(spec_of(layer), "mask", "") == "exact"):
+        if layer is None or name in classifier or (opts.mask and spec_of(layer).mask == "exact"):
             continue
         if opts.norm != "frozen" or opts.grad_filter or opts.mask or name not in index:
             raise SchemeError(

@@ -30,7 +30,6 @@ networks, which fit the per-step overhead) and ``device.json``.
 from __future__ import annotations
 
 import datetime as _dt
-import fcntl
 import json
 import math
 import os
@@ -49,7 +48,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence, TypeVar
 import numpy as np
 
 from ..errors import BadInputError
-from ..fileio import write_atomic
+from ..fileio import exclusive, write_atomic
 from ..measure.allocator import keep_freed_memory
 from ..measure.latency import STATISTICS, framework_threads, summary
 from ..measure.load import LoadWindow, quiet, wait_until_quiet
@@ -429,18 +428,11 @@ def calibrate(settings: Settings, *, root: Path | None = None, progress: Progres
     partial = _Partial(root, name)
     try:
         root.mkdir(parents=True, exist_ok=True)
-        lock = open(root / f".{name}.lock", "w")
     except OSError as exc:
         raise BadInputError(f"cannot write the profile under {root}: {exc.strerror or exc}") from None
-    with lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise BadInputError(f"another tlplan calibrate is writing the profile {name} under {root}; wait for it") from None
-        try:
-            return _locked_calibrate(settings, root, name, ops, networks, partial, progress)
-        finally:
-            Path(lock.name).unlink(missing_ok=True)  # while still held: a later run makes its own
+    with exclusive(root / f".{name}.lock", f"another tlplan calibrate is writing the profile {name} under {root}; "
+                   "wait for it", remove=True):
+        return _locked_calibrate(settings, root, name, ops, networks, partial, progress)
 
 
 def _locked_calibrate(settings: Settings, root: Path, name: str, ops: Sequence[str], networks: Sequence[str],

@@ -154,7 +154,7 @@ def base_options(graph: LayerGraph) -> dict[str, LayerOptions]:
     for layer in graph.layers:
         if layer.name in classifier:
             base[layer.name] = LayerOptions(weight=1.0, bias=layer.param("bias") is not None)
-        elif getattr(ops.spec_of(layer), "masks", lambda layer, surrogate: False)(layer, False):
+        elif ops.spec_of(layer).masks(layer, surrogate=False):
             base[layer.name] = LayerOptions(mask=True)
     return base
 
