@@ -435,7 +435,7 @@ def test_zoo_command(run):
     assert len(names) >= 10
     for name in names:
         assert re.search(rf"│ {re.escape(name)}\s+│", out), name
-    assert re.search(r"│ mcunet-5fps\s+│ 128\s+│", out)
+    assert re.search(r"│ mcunet-5fps\s+│\s+128 │", out)
 
 
 def test_profile_help(run):

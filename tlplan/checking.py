@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .costs.annotate import annotate
+from .display import Displayed, clip, size
 from .errors import BadInputError, arg
 from .plan.plan import Plan
 from .plan.validate import validate_options, validate_shapes
@@ -20,8 +21,12 @@ if TYPE_CHECKING:
 CHECKED = ("saved_bytes", "peak_bytes", "trainable_param_bytes", "grad_bytes", "optimizer_bytes")
 
 
-@dataclass(frozen=True)
-class CheckResult:
+@dataclass(frozen=True, repr=False)  # repr: a line (Displayed's)
+class CheckResult(Displayed):
+    """A plan held to a budget. In a notebook, the CLI's table and its PASS / FAIL line."""
+
+    _reporter = "tlplan.report.check"
+
     plan_path: str
     model: str
     runtime: str
@@ -59,6 +64,17 @@ class CheckResult:
                 "budget_source": self.budget_source, "fits": self.fits if self.predicted else None, "fast_enough": self.fast_enough, "stale": list(self.stale), "passed": self.passed,
                 "predicted": self.predicted, "stored": self.stored, "step_ms": self.step_ms,
                 "step_ms_source": str(self.step_on) if self.step_on else None, "max_step_ms": self.max_step_ms, "notes": list(self.notes)}
+
+    def _summary(self) -> str:
+        reasons = [why for why, failed in (("over budget", not self.fits), ("too slow", not self.fast_enough),
+                                          ("stale: " + ", ".join(self.stale), bool(self.stale))) if failed]
+        verdict = "PASS" if self.passed else "FAIL (" + "; ".join(reasons) + ")"
+        peak = self.predicted.get("peak_bytes")
+        text = (f"{verdict} {clip(self.plan_path, 40)} · {clip(self.model, 48)} · runtime {self.runtime}: "
+                f"peak {size(peak)} of {size(self.budget_bytes)}")
+        if self.step_ms is not None:
+            text += f", step {self.step_ms:,.1f} ms" + ("" if self.max_step_ms is None else f" (limit {self.max_step_ms:g} ms)")
+        return text
 
 
 def check_plan(plan: Plan, plan_path: str, budget_bytes: int | None = None, model=None,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch.nn as nn
 
 from .costs.annotate import annotate
+from .display import Tabular, clip, shape_text, size
 from .errors import BadInputError, arg
 from .memory.timeline import simulate_peak
 from .plan.schemes import parse_scheme, scheme_options
@@ -34,8 +35,12 @@ class SchemeRow:
         return dict(self.__dict__)
 
 
-@dataclass(frozen=True)
-class CompareReport:
+@dataclass(frozen=True, repr=False)  # repr: a line (Tabular's)
+class CompareReport(Tabular):
+    """Several schemes side by side. In a notebook, the CLI's table; ``to_dataframe()``: one row per scheme."""
+
+    _reporter = "tlplan.report.compare"
+
     model: str
     input_shape: tuple[int, ...]
     rows: tuple[SchemeRow, ...]
@@ -57,6 +62,24 @@ class CompareReport:
             rows.append(d)
         return {"model": self.model, "input_shape": list(self.input_shape), "reference": self.reference,
                 "measured": self.measured, "predicted": str(self.predicted) if self.predicted else None, "schemes": rows}
+
+    def _summary(self) -> str:
+        names = clip(", ".join(r.scheme for r in self.rows), 60)
+        text = f"{clip(self.model, 48)} · {shape_text(self.input_shape)}: {len(self.rows)} schemes ({names})"
+        if self.rows:
+            low, high = min(self.rows, key=lambda r: r.peak_bytes), max(self.rows, key=lambda r: r.peak_bytes)
+            text += f", peak {size(low.peak_bytes)} ({clip(low.scheme, 20)}) to {size(high.peak_bytes)} ({clip(high.scheme, 20)})"
+        if self.measured:
+            text += ", steps measured here"
+        if self.predicted:
+            text += f", predicted for {clip(self.predicted.device, 24)}"
+        return text
+
+    def _frame(self) -> tuple[list[str], list[dict[str, Any]]]:
+        # the CSV's fields, each as the report holds it
+        columns = [f.name for f in fields(SchemeRow)] + ["predicted_for"]
+        device = self.predicted.device if self.predicted else None
+        return columns, [{**row.to_dict(), "predicted_for": device} for row in self.rows]
 
 
 def compare(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn as nn
 
 from .costs.annotate import CostTable, annotate
+from .display import Tabular, approx_count, clip, shape_text, size
 from .errors import BadInputError, arg
 from .memory.timeline import MemoryBreakdown, simulate_peak
 from .plan.schemes import parse_scheme, scheme_options
@@ -51,9 +52,14 @@ class LayerRow:
         return d
 
 
-@dataclass(frozen=True)
-class ProfileReport:
-    """What training a model costs, layer by layer. Fields as in the JSON of ``tlplan profile``."""
+@dataclass(frozen=True, repr=False)  # repr: a line (Tabular's), not every layer's fields
+class ProfileReport(Tabular):
+    """What training a model costs, layer by layer. Fields as in the JSON of ``tlplan profile``.
+
+    In a notebook it shows as the CLI's table; ``to_dataframe()`` gives one row per layer.
+    """
+
+    _reporter = "tlplan.report.text"
 
     model: str
     input_shape: tuple[int, ...]
@@ -84,6 +90,32 @@ class ProfileReport:
             "sources": dict(self.sources),
             "warnings": list(self.warnings),
         }
+
+    def _summary(self) -> str:
+        t = self.totals
+        where = f" · device {clip(self.device, 32)}" if self.device else ""
+        text = (f"{clip(self.model, 48)} · {shape_text(self.input_shape)} · scheme {clip(self.scheme, 32)} · runtime {self.runtime}"
+                f"{where}: {len(self.layers)} layers, {approx_count(t['params'])} params ({approx_count(t['trainable_params'])} "
+                f"trainable), kept {size(t['saved_bytes'])}, peak {size(self.memory.peak_bytes)}")
+        if t.get("measured_step_ms") is not None:
+            text += f", step {t['measured_step_ms']:,.1f} ms measured"
+        return text
+
+    def _frame(self) -> tuple[list[str], list[dict[str, Any]]]:
+        from .report.profile_rows import as_records
+
+        # the CSV's fields, with the report's own values where the CSV writes text: a shape is a tuple,
+        # not 1x8x32x32, and a missing block or time is None (NaN in pandas), not an empty cell
+        records = []
+        for row, record in zip(self.layers, as_records(self), strict=True):
+            record = {k: None if k.startswith("latency_ms") and v == "" else v for k, v in record.items()}
+            records.append(record | {"output_shape": row.output_shape, "block": row.block})
+        if records:
+            return list(records[0]), records
+        # no layers: the same columns, without a record to read them from
+        latency = ["latency_ms_fwd", "latency_ms_bwd"]
+        latency += ["latency_ms_predicted_fwd", "latency_ms_predicted_bwd"] if self.predicted else []
+        return [f.name for f in fields(LayerRow) if not f.name.startswith("latency_ms")] + latency + ["note"], []
 
 
 def profile(

@@ -15,7 +15,7 @@ import json
 import os
 import statistics
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Callable
@@ -26,8 +26,9 @@ import torch.nn.functional as F
 
 from .costs.annotate import CostTable, annotate
 from .data import Data
+from .display import Tabular, clip, size
 from .errors import BadInputError, arg
-from .fileio import exclusive, write_atomic_with
+from .fileio import exclusive, write_atomic, write_atomic_with
 from .measure.allocator import keep_freed_memory
 from .measure.peak import make_optimizer, measure_peak
 from .measure.saved import measure_saved_bytes
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
     from .predict.devices import Device
 
 CHECKPOINT = "checkpoint.pt"
+RUN_RECORD = "run.json"  # the run's machine-readable record, beside its checkpoint
+RUN_SCHEMA = "tlplan.train/1"
 
 
 @dataclass(frozen=True)
@@ -53,14 +56,48 @@ class EpochStats:
     images_per_s: float
 
 
-@dataclass(frozen=True)
-class TrainResult:
+@dataclass(frozen=True, repr=False)  # repr: a line (Tabular's)
+class TrainResult(Tabular):
+    """A finished run. In a notebook, the CLI's tables; ``to_dataframe()``: one row per epoch."""
+
+    _reporter = "tlplan.report.train"
+
     plan: Plan  # as run: classifier sized to the data
     history: tuple[EpochStats, ...]
     resumed_from: int | None  # the epoch a checkpoint let the run skip to
     predicted: dict = field(default_factory=dict)
     measured: dict = field(default_factory=dict)  # saved_bytes, peak_bytes, step_ms (measured here)
     predicted_here: dict = field(default_factory=dict)  # step_ms, on (a PredictedOn): a measured profile of this machine
+    environment: dict = field(default_factory=dict)  # where it ran: machine, threads, versions, data, steps, seconds
+
+    def to_dict(self) -> dict:
+        """The run as data: what ``--format json`` prints and ``run.json`` keeps (docs/json.md)."""
+        here = self.predicted_here
+        return {
+            "model": self.plan.model, "scheme": self.plan.scheme, "runtime": self.plan.runtime,
+            "input_shape": list(self.plan.input_shape), "num_classes": self.plan.num_classes,
+            "optimizer": asdict(self.plan.optimizer),
+            "history": [h.__dict__ for h in self.history], "resumed_from": self.resumed_from,
+            "predicted": dict(self.predicted), "measured": dict(self.measured),
+            "predicted_here": {"step_ms": here["step_ms"], "source": str(here["on"])} if here else {},
+            "environment": dict(self.environment),
+        }
+
+    def _summary(self) -> str:
+        plan, history = self.plan, self.history
+        text = f"{clip(plan.model, 48)} · {clip(plan.scheme or 'plan', 32)} · runtime {plan.runtime}: {len(history)} epochs"
+        if self.resumed_from is not None:
+            text += f" (resumed from {self.resumed_from})"
+        if history:
+            text += f", loss {history[0].loss:.4f} → {history[-1].loss:.4f}"
+            if history[-1].val_accuracy is not None:
+                text += f", val acc {history[-1].val_accuracy:.3f}"
+        if self.measured.get("peak_bytes") is not None:
+            text += f", peak {size(self.measured['peak_bytes'])} measured"
+        return text
+
+    def _frame(self) -> tuple[list[str], list[dict]]:
+        return [f.name for f in fields(EpochStats)], [asdict(h) for h in self.history]
 
 
 Progress = Callable[[int, int, int, float], None]  # (epoch, step in epoch, steps per epoch, loss)
@@ -194,6 +231,7 @@ def _train(prepared: tuple, here, data: Data, *, out_dir: Path, weights: dict | 
         start = resumed = int(state["epoch"])
         history = [EpochStats(**h) for h in state["history"]]
     keep_freed_memory()  # steps run as the measured profiles' timings did (tlplan.measure.allocator)
+    t_run = time.perf_counter()
     step_times: list[float] = []
     done_steps = start * per_epoch
     for epoch in range(start, epochs):
@@ -231,8 +269,28 @@ def _train(prepared: tuple, here, data: Data, *, out_dir: Path, weights: dict | 
         measured["peak_bytes"] = measure_peak(copy.deepcopy(model), shape, plan.optimizer).peak_bytes
         if step_times:
             measured["step_ms"] = round(statistics.median(step_times), 3)
-    return TrainResult(plan, tuple(history), resumed, dict(plan.predicted), measured,
-                       _predicted_here(graph, costs, here) if measure else {})
+    environment = _environment(data, done_steps - start * per_epoch, time.perf_counter() - t_run)
+    result = TrainResult(plan, tuple(history), resumed, dict(plan.predicted), measured,
+                         _predicted_here(graph, costs, here) if measure else {}, environment)
+    write_atomic(out_dir / RUN_RECORD, json.dumps({"schema": RUN_SCHEMA, **result.to_dict()}, indent=2) + "\n")
+    return result
+
+
+def _environment(data: Data, steps_run: int, seconds: float) -> dict:
+    """Where and how the run's measured numbers were taken: they hold for this machine only."""
+    import platform
+    import sys
+
+    from . import __version__
+    from .predict.devices import cpu_name
+
+    return {
+        "cpu": cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(), "platform": platform.platform(),
+        "python": sys.version.split()[0], "torch": torch.__version__, "tlplan": __version__,
+        "data": data.source, "images": len(data.labels), "classes": data.num_classes,
+        "steps_run": steps_run, "seconds": round(seconds, 3),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
 
 def _profile_here(device: str | Device | None):

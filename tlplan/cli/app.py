@@ -32,11 +32,6 @@ class Format(str, enum.Enum):
     markdown = "markdown"
 
 
-class DevicesFormat(str, enum.Enum):
-    table = "table"
-    json = "json"
-
-
 # options several commands share
 ModelArg = Annotated[Optional[str], typer.Argument(help="Zoo name (see `tlplan zoo`) or package.module:factory; default: the project's settings.", show_default=False)]
 ResolutionOpt = Annotated[Optional[int], typer.Option(help="Input height and width (default: the model's own).")]
@@ -45,6 +40,7 @@ TrustOpt = Annotated[bool, typer.Option(
     "--trust-model-code",
     help="Build a model the plan names as package.module:factory (code; by default only zoo names and the "
          "project's own model are built from a plan, since a plan may come from someone else).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No notes or warnings on stderr.")]
 OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to FILE (atomically) instead of stdout.")]
 
 
@@ -61,9 +57,10 @@ def profile(
     no_measure: Annotated[bool, typer.Option("--no-measure", help="Skip timing the layers on this machine.")] = False,
     repeats: Annotated[int, typer.Option(help="Timed runs per layer (median reported).")] = 5,
     strict: Annotated[bool, typer.Option(help="Fail on ops that have no cost rule.")] = False,
+    columns: Annotated[Optional[str], typer.Option(help="Table and markdown columns to show, comma-separated, from: layer, op, output, params, trained, macs-fwd, macs-bwd, kept, ms-fwd, ms-bwd, predicted-fwd, predicted-bwd (default: all there are; csv and json always have every field).", show_default=False)] = None,
     fmt: FormatOpt = Format.table,
     out: OutputOpt = None,
-    plot: Annotated[Optional[Path], typer.Option(help="Also write a PNG: bytes kept per layer, by kind, against full.")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Also write a PNG (or SVG/PDF by its name): bytes kept per layer, by kind, against full.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no warnings.")] = False,
 ) -> None:
     """Per-layer training cost: params, MACs forward/backward, bytes kept for backward, measured ms."""
@@ -77,6 +74,7 @@ def profile(
     shape = _input_shape(model, cfg["resolution"], cfg["batch"])
     _positive(repeats=repeats, num_classes=num_classes)
     device = _device(cfg["device"], quiet)
+    chosen = _columns(columns)
     net = zoo.load_model(model, num_classes=num_classes)
     with output.progress_bar("timing layers", quiet) as progress:
         report = profiling.profile(
@@ -93,7 +91,33 @@ def profile(
         plot_kept_bytes(report, full, plot)
         if not quiet:
             output.stderr_console().print(f"wrote {plot}")
+    if chosen is not None:
+        import functools
+        import types
+
+        text = types.SimpleNamespace(render_table=functools.partial(text.render_table, columns=chosen),
+                                     to_markdown=functools.partial(text.to_markdown, columns=chosen),
+                                     to_json=text.to_json, to_csv=text.to_csv)
     _emit(report, text, fmt, out, quiet, summary=True)
+
+
+def _columns(given: Optional[str]) -> Optional[tuple[str, ...]]:
+    """``--columns`` checked against the profile table's column names."""
+    if given is None:
+        return None
+    import difflib
+
+    from ..report.profile_rows import COLUMN_NAMES
+
+    names = tuple(n.strip().lower() for n in given.split(",") if n.strip())
+    if not names:
+        raise BadInputError(f"--columns: give column names, comma-separated, from {', '.join(COLUMN_NAMES)}")
+    for name in names:
+        if name not in COLUMN_NAMES:
+            close = difflib.get_close_matches(name, COLUMN_NAMES, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise BadInputError(f"--columns: no column {name!r}; {hint}the columns are {', '.join(COLUMN_NAMES)}")
+    return names
 
 
 def _emit(report, reporter, fmt: Format, out: Optional[Path], quiet: bool, summary: bool = False) -> None:
@@ -254,14 +278,13 @@ def importance(
     runtime: Annotated[str, typer.Option(help="The runtime whose options are scored: tlplan, mcu or eager.")] = "tlplan",
     method: Annotated[str, typer.Option(help="gradient (first-order gain from a few batches' gradients) or contribution (the 256KB paper's: a short fine-tune per option, held-out loss against the classifier alone).")] = "gradient",
     steps: Annotated[int, typer.Option(help="With --method contribution: fine-tuning steps per option.")] = 20,
-    out: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the CSV to FILE (atomically) instead of stdout.")] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="Output format; csv is what solve --importance reads.")] = Format.csv,
+    out: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to FILE (atomically) instead of stdout.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No notes, no progress bar.")] = False,
 ) -> None:
     """Importance of each layer and option measured on your data, as a CSV for `solve --importance`."""
-    import csv
-    import io
-
     from .. import zoo
+    from ..report import rows
     from ..data import load_data
     from ..solve.measured import gradient_importance
     from ..trace import trace_model
@@ -285,16 +308,17 @@ def importance(
 
         with output.progress_bar("fine-tuning each option", quiet) as progress:
             table = contribution_importance(net, graph, found, batch=batch, steps=steps, runtime=runtime, progress=progress)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["layer", "option", "importance"])
-    for (layer, option), value in sorted(table.items(), key=lambda kv: -kv[1]):
-        writer.writerow([layer, option, f"{value:.6g}"])
-    if out is None:
-        sys.stdout.write(buf.getvalue())
-        return
-    output.write_atomic(out, buf.getvalue())
-    if not quiet:
+    ranked = [(layer, option, float(f"{value:.6g}")) for (layer, option), value in sorted(table.items(), key=lambda kv: -kv[1])]
+    report = rows.Rows(
+        schema="tlplan.importance/1", title=f"{model} · importance of each option, measured ({method}) on {found.source}",
+        columns=("layer", "option", "importance"), align="llr",
+        cells=tuple((layer, option, f"{value:.6g}") for layer, option, value in ranked),
+        records=tuple({"layer": layer, "option": option, "importance": value} for layer, option, value in ranked),
+        key="options", meta={"model": model, "method": method, "data": found.source, "runtime": runtime},
+        caption="importance: the gain in task loss each option is measured to bring (higher: train it first)",
+    )
+    _emit(report, rows, fmt, out, quiet=True)
+    if out is not None and not quiet:
         output.stderr_console().print(f"wrote {out}: {len(table)} options of {len(graph.layers)} layers, measured ({method}) on {found.source}")
 
 
@@ -388,39 +412,36 @@ def _resolve(need_model: bool = True, defaults: Optional[dict] = None, **given):
 
 def _step_summary(report, reporter) -> None:
     """On GitHub Actions, append the markdown table to the job summary as well."""
-    import os
-
-    path = os.environ.get("GITHUB_STEP_SUMMARY")
-    if not path:
-        return
-    try:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(reporter.to_markdown(report) + "\n")
-    except OSError as exc:
-        output.stderr_console().print(f"warning: cannot append to GITHUB_STEP_SUMMARY {path}: {exc.strerror or exc}")
+    output.append_step_summary(reporter.to_markdown(report))
 
 
 @app.command("config")
-def config_command() -> None:
+def config_command(
+    fmt: FormatOpt = Format.table,
+    out: OutputOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
     """What the project's settings put in effect, and where each value comes from."""
-    from rich.table import Table
-
+    from ..report import rows
     from ..settings import KEYS, find_settings
 
     settings = find_settings()
-    from rich.markup import escape
-
-    table = Table(title=escape(f"settings in effect ({settings.source or 'no [tool.tlplan] or tlplan.yaml found'})"))
-    for col in ("key", "value", "from"):
-        table.add_column(col)
+    found = []
     for key in KEYS:
         if settings.get(key) is not None:
-            table.add_row(key, str(settings.get(key)), str(settings.source))
+            found.append((key, settings.get(key), str(settings.source)))
         elif key in DEFAULTS:
-            table.add_row(key, str(DEFAULTS[key]), "tlplan default")
+            found.append((key, DEFAULTS[key], "tlplan default"))
         else:
-            table.add_row(key, "-", "unset (the model's own default, or give it on the command line)")
-    output.stdout_console().print(table)
+            found.append((key, None, "unset (the model's own default, or give it on the command line)"))
+    report = rows.Rows(
+        schema="tlplan.config/1", title=f"settings in effect ({settings.source or 'no [tool.tlplan] or tlplan.yaml found'})",
+        columns=("key", "value", "from"), align="lll",
+        cells=tuple((key, "-" if value is None else str(value), where) for key, value, where in found),
+        records=tuple({"key": key, "value": value, "from": where} for key, value, where in found),
+        key="settings", meta={"source": str(settings.source) if settings.source else None},
+    )
+    _emit(report, rows, fmt, out, quiet)
 
 
 @app.command()
@@ -431,8 +452,10 @@ def train(
     weights_partial: Annotated[bool, typer.Option("--weights-partial", help="Train from --weights that lack some of the model's tensors or have other shapes (those stay random, and are named).")] = False,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs to train.  [default: 1]", show_default=False)] = None,
     steps: Annotated[Optional[int], typer.Option(help="Or: training steps.")] = None,
-    out: Annotated[Path, typer.Option("--out", help="Folder for checkpoints (a run there resumes).")] = Path("tlplan-run"),
+    run_dir: Annotated[Path, typer.Option("--run-dir", "--out", help="Folder for the checkpoint and run.json, the run's record (a run there resumes).")] = Path("tlplan-run"),
     device: Annotated[Optional[str], typer.Option(help="Measured profile of THIS machine to predict the step time with (default: one whose CPU, cores and threads match, if any).")] = None,
+    fmt: FormatOpt = Format.table,
+    out: OutputOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no notes.")] = False,
     trust_model_code: TrustOpt = False,
 ) -> None:
@@ -449,7 +472,7 @@ def train(
     _positive(**{k: v for k, v in (("epochs", epochs), ("steps", steps)) if v is not None})
     loaded = load_plan(plan)
     trusted = _trusted(loaded.model, trust_model_code)
-    training.check_out_dir(out)
+    training.check_out_dir(run_dir)
     if not trusted:  # refused before any data is read
         from ..zoo import require_trusted
 
@@ -469,11 +492,11 @@ def train(
         if bar is not None:
             def progress(epoch: int, step: int, total: int, loss: float) -> None:
                 bar(epoch * total + step, (epochs or 1) * total if steps is None else steps)
-        result = training.train(loaded, found, out_dir=out, weights=state, epochs=epochs, steps=steps, progress=progress,
+        result = training.train(loaded, found, out_dir=run_dir, weights=state, epochs=epochs, steps=steps, progress=progress,
                                 device=_device(device, quiet), trust_model_code=trusted)
     if result.resumed_from and not quiet:
-        output.stderr_console().print(f"resumed from the checkpoint after epoch {result.resumed_from} in {out}")
-    _emit(result, reporter, Format.table, None, quiet)
+        output.stderr_console().print(f"resumed from the checkpoint after epoch {result.resumed_from} in {run_dir}")
+    _emit(result, reporter, fmt, out, quiet, summary=True)
 
 
 def _device(device: Optional[str], quiet: bool):
@@ -508,36 +531,41 @@ def _positive(**values: int) -> None:
 
 @app.command()
 def devices(
-    fmt: Annotated[DevicesFormat, typer.Option("--format", help="Output format.")] = DevicesFormat.table,
+    fmt: FormatOpt = Format.table,
+    out: OutputOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """List the device profiles: name, source (measured or datasheet), where it came from, RAM, peak, date, accuracy."""
     from ..predict.devices import list_devices, profile_roots
-    from ..report.devices import devices_json, devices_table
+    from ..report import rows
+    from ..report.devices import devices_rows
 
     roots = [(origin, str(folder)) for folder, origin in profile_roots()]
     broken: list[str] = []
     found = list_devices(broken=broken)
-    for problem in broken:  # one damaged profile does not hide the others
+    for problem in broken if not quiet else ():  # one damaged profile does not hide the others
         output.stderr_console().print(f"warning: left out: {problem}")
-    if fmt == DevicesFormat.json:
-        sys.stdout.write(devices_json(found, roots) + "\n")  # plain text: no markup, no emoji codes
-    else:
-        output.stdout_console().print(devices_table(found, roots))
+    _emit(devices_rows(found, roots), rows, fmt, out, quiet)
 
 
 @app.command("zoo")
-def zoo_command() -> None:
+def zoo_command(
+    fmt: FormatOpt = Format.table,
+    out: OutputOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
     """List the built-in models with their default resolution."""
-    from rich.table import Table
-
+    from ..report import rows
     from ..zoo import ZOO
 
-    table = Table(title="tlplan zoo")
-    for col in ("name", "resolution", "description"):
-        table.add_column(col)
-    for entry in ZOO.values():
-        table.add_row(entry.name, str(entry.resolution), entry.description)
-    output.stdout_console().print(table)
+    entries = list(ZOO.values())
+    report = rows.Rows(
+        schema="tlplan.zoo/1", title="tlplan zoo", columns=("name", "resolution", "description"), align="lrl",
+        cells=tuple((e.name, str(e.resolution), e.description) for e in entries),
+        records=tuple({"name": e.name, "resolution": e.resolution, "description": e.description} for e in entries),
+        key="models", caption="resolution: the input height and width a model is profiled at unless --resolution says otherwise",
+    )
+    _emit(report, rows, fmt, out, quiet)
 
 
 app.command("calibrate")(calibrate_command)
@@ -547,6 +575,7 @@ app.command("calibrate")(calibrate_command)
 def _root(
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
 ) -> None:
+    output.summary_written = False  # a new command (tests run several in one process)
     if version:
         from .. import __version__
 
@@ -558,7 +587,7 @@ def _root(
 FLAGS = {
     "ram_bytes": "--ram", "max_step_ms": "--max-step-ms", "device": "--device", "runtime": "--runtime",
     "input_shape": "--batch / --resolution", "measure=False": "--no-measure", "schemes": "--schemes",
-    "out": "--out", "trust_model_code": "--trust-model-code", "weights_partial": "--weights-partial",
+    "out": "--run-dir", "trust_model_code": "--trust-model-code", "weights_partial": "--weights-partial",
 }
 
 
@@ -574,5 +603,9 @@ def main() -> None:
         from rich.text import Text
 
         # the message is text, not markup: "[tool.tlplan]" must print as it is
-        output.stderr_console().print(Text("error", style="bold red") + Text(f": {exc.message_for(FLAGS)}"))
+        message = exc.message_for(FLAGS)
+        output.stderr_console().print(Text("error", style="bold red") + Text(f": {message}"))
+        if not output.summary_written:  # a failed CI step still says why in the job summary
+            command = " ".join(["tlplan", *sys.argv[1:]])
+            output.append_step_summary(f"### {command.replace('|', '/')}: failed (exit {exc.exit_code})\n\n- error: {message}\n")
         sys.exit(exc.exit_code)

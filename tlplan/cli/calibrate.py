@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import sys
 from contextlib import contextmanager
 from typing import Annotated, Callable, Iterator, Optional
@@ -37,6 +38,11 @@ def _progress(quiet: bool) -> Iterator[Callable | None]:
         yield update
 
 
+class TextFormat(str, enum.Enum):
+    table = "table"  # sentences and a table (calibrate's output is not one list)
+    json = "json"
+
+
 def _names(text: Optional[str]) -> Optional[tuple[str, ...]]:
     if text is None:
         return None
@@ -57,6 +63,7 @@ def calibrate(
     threads: Annotated[Optional[int], typer.Option(help="Framework (intra-op) threads while timing, recorded in the profile (default: torch's, one per core). The profile predicts training run with as many.")] = None,
     statistic: Annotated[Optional[str], typer.Option(help="How a timing's runs are summed up: min (the fastest run: repeats best on a shared machine; the default) or median.")] = None,
     max_foreign_cpu: Annotated[float, typer.Option(help="Largest share of the CPUs other processes may use while timing (0-1); busier timings are redone.")] = 0.05,
+    fmt: Annotated[TextFormat, typer.Option("--format", help="Output format: json for scripts.")] = TextFormat.table,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Time layer configurations and whole training steps on THIS machine into a device profile.
@@ -78,8 +85,12 @@ def calibrate(
         with _progress(quiet) as progress:
             result = run_evaluation(device, networks=_names(networks), threshold=max_foreign_cpu, progress=progress)
         device = write_accuracy(device, result)
+        if fmt is TextFormat.json:
+            sys.stdout.write(report.evaluation_json(result, device))
+            return
         report.render_evaluation(result, console)
-        console.print(f"written to {device.folder / 'device.json'} (accuracy) and {device.folder / 'evaluation.csv'}")
+        console.print(f"written to {device.folder / 'device.json'} (accuracy) and {device.folder / 'evaluation.csv'}",
+                      markup=False)
         return
     if name is None:
         raise BadInputError("give --name NAME for the profile to write (or --evaluate NAME to evaluate one)")
@@ -93,8 +104,14 @@ def calibrate(
     if add:
         with _progress(quiet) as progress:
             device, record, dropped = calibration.add_ops(settings, progress=progress)
-        report.render_added(device, record, dropped, console)
+        if fmt is TextFormat.json:
+            sys.stdout.write(report.calibration_json(device, record, dropped))
+        else:
+            report.render_added(device, record, dropped, console)
         return
     with _progress(quiet) as progress:
         device = calibration.calibrate(settings, progress=progress)
-    report.render_calibrated(device, console)
+    if fmt is TextFormat.json:
+        sys.stdout.write(report.calibration_json(device))
+    else:
+        report.render_calibrated(device, console)

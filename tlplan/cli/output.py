@@ -13,6 +13,24 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..fileio import write_atomic  # noqa: F401  (re-exported for the commands)
 
 
+#: whether this command has written its job-summary section (a failure then adds none of its own)
+summary_written = False
+
+
+def append_step_summary(markdown: str) -> None:
+    """On GitHub Actions (``GITHUB_STEP_SUMMARY`` set), append ``markdown`` to the job summary."""
+    global summary_written
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not path:
+        return
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(markdown.rstrip("\n") + "\n\n")
+        summary_written = True
+    except OSError as exc:
+        stderr_console().print(f"warning: cannot append to GITHUB_STEP_SUMMARY {path}: {exc.strerror or exc}")
+
+
 class FittingConsole(Console):
     """Tables printed here fit the width by leaving out columns, never by cutting numbers."""
 

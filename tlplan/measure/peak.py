@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.nn as nn
@@ -57,7 +62,7 @@ def measure_peak(model: nn.Module, input_shape: tuple[int, ...], optimizer: Opti
     step()
     state = [t for s in (opt.state.values() if opt else []) for t in s.values() if isinstance(t, torch.Tensor)]
     resident = _storage_bytes([*model.parameters(), *model.buffers(), x, *state])
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _without_kineto_log(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step()
     events = sorted(
         (e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"
@@ -67,3 +72,30 @@ def measure_peak(model: nn.Module, input_shape: tuple[int, ...], optimizer: Opti
         now += delta
         peak = max(peak, now)
     return PeakMeasurement(resident_bytes=resident, step_peak_bytes=peak, peak_bytes=resident + target.nbytes + peak)
+
+
+# the profiler's C++ side (kineto) writes "USDT: ... profiler_start" lines straight to file
+# descriptor 2 whatever its log level; they mean nothing to a tlplan user
+_KINETO_PREFIXES = (b"USDT:", b"STAGE:", b"INFO:")
+
+
+@contextmanager
+def _without_kineto_log() -> Iterator[None]:
+    """Run the block with fd 2 going to a temp file; afterwards pass on every line but kineto's."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable fd 2 (an embedding host): nothing to hide
+        yield
+        return
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            kept = [line for line in caught.read().splitlines(keepends=True) if not line.startswith(_KINETO_PREFIXES)]
+            if kept:
+                sys.stderr.write(b"".join(kept).decode("utf-8", "replace"))

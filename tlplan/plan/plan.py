@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
 import yaml
 
+from ..display import Tabular, clip, shape_text, size
 from ..errors import BadInputError
 from ..fileio import load_yaml, read_text, write_atomic
 from .options import LayerOptions
@@ -39,9 +40,12 @@ class Optimizer:
 OPTIMIZER_PRESETS = {"sgd": Optimizer(), "momentum": Optimizer("sgd", 0.01, 0.9), "adam": Optimizer("adam", 0.001)}
 
 
-@dataclass(frozen=True)
-class Plan:
-    """What to train, layer by layer. ``layers`` lists only layers whose options are not frozen."""
+@dataclass(frozen=True, repr=False)  # repr: a line (Tabular's), not every layer's options
+class Plan(Tabular):
+    """What to train, layer by layer. ``layers`` lists only layers whose options are not frozen.
+
+    In a notebook it shows as a table of those layers' options; ``to_dataframe()``: one row per layer.
+    """
 
     model: str
     input_shape: tuple[int, ...]
@@ -63,6 +67,42 @@ class Plan:
 
     def with_predicted(self, predicted: Mapping[str, Any]) -> "Plan":
         return replace(self, predicted=MappingProxyType(dict(predicted)))
+
+    # ---- notebook ------------------------------------------------------------------------------
+
+    def _summary(self) -> str:
+        p = self.predicted
+        # a layer may be listed for a 1-bit mask alone: listed is not trained
+        trained = sum(1 for o in self.layers.values() if o.weight or o.bias or o.norm != "frozen")
+        text = (f"{clip(self.model, 48)} · {shape_text(self.input_shape)} · scheme {clip(self.scheme or '-', 32)} · "
+                f"runtime {self.runtime}: {len(self.layers)} layers set ({trained} train parameters)")
+        if self.budget_bytes is not None:
+            text += f", budget {size(self.budget_bytes)}"
+        if p.get("peak_bytes") is not None:
+            text += f", peak {size(p['peak_bytes'])} predicted"
+        if self.device:
+            text += f", device {clip(self.device, 32)}"
+        return text
+
+    def _frame(self) -> tuple[list[str], list[dict[str, Any]]]:
+        columns = ["layer", *(f.name for f in fields(LayerOptions)), "output_shape"]
+        return columns, [{"layer": name, **asdict(opts), "output_shape": self.shapes.get(name)}
+                         for name, opts in self.layers.items()]
+
+    def _render(self, console: Any) -> None:
+        """A plan has no CLI table (the CLI writes it as YAML): its layers, each with what it trains."""
+        from ..report import tables
+
+        # the output shape last: where the width runs out, it is the column left out
+        cells = [[name, _trains(opts), shape_text(self.shapes[name]) if name in self.shapes else ""]
+                 for name, opts in self.layers.items()]
+        title = f"plan · {self.model} · input {shape_text(self.input_shape)} · scheme {self.scheme or '-'} · runtime {self.runtime}"
+        caption = "layers not listed are frozen"
+        if self.predicted.get("peak_bytes") is not None:
+            caption += f"; predicted peak {size(self.predicted['peak_bytes'])}"
+        if self.budget_bytes is not None:
+            caption += f" for a budget of {size(self.budget_bytes)}"
+        console.print(tables.rich(title, ("layer", "trains", "output"), cells, "lll", caption=caption))
 
     # ---- YAML ----------------------------------------------------------------------------------
 
@@ -177,6 +217,15 @@ MAX_DIM = 4096  # an input dimension (batch, channels, height, width): a 65536²
 MAX_CLASSES = 1_000_000
 MAX_NUMEL = 1 << 40
 MAX_BYTES = 1 << 60
+
+
+def _trains(options: LayerOptions) -> str:
+    """The options that differ from frozen, named as in the YAML: ``weight 0.25, select magnitude, bias, grad filter 4``."""
+    parts = []
+    for key, value in options.to_dict().items():
+        name = key.replace("_", " ")
+        parts.append(name if value is True else f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}")
+    return ", ".join(parts)
 
 
 def _whole(value: Any, low: int, high: int) -> bool:

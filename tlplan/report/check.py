@@ -6,6 +6,7 @@ import csv
 import io
 
 from rich.console import Console
+from rich.markup import escape
 
 from ..checking import CheckResult
 from . import tables, units
@@ -58,11 +59,11 @@ def title(result: CheckResult) -> str:
 
 def render_table(result: CheckResult, console: Console) -> None:
     console.print(tables.rich(title(result), COLUMNS, _cells(result), ALIGN, caption=note(result)))
-    console.print(f"[bold]{status(result)}[/bold]", highlight=False, soft_wrap=True)
+    console.print(f"[bold]{escape(status(result))}[/bold]", highlight=False, soft_wrap=True)
 
 
 def to_json(result: CheckResult) -> str:
-    return tables.json_text(result.to_dict())
+    return tables.json_text(result.to_dict(), "tlplan.check/1")
 
 
 def to_csv(result: CheckResult) -> str:

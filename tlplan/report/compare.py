@@ -6,6 +6,7 @@ import csv
 import io
 
 from rich.console import Console
+from rich.markup import escape
 
 from ..comparing import CompareReport
 from . import tables, units
@@ -55,11 +56,11 @@ def render_table(report: CompareReport, console: Console) -> None:
     cols = columns(report)
     console.print(tables.rich(title(report), cols, rows(report), _align(cols), caption=note(report)))
     if report.measured:
-        console.print(f"measured here: {report.measured}", highlight=False, soft_wrap=True)
+        console.print(f"measured here: {escape(str(report.measured))}", highlight=False, soft_wrap=True)
 
 
 def to_json(report: CompareReport) -> str:
-    return tables.json_text(report.to_dict())
+    return tables.json_text(report.to_dict(), "tlplan.compare/1")
 
 
 def to_csv(report: CompareReport) -> str:

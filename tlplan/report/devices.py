@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import units
+from .rows import Rows
 
 
 def _accuracy(d) -> str:
@@ -17,42 +19,32 @@ def _accuracy(d) -> str:
     return f"MAPE {acc['mape']:.1f}%, {acc['within_10']:.0f}% within ±10%"
 
 
-def devices_table(devices: Sequence, roots: Sequence[tuple[str, str]]) -> Table:
+def devices_rows(devices: Sequence, roots: Sequence[tuple[str, str]]) -> Rows:
     """Name, source (measured / datasheet), where it came from, RAM and what training may use,
     peak, date, accuracy; ``roots``: (origin, folder) of every folder searched."""
     where = "; ".join(f"{origin}: {folder}" for origin, folder in roots)
-    table = Table(title="device profiles",
-                  caption=f"from {where}. KB/MB/GB = 1024-based; usable RAM = RAM − runtime overhead (framework, "
-                          "CUDA context); accuracy: held-out networks' whole training step, leave-one-network-out")
-    for col in ("name", "source", "from", "RAM", "usable RAM", "peak fp32 GFLOPS", "date", "accuracy", "description"):
-        table.add_column(col, justify="right" if col in ("RAM", "usable RAM", "peak fp32 GFLOPS") else "left")
-    for d in devices:
-        table.add_row(
-            d.name, d.source, d.origin or "-", units.human_bytes(d.ram_bytes), units.human_bytes(d.usable_ram_bytes),
-            f"{d.peak_flops_fp32 / 1e9:,.2f}" if d.peak_flops_fp32 else "-", d.date or "-", _accuracy(d), d.description,
-        )
-    return table
-
-
-def devices_json(devices: Sequence, roots: Sequence[tuple[str, str]]) -> str:
-    """The profile list for scripts (``schema``: ``tlplan.devices/1``)."""
-    import json
-
-    return json.dumps({
-        "schema": "tlplan.devices/1",
-        "roots": [{"origin": origin, "folder": folder} for origin, folder in roots],
-        "devices": [{
-            "name": d.name, "description": d.description, "source": d.source, "origin": d.origin,
-            "folder": str(d.folder) if d.folder else None, "ram_bytes": d.ram_bytes,
-            "usable_ram_bytes": d.usable_ram_bytes, "peak_flops_fp32": d.peak_flops_fp32, "date": d.date,
-            "predicts_latency": d.predicts, "accuracy": dict(d.accuracy) if d.accuracy else None,
-        } for d in devices],
-    }, indent=2)
+    columns = ("name", "source", "from", "RAM", "usable RAM", "peak fp32 GFLOPS", "date", "accuracy", "description")
+    cells = tuple((
+        d.name, d.source, d.origin or "-", units.human_bytes(d.ram_bytes), units.human_bytes(d.usable_ram_bytes),
+        f"{d.peak_flops_fp32 / 1e9:,.2f}" if d.peak_flops_fp32 else "-", d.date or "-", _accuracy(d), d.description,
+    ) for d in devices)
+    records = tuple({
+        "name": d.name, "description": d.description, "source": d.source, "origin": d.origin,
+        "folder": str(d.folder) if d.folder else None, "ram_bytes": d.ram_bytes,
+        "usable_ram_bytes": d.usable_ram_bytes, "peak_flops_fp32": d.peak_flops_fp32, "date": d.date,
+        "predicts_latency": d.predicts, "accuracy": dict(d.accuracy) if d.accuracy else None,
+    } for d in devices)
+    return Rows(
+        schema="tlplan.devices/1", title="device profiles", columns=columns, align="lllrrrlll", cells=cells,
+        records=records, key="devices", meta={"roots": [{"origin": origin, "folder": folder} for origin, folder in roots]},
+        caption=f"from {where}. KB/MB/GB = 1024-based; usable RAM = RAM − runtime overhead (framework, "
+                "CUDA context); accuracy: held-out networks' whole training step, leave-one-network-out",
+    )
 
 
 def render_calibrated(device, console: Console) -> None:
     c = device.calibration or {}
-    console.print(f"[bold]wrote[/bold] {device.folder}: {c.get('configs', 0):,} layer configurations "
+    console.print(f"[bold]wrote[/bold] {escape(str(device.folder))}: {c.get('configs', 0):,} layer configurations "
                   f"({c.get('rows', 0):,} timed passes) and {c.get('steps', 0)} whole steps, "
                   f"{c.get('elapsed_s', 0) / 60:.1f} min of measuring (measured here)", highlight=False)
     console.print(f"runtime overhead before any tensor: {units.human_bytes(device.runtime_overhead_bytes)} "
@@ -62,7 +54,7 @@ def render_calibrated(device, console: Console) -> None:
 
 
 def render_added(device, record: dict, dropped: bool, console: Console) -> None:
-    console.print(f"[bold]added[/bold] to {device.folder}: {record['ops']}: {record['configs']:,} layer configurations "
+    console.print(f"[bold]added[/bold] to {escape(str(device.folder))}: {record['ops']}: {record['configs']:,} layer configurations "
                   f"({record['rows']:,} timed passes), {record['elapsed_s'] / 60:.1f} min of measuring (measured here)",
                   highlight=False)
     ratio = record.get("time_vs_profile")
@@ -98,3 +90,31 @@ def render_evaluation(evaluation, console: Console) -> None:
     console.print(f"MAPE {overall['mape']:.1f}%, {overall['within_10']:.0f}% of {overall['cases']} predictions within ±10% "
                   f"(predicted from a profile fitted without the held-out network; measured here), "
                   f"{evaluation.seconds / 60:.1f} min", highlight=False)
+
+
+def calibration_json(device, added: dict | None = None, accuracy_dropped: bool = False) -> str:
+    """``calibrate --format json``: the profile written (``schema``: ``tlplan.calibration/1``)."""
+    from . import tables
+
+    data = {
+        "profile": device.name, "folder": str(device.folder) if device.folder else None,
+        "calibration": dict(device.calibration or {}), "runtime_overhead_bytes": device.runtime_overhead_bytes,
+        "usable_ram_bytes": device.usable_ram_bytes,
+    }
+    if added is not None:
+        data.update(added=dict(added), accuracy_dropped=accuracy_dropped)
+    return tables.json_text(data, "tlplan.calibration/1")
+
+
+def evaluation_json(evaluation, device) -> str:
+    """``calibrate --evaluate --format json``: figures and every case (``schema``: ``tlplan.evaluation/1``)."""
+    from dataclasses import asdict
+
+    from . import tables
+
+    return tables.json_text({
+        "device": evaluation.device, "folder": str(device.folder) if device.folder else None,
+        "seconds": round(evaluation.seconds, 1), "accuracy": evaluation.accuracy_field(),
+        "per_network": evaluation.per_network, "per_runtime": evaluation.per_runtime,
+        "cases": [{**asdict(c), "error": c.error} for c in evaluation.cases],
+    }, "tlplan.evaluation/1")

@@ -40,7 +40,7 @@ def render_table(front: Frontier, console: Console) -> None:
 
 
 def to_json(front: Frontier) -> str:
-    return tables.json_text(front.to_dict())
+    return tables.json_text(front.to_dict(), "tlplan.pareto/1")
 
 
 def to_csv(front: Frontier) -> str:

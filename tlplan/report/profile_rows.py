@@ -8,7 +8,12 @@ from ..ops.registry import UNSUPPORTED
 from ..profiling import ProfileReport
 from . import units
 
-KB_NOTE = "KB = 1024 bytes"
+KB_NOTE = ("trained: trainable params; MMACs: millions of multiply-accumulates; kept KB: bytes kept for backward; "
+           "KB = 1024 bytes")
+
+#: ``--columns`` names, in table order: the fixed columns, then measured and predicted times (when present)
+COLUMN_NAMES = ("layer", "op", "output", "params", "trained", "macs-fwd", "macs-bwd", "kept", "ms-fwd", "ms-bwd",
+                "predicted-fwd", "predicted-bwd")
 
 
 def columns(report: ProfileReport) -> list[str]:
@@ -18,6 +23,26 @@ def columns(report: ProfileReport) -> list[str]:
     if report.predicted:
         cols += predicted_columns(report)
     return cols
+
+
+def column_names(report: ProfileReport) -> list[str]:
+    """The ``--columns`` name of each of ``columns(report)``."""
+    names = list(COLUMN_NAMES[:8])
+    if report.measured:
+        names += ["ms-fwd", "ms-bwd"]
+    if report.predicted:
+        names += ["predicted-fwd", "predicted-bwd"]
+    return names
+
+
+def select(report: ProfileReport, chosen: tuple[str, ...] | None) -> list[int]:
+    """Indexes of the columns ``chosen`` names (all when None), in the table's order. A name the
+    report has no column for (``ms-fwd`` without measuring) is left out; an unknown one is the
+    caller's to refuse (``COLUMN_NAMES``)."""
+    names = column_names(report)
+    if chosen is None:
+        return list(range(len(names)))
+    return [i for i, name in enumerate(names) if name in chosen]
 
 
 def predicted_columns(report: ProfileReport) -> list[str]:

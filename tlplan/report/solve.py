@@ -8,16 +8,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from ..costs.annotate import CostTable
+from ..display import Tabular, clip, shape_text, size
 from ..plan.plan import Plan
 from ..solve.importance import option_key
 from ..solve.solver import SolveResult
 from . import tables, units
 
 
-@dataclass(frozen=True)
-class SolveReport:
+@dataclass(frozen=True, repr=False)  # repr: a line (Tabular's)
+class SolveReport(Tabular):
+    """A solved plan with its solver's numbers. In a notebook, the CLI's table; ``to_dataframe()``: one row per trained layer."""
+
+    _reporter = __name__  # this module's render_table
+
     plan: Plan
     result: SolveResult
     costs: CostTable  # the plan's per-layer costs on its runtime
@@ -46,6 +52,21 @@ class SolveReport:
             "next_better": None if nb is None else {"importance": round(nb.importance, 6), "peak_bytes": nb.memory.peak_bytes,
                                                     "step_ms": None if nb.step_ms is None else round(nb.step_ms, 3)},
         }
+
+    def _summary(self) -> str:
+        p, budget = self.plan, self.result.budget_bytes
+        peak, importance = p.predicted.get("peak_bytes"), p.predicted.get("importance")
+        text = (f"{clip(p.model, 48)} · {shape_text(p.input_shape)} · runtime {p.runtime} · budget {size(budget)}: "
+                f"{len(self.chosen())} layers trained")
+        if importance is not None:
+            text += f", importance {importance:.4f}"
+        if peak is not None:
+            text += f", peak {size(peak)} ({peak / budget:.1%} of the budget)"
+        return text
+
+    def _frame(self) -> tuple[list[str], list[dict[str, Any]]]:
+        # chosen()'s fields, as the CSV writes them
+        return ["layer", "op", "trains", "kept_bytes", "trainable_params", "trainable_param_bytes"], self.chosen()
 
 
 def _memory_lines(report: SolveReport) -> list[tuple[str, str]]:
@@ -88,11 +109,11 @@ def render_table(report: SolveReport, console: Console) -> None:
     title = f"{p.model} · input {units.shape(p.input_shape)} · runtime {p.runtime} · plan for {units.human_bytes(report.result.budget_bytes)}"
     console.print(tables.rich(title, COLUMNS, _cells(report), ALIGN, caption=NOTE + "; KB = 1024 bytes", wrap_left=True))
     for what, value in _memory_lines(report):
-        console.print(f"[bold]{what}[/bold]: {value}", highlight=False, soft_wrap=True)
+        console.print(f"[bold]{what}[/bold]: {escape(value)}", highlight=False, soft_wrap=True)
 
 
 def to_json(report: SolveReport) -> str:
-    return tables.json_text(report.to_dict())
+    return tables.json_text(report.to_dict(), "tlplan.solve/1")
 
 
 def to_csv(report: SolveReport) -> str:

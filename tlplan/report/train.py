@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from ..training import TrainResult
+from ..training import RUN_SCHEMA, TrainResult
 from . import tables, units
 
 COLUMNS, ALIGN = ("", "predicted", "measured here", "measured/predicted"), "lrrr"
@@ -33,30 +33,34 @@ def note(result: TrainResult) -> str:
     return NOTE + extra
 
 
+EPOCH_COLUMNS = ("epoch", "loss", "train acc", "val acc", "images/s")
+
+
+def _epoch_rows(result: TrainResult) -> list[list[str]]:
+    return [[str(h.epoch), f"{h.loss:.4f}", f"{h.train_accuracy:.3f}", "-" if h.val_accuracy is None else f"{h.val_accuracy:.3f}",
+             f"{h.images_per_s:,.1f}"] for h in result.history]
+
+
+def _title(result: TrainResult) -> str:
+    return f"training {result.plan.model} · {result.plan.scheme or 'plan'} · runtime {result.plan.runtime}"
+
+
 def render_table(result: TrainResult, console: Console) -> None:
-    epochs = [[str(h.epoch), f"{h.loss:.4f}", f"{h.train_accuracy:.3f}", "-" if h.val_accuracy is None else f"{h.val_accuracy:.3f}",
-               f"{h.images_per_s:,.1f}"] for h in result.history]
-    console.print(tables.rich(f"training {result.plan.model} · {result.plan.scheme or 'plan'} · runtime {result.plan.runtime}",
-                              ("epoch", "loss", "train acc", "val acc", "images/s"), epochs, "rrrrr"))
+    console.print(tables.rich(_title(result), EPOCH_COLUMNS, _epoch_rows(result), "rrrrr"))
     console.print(tables.rich("predicted vs measured", COLUMNS, _compare_rows(result), ALIGN, caption=note(result)))
 
 
 def to_json(result: TrainResult) -> str:
-    return tables.json_text({"model": result.plan.model, "history": [h.__dict__ for h in result.history],
-                             "resumed_from": result.resumed_from, "predicted": result.predicted,
-                             "measured": result.measured, "predicted_here": _here_json(result)})
-
-
-def _here_json(result: TrainResult) -> dict:
-    here = result.predicted_here
-    return {"step_ms": here["step_ms"], "source": str(here["on"])} if here else {}
+    return tables.json_text(result.to_dict(), RUN_SCHEMA)
 
 
 def to_markdown(result: TrainResult) -> str:
-    lines = ["### predicted vs measured", "", *tables.markdown(COLUMNS, _compare_rows(result), ALIGN)]
+    lines = [f"### {_title(result)}", "", *tables.markdown(EPOCH_COLUMNS, _epoch_rows(result), "rrrrr"),
+             "", "### predicted vs measured", "", *tables.markdown(COLUMNS, _compare_rows(result), ALIGN)]
     return "\n".join(lines + ["", f"- {note(result)}"]) + "\n"
 
 
 def to_csv(result: TrainResult) -> str:
-    return "epoch,loss,train_accuracy,val_accuracy\n" + "".join(
-        f"{h.epoch},{h.loss},{h.train_accuracy},{'' if h.val_accuracy is None else h.val_accuracy}\n" for h in result.history)
+    return "epoch,loss,train_accuracy,val_accuracy,images_per_s\n" + "".join(
+        f"{h.epoch},{h.loss},{h.train_accuracy},{'' if h.val_accuracy is None else h.val_accuracy},{h.images_per_s}\n"
+        for h in result.history)

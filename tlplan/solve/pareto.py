@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..costs.annotate import annotate
+from ..display import Tabular, clip, size
 from ..errors import CheckFailed, SchemeError
 from ..memory.timeline import simulate_peak
 from ..plan.schemes import classifier_layers, parse_scheme, scheme_options
@@ -27,8 +28,12 @@ class Point:
     step_ms: float | None = None  # predicted on the frontier's device, where one was given
 
 
-@dataclass(frozen=True)
-class Frontier:
+@dataclass(frozen=True, repr=False)  # repr: a line (Tabular's)
+class Frontier(Tabular):
+    """Budget → importance. In a notebook, the CLI's table; ``to_dataframe()``: one row per point, solved then named."""
+
+    _reporter = "tlplan.report.pareto"
+
     model: str
     runtime: str
     points: tuple[Point, ...]  # solved plans, by budget
@@ -38,6 +43,24 @@ class Frontier:
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "runtime": self.runtime, "step_ms_source": str(self.step_on) if self.step_on else None,
                 "frontier": [p.__dict__ for p in self.points], "schemes": [p.__dict__ for p in self.schemes]}
+
+    def _summary(self) -> str:
+        text = f"{clip(self.model, 48)} · runtime {self.runtime}: {len(self.points)} solved points"
+        if self.points:
+            low, high = self.points[0], self.points[-1]
+            text += (f" (importance {low.importance:.4f} at {size(low.peak_bytes)} to {high.importance:.4f} "
+                     f"at {size(high.peak_bytes)})")
+        text += f", {len(self.schemes)} named schemes"
+        if self.step_on:
+            text += f", steps predicted for {clip(self.step_on.device, 24)}"
+        return text
+
+    def _frame(self) -> tuple[list[str], list[dict[str, Any]]]:
+        # the CSV's fields ("plan": "solved" or the scheme's name), each as the frontier holds it
+        device = self.step_on.device if self.step_on else None
+        columns = ["plan", "budget_bytes", "importance", "peak_bytes", "step_ms_predicted", "predicted_for"]
+        return columns, [{"plan": p.label, "budget_bytes": p.budget_bytes, "importance": p.importance, "peak_bytes": p.peak_bytes,
+                          "step_ms_predicted": p.step_ms, "predicted_for": device} for p in (*self.points, *self.schemes)]
 
 
 def scheme_importance(space: SearchSpace, scheme: str, time: TimeModel | None = None) -> tuple[float, int, float | None]:

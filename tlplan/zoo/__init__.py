@@ -1,13 +1,15 @@
 """The model zoo: plain-torch definitions (torchvision is not installable here) and model specs.
 
-A model spec is either a zoo name (case-insensitive) or ``package.module:factory``, where
-``factory`` is any callable returning an ``nn.Module``.
+A model spec is either a zoo name (case-insensitive, ``_`` and ``-`` interchangeable) or
+``package.module:factory``, where ``factory`` is any callable returning an ``nn.Module``. Besides
+the names in :data:`ZOO`, ``mobilenet_v2-<width>`` names MobileNetV2 at each published width
+multiplier (0.35, 0.5, 0.75, 1.0, 1.3, 1.4); ``mobilenet_v2-1.4`` is also listed in :data:`ZOO`.
 
 Every zoo model carries two plain attributes used by the rest of tlplan:
 
 * ``tlplan_blocks``: qualified module names (as in ``named_modules()``) of its blocks in forward
-  order — residual / inverted-residual blocks, plus the final 1×1 head conv block when present;
-  the stem is excluded;
+  order — residual / inverted-residual / Inception blocks, plus the final 1×1 head conv block
+  when present; the stem is excluded;
 * ``tlplan_classifier``: the qualified name of the final ``nn.Linear``.
 
 Example:
@@ -22,34 +24,44 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from torch import nn
 
 from tlplan.errors import UnknownModelError, UntrustedModelError, arg
+from tlplan.zoo.inception import MIN_RESOLUTION as INCEPTION_MIN_RESOLUTION
+from tlplan.zoo.inception import inception_v3
 from tlplan.zoo.mcu import mbv2_w035, mcunet_5fps, proxyless_w03
 from tlplan.zoo.mobilenet import (
+    MOBILENET_V2_WIDTHS,
     mobilenet_v2,
+    mobilenet_v2_140,
+    mobilenet_v2_width,
     mobilenet_v3_large,
     mobilenet_v3_small,
     proxylessnas_mobile,
 )
 from tlplan.zoo.resnet import resnet18, resnet34, resnet50
 
-__all__ = ["ZOO", "ZooEntry", "default_resolution", "load_model", "zoo_names"]
+__all__ = [
+    "ZOO", "ZooEntry", "default_resolution", "load_model", "mobilenet_v2_names", "zoo_names",
+]
 
 _SPEC_FORM = "package.module:factory"
 
 
 @dataclass(frozen=True)
 class ZooEntry:
-    """One zoo model: its name, factory (takes ``num_classes``), input resolution, description."""
+    """One zoo model: its name, factory (takes ``num_classes``), input resolution, description,
+    and the smallest input height / width it runs at (1: any)."""
 
     name: str
     factory: Callable[..., nn.Module]
     resolution: int
     description: str
+    min_resolution: int = 1
 
 
 ZOO: dict[str, ZooEntry] = {
@@ -61,8 +73,18 @@ ZOO: dict[str, ZooEntry] = {
             "resnet50", resnet50, 224, "ResNet-50 v1.5 (torchvision), 25.6M params, 4.09 GMACs"
         ),
         ZooEntry(
+            "inception_v3", inception_v3, 299,
+            "Inception v3 (torchvision, no aux classifier), 23.8M params, 5.71 GMACs",
+            min_resolution=INCEPTION_MIN_RESOLUTION,
+        ),
+        ZooEntry(
             "mobilenet_v2", mobilenet_v2, 224,
-            "MobileNetV2 (torchvision; width_mult=1.0), 3.5M params, 0.30 GMACs",
+            "MobileNetV2 (torchvision; width 1.0, others as mobilenet_v2-<width>), 3.5M params, "
+            "0.30 GMACs",
+        ),
+        ZooEntry(
+            "mobilenet_v2-1.4", mobilenet_v2_140, 224,
+            "MobileNetV2-1.4 (TinyTL's Table 3 network), 6.1M params, 0.58 GMACs",
         ),
         ZooEntry(
             "mobilenet_v3_large", mobilenet_v3_large, 224,
@@ -97,17 +119,54 @@ def zoo_names() -> list[str]:
     return list(ZOO)
 
 
+def _canonical(name: str) -> str:
+    """``name`` as zoo names are compared: stripped, lower case, ``-`` read as ``_``."""
+    return name.strip().lower().replace("-", "_")
+
+
+_BY_CANONICAL: dict[str, ZooEntry] = {_canonical(n): e for n, e in ZOO.items()}
+assert len(_BY_CANONICAL) == len(ZOO), "two zoo names differ only in case or _ / -"
+
+#: ``mobilenet_v2-<width>`` (canonical form), the width a decimal number
+_MOBILENET_V2_WIDTH = re.compile(r"mobilenet_v2_(\d+(?:\.\d*)?|\.\d+)")
+_MOBILENET_V2_FORM = "mobilenet_v2-<width>"
+
+
+def _mobilenet_v2_width_of(spec: str) -> Optional[float]:
+    """The width of a ``mobilenet_v2-<width>`` spec (published or not), or None for other specs."""
+    match = _MOBILENET_V2_WIDTH.fullmatch(_canonical(spec))
+    return float(match.group(1)) if match else None
+
+
+def mobilenet_v2_names() -> list[str]:
+    """The ``mobilenet_v2-<width>`` names, one for each published width, narrowest first."""
+    return [f"mobilenet_v2-{w}" for w in MOBILENET_V2_WIDTHS.values()]
+
+
+def _width_entry(width: float) -> ZooEntry:
+    name = f"mobilenet_v2-{MOBILENET_V2_WIDTHS[width]}"
+    listed = ZOO.get(name)
+    if listed is not None:
+        return listed
+    return ZooEntry(
+        name, mobilenet_v2_width(width), 224, f"MobileNetV2 at width {MOBILENET_V2_WIDTHS[width]}"
+    )
+
+
 def _zoo_entry(spec: str) -> Optional[ZooEntry]:
-    """The zoo entry for ``spec`` (case-insensitive; ``_`` and ``-`` interchangeable), or None."""
-    key = spec.strip().lower()
-    for candidate in (key, key.replace("_", "-"), key.replace("-", "_")):
-        if candidate in ZOO:
-            return ZOO[candidate]
+    """The zoo entry for ``spec`` (case-insensitive; ``_`` and ``-`` interchangeable; the
+    ``mobilenet_v2-<width>`` names at the published widths), or None."""
+    entry = _BY_CANONICAL.get(_canonical(spec))
+    if entry is not None:
+        return entry
+    width = _mobilenet_v2_width_of(spec)
+    if width is not None and width in MOBILENET_V2_WIDTHS:
+        return _width_entry(width)
     return None
 
 
 def default_resolution(spec: str) -> Optional[int]:
-    """The input resolution a zoo model is defined at (224 or 128); None for a non-zoo spec."""
+    """The input resolution a zoo model is defined at (224, 299 or 128); None for a non-zoo spec."""
     entry = _zoo_entry(spec)
     return entry.resolution if entry is not None else None
 
@@ -132,10 +191,22 @@ def _one_line(exc: BaseException) -> str:
 
 def _unknown_name(spec: str) -> UnknownModelError:
     names = zoo_names()
-    close = difflib.get_close_matches(spec.strip().lower(), names, n=3, cutoff=0.6)
+    widths = ", ".join(MOBILENET_V2_WIDTHS.values())
+    width_form = f"{_MOBILENET_V2_FORM} for width {widths}"
+    width = _mobilenet_v2_width_of(spec)
+    if width is not None:  # a width nobody published: the nearest one, and the list
+        nearest = min(MOBILENET_V2_WIDTHS, key=lambda w: (abs(w - width), w))
+        return UnknownModelError(
+            f"unknown model {spec!r}; did you mean mobilenet_v2-{MOBILENET_V2_WIDTHS[nearest]}? "
+            f"(MobileNetV2 comes in the published widths {widths}, as {_MOBILENET_V2_FORM}; "
+            f"zoo: {', '.join(names)}; or give {_SPEC_FORM})"
+        )
+    candidates = list(dict.fromkeys(names + mobilenet_v2_names()))
+    close = difflib.get_close_matches(spec.strip().lower(), candidates, n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     return UnknownModelError(
-        f"unknown model {spec!r}{hint} (zoo: {', '.join(names)}; or give {_SPEC_FORM})"
+        f"unknown model {spec!r}{hint} (zoo: {', '.join(names)}; {width_form}; or give "
+        f"{_SPEC_FORM})"
     )
 
 
@@ -192,12 +263,14 @@ def load_model(spec: str, num_classes: int = 1000, *, trust_code: bool = True, *
     """Build a model from a zoo name or a ``package.module:factory`` spec.
 
     Args:
-        spec: a zoo name (case-insensitive, see :func:`zoo_names`) or ``package.module:factory``.
+        spec: a zoo name (case-insensitive, see :func:`zoo_names`; also ``mobilenet_v2-<width>``
+            at a published width, see :func:`mobilenet_v2_names`) or ``package.module:factory``.
         num_classes: classifier width; passed to an external factory only if it accepts it.
         trust_code: whether a ``package.module:factory`` may be imported and called. Pass False
             for a spec read from a file the user did not write (a plan from a pull request): a
             zoo name is always allowed, code is refused with ``UntrustedModelError``.
-        **kwargs: extra factory arguments (e.g. ``width_mult`` for ``mobilenet_v2``).
+        **kwargs: extra factory arguments (e.g. ``width_mult`` for ``mobilenet_v2``, any width;
+            ``aux_logits=True`` for ``inception_v3``).
 
     Returns:
         The model (an ``nn.Module``).

@@ -22,7 +22,10 @@ __all__ = [
     "InvertedResidualV3",
     "MobileNetV3",
     "ProxylessNASMobile",
+    "MOBILENET_V2_WIDTHS",
     "mobilenet_v2",
+    "mobilenet_v2_140",
+    "mobilenet_v2_width",
     "mobilenet_v3_large",
     "mobilenet_v3_small",
     "proxylessnas_mobile",
@@ -209,8 +212,37 @@ class MobileNetV2(nn.Module):
 
 
 def mobilenet_v2(num_classes: int = 1000, width_mult: float = 1.0) -> MobileNetV2:
-    """MobileNetV2 (3,504,872 parameters at width 1.0 and 1000 classes)."""
+    """MobileNetV2 (3,504,872 parameters at width 1.0 and 1000 classes); any ``width_mult``."""
     return MobileNetV2(num_classes=num_classes, width_mult=width_mult)
+
+
+#: the width multipliers the MobileNetV2 paper and its official checkpoints publish at 224 (the
+#: zoo names ``mobilenet_v2-<width>``), each as it is spelled in a name
+MOBILENET_V2_WIDTHS: dict[float, str] = {
+    0.35: "0.35", 0.5: "0.5", 0.75: "0.75", 1.0: "1.0", 1.3: "1.3", 1.4: "1.4",
+}
+
+
+def mobilenet_v2_width(width: float) -> Callable[..., MobileNetV2]:
+    """The factory of ``mobilenet_v2-<width>``: MobileNetV2 at a published ``width``, taking
+    only ``num_classes`` (the width is the name's, so a ``width_mult`` argument is refused)."""
+    if width not in MOBILENET_V2_WIDTHS:
+        raise ValueError(
+            f"MobileNetV2 width {width!r} is not a published one "
+            f"({', '.join(MOBILENET_V2_WIDTHS.values())})"
+        )
+
+    def factory(num_classes: int = 1000) -> MobileNetV2:
+        return MobileNetV2(num_classes=num_classes, width_mult=width)
+
+    spelled = MOBILENET_V2_WIDTHS[width]
+    factory.__name__ = factory.__qualname__ = f"mobilenet_v2_{round(width * 100):03d}"
+    factory.__doc__ = f"MobileNetV2 at width {spelled} (``mobilenet_v2-{spelled}``)."
+    return factory
+
+
+#: MobileNetV2-1.4, TinyTL's Table 3 network (6,108,776 parameters at 1000 classes)
+mobilenet_v2_140 = mobilenet_v2_width(1.4)
 
 
 # ----------------------------------------------------------------------------------- MobileNetV3
