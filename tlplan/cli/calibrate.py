@@ -58,7 +58,7 @@ def calibrate(
     evaluate: Annotated[Optional[str], typer.Option("--evaluate", metavar="NAME", help="Instead: leave-one-network-out accuracy of measured profile NAME (re-measures the zoo's steps here), written into its device.json.")] = None,
     ops: Annotated[Optional[str], typer.Option(help="Only these calibration ops (comma-separated; default: all, or with --add those the profile lacks).")] = None,
     add: Annotated[bool, typer.Option("--add", help="Time ops into the existing profile NAME, keeping its other measurements and steps (default: the ops it has none of, e.g. the tlplan runtime's).")] = False,
-    networks: Annotated[Optional[str], typer.Option(help="Zoo networks for the shape prior, whole steps and evaluation (comma-separated; default: all).")] = None,
+    networks: Annotated[Optional[str], typer.Option(help="Zoo networks for the shape prior, whole steps and evaluation (comma-separated; default: the ten CNNs of the shipped profiles: resnet18/34/50, mobilenet_v2, mobilenet_v3_large/small, proxylessnas_mobile, mcunet-5fps, mbv2-w0.35, proxyless-w0.3).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the sampling.")] = 0,
     threads: Annotated[Optional[int], typer.Option(help="Framework (intra-op) threads while timing, recorded in the profile (default: torch's, one per core). The profile predicts training run with as many.")] = None,
     statistic: Annotated[Optional[str], typer.Option(help="How a timing's runs are summed up: min (the fastest run: repeats best on a shared machine; the default) or median.")] = None,

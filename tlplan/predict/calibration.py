@@ -421,9 +421,7 @@ def calibrate(settings: Settings, *, root: Path | None = None, progress: Progres
     unknown = [op for op in ops if op not in CALIBRATION_OPS]
     if unknown:
         raise BadInputError(f"unknown calibration op(s) {', '.join(unknown)}; known: {', '.join(CALIBRATION_OPS.names)}")
-    from ..zoo import zoo_names
-
-    networks = settings.networks or tuple(zoo_names())
+    networks = settings.networks or sampling.CALIBRATION_NETWORKS
     _check_networks(networks)  # before anything is written: a bad name leaves no folder behind
     partial = _Partial(root, name)
     try:
@@ -735,8 +733,6 @@ def add_ops(settings: Settings, *, root: Path | None = None,
     if not ops:
         raise BadInputError(f"profile {name} already has measurements of every calibration op; name the ops to time "
                             "again with --ops")
-    from ..zoo import zoo_names
-
     report = progress or (lambda p: None)
     partial = _Partial(root, f"{name}.add")
     try:
@@ -754,7 +750,7 @@ def add_ops(settings: Settings, *, root: Path | None = None,
             state["time_vs_profile"], state["rechecked_configs"] = _recheck(existing, ops, settings, device.statistic,
                                                                             report)
             partial.save_state(state)
-        prior = sampling.priors_by_op(ops, sampling.shape_prior(settings.networks or tuple(zoo_names())))
+        prior = sampling.priors_by_op(ops, sampling.shape_prior(settings.networks or sampling.CALIBRATION_NETWORKS))
         configs = _measure_layers(settings, ops, prior, partial, state, settings.budget_s, report,
                                   time.monotonic() + max(settings.budget_s - state.get("layers_s", 0.0), 0.0))
 

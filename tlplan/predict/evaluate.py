@@ -151,7 +151,7 @@ def evaluate(device: Device, *, networks: Sequence[str] | None = None, schemes: 
     steps run) and under ``runtime_schemes`` × ``runtime_batches`` with the tlplan runtime
     (``runtime_cases``; by default, where the profile has the runtime's ops). ``measured``: step
     times already measured (by ``measure_cases``), to evaluate several profiles on the same ones."""
-    from ..zoo import zoo_names
+    from .sampling import CALIBRATION_NETWORKS
 
     if device.source != "measured" or not device.measurements or device.folder is None:
         raise BadInputError(f"device profile {device.name} is not a measured profile: only measured profiles can be "
@@ -159,7 +159,7 @@ def evaluate(device: Device, *, networks: Sequence[str] | None = None, schemes: 
     t_start = time.perf_counter()
     layer_rows: list[LayerRow] = read_layer_rows(device.folder / device.measurements)
     step_rows: list[StepRow] = read_step_rows(device.folder / str(device.steps))
-    networks = list(networks or zoo_names())
+    networks = list(networks or CALIBRATION_NETWORKS)
     if runtime_cases is None:
         runtime_cases = bool({r.op for r in layer_rows} & set(RUNTIME_OPS))
     cases = step_cases(networks, schemes, batches, runtime_schemes if runtime_cases else (), runtime_batches)

@@ -9,18 +9,18 @@ grid reduction ``InceptionD`` (Mixed_7a) and two 8×8 ``InceptionE`` with expand
 filter banks (Mixed_7b/c); global average pool, dropout 0.5, ``fc``.
 
 The auxiliary classifier (``AuxLogits``, on Mixed_6e's output) is left out by default, as
-torchvision's ``aux_logits=False``: it is an ImageNet-training regulariser, fine-tuning trains the
-main path and the final ``fc``, and only then is the output a single tensor that tlplan's
-profiler and trainer take. ``aux_logits=True`` adds it with torchvision's parameter count
+torchvision's ``aux_logits=False``: it is an ImageNet-training regulariser, not part of the
+network that is deployed and fine-tuned, and only without it is the output a single tensor, which
+tlplan's profiler and trainer take. ``aux_logits=True`` adds it with torchvision's parameter count
 (27,161,264 at 1000 classes, against 23,834,568 without); in training mode the model then returns
 ``(logits, aux)``, as torchvision's does.
 
-Inputs must be at least 75×75 (at 74 the 3×3/2 convolution of Mixed_7a gets an empty grid).
+Inputs must be at least 75×75 (at 74 the 3×3/2 convolutions of Mixed_7a get a 2×2 grid).
 """
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -252,10 +252,11 @@ class Inception3(nn.Module):
 
     def _init_weights(self) -> None:
         """torchvision's: conv and linear weights normal with std 0.1 (0.01 for the aux 5×5
-        conv, 0.001 for the aux ``fc``) truncated to [-2, 2], biases zero; ones / zeros for batch norm.
+        conv, 0.001 for the aux ``fc``) truncated to [-2, 2], biases zero; batch norm ones and
+        zeros.
 
-        The bounds are absolute (±20 σ), so a normal draw clamped to them has the same
-        distribution as ``trunc_normal_`` and is ten times faster to draw.
+        The bounds are absolute (±20 σ and more), so a normal draw clamped to them is in practice
+        ``trunc_normal_``'s distribution, and several times faster to draw for 24 M weights.
         """
         special: dict[nn.Module, float] = {}
         if self.AuxLogits is not None:
