@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+import torch
 
 import tlplan
 from tlplan.costs import annotate
@@ -12,6 +13,7 @@ from tlplan.measure.peak import measure_peak
 from tlplan.memory.timeline import simulate_peak
 from tlplan.plan.plan import Optimizer, Plan
 from tlplan.plan.schemes import parse_scheme, scheme_options
+from tlplan.report.profile_rows import summary_lines
 from tlplan.runtime import apply_plan
 from tlplan.trace import trace_model
 
@@ -61,3 +63,21 @@ def test_mcu_runtime_keeps_frozen_weights_in_flash() -> None:
     assert memory.input_bytes == 3 * 128 * 128  # int8
     eager = simulate_peak(annotate(graph, scheme_options(graph, parse_scheme("bias")), "eager"))
     assert memory.peak_bytes < eager.peak_bytes / 5
+
+
+def test_tinytl_convention_counts_frozen_weights_at_8_bits() -> None:
+    """TinyTL's figure: trained parameters at 4 bytes, frozen ones at 1, plus the forward's peak
+    activation (what it holds above parameters, buffers and optimizer state)."""
+    model = tlplan.load_model("mcunet-5fps", num_classes=10)
+    shape = (2, 3, 64, 64)
+    report = tlplan.profile(model, shape, scheme="last")
+    m = report.memory
+    head = {id(p) for p in model.classifier.parameters()}
+    frozen = sum(p.numel() for p in model.parameters() if id(p) not in head)
+    trained = sum(4 * p.numel() for p in model.parameters() if id(p) in head)
+    assert m.tinytl_bytes - m.activation_peak_bytes == trained + frozen
+    # the forward holds at least the input and the largest layer output at once, and no more than
+    # the step's peak above the resident parameters
+    largest = max(4 * torch.Size(layer.output_shape).numel() for layer in report.layers)
+    assert 4 * torch.Size(shape).numel() + largest <= m.activation_peak_bytes <= m.peak_bytes - m.param_bytes
+    assert any(what == "TinyTL's convention" for what, _, _ in summary_lines(report))

@@ -101,7 +101,7 @@ def test_to_markdown_structure(report):
     lines = md.splitlines()
     n_layers = len(report.layers)
     n_summary = len(pr.summary_lines(report))
-    assert n_summary == 5  # params, MACs, kept for backward, memory, peak memory (no timing, no device)
+    assert n_summary == 6  # params, MACs, kept for backward, memory, peak memory, TinyTL's convention (no timing, no device)
     # title, blank, header, separator, layers, totals, blank, summary items, KB note, warnings
     assert len(lines) == 2 + 2 + n_layers + 1 + 1 + n_summary + 1 + len(report.warnings)
     assert md.endswith("\n") and not md.endswith("\n\n")

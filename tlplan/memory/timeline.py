@@ -38,6 +38,11 @@ class MemoryBreakdown:
     resident_bytes: int  # before the step starts
     peak_bytes: int  # the simulated peak, everything above included at that moment
     peak_at: str  # where it happens: "forward <layer>", "backward <layer>" or "optimizer step"
+    # the most the forward holds above parameters, buffers and optimizer state: the input, values
+    # kept so far, live values and the running layer's transients (TinyTL's "peak activation")
+    activation_peak_bytes: int = 0
+    # TinyTL's accounting: trained parameters at 32 bits, frozen ones at 8, plus the peak activation
+    tinytl_bytes: int = 0
     timeline: tuple[tuple[str, int], ...] = ()  # (moment, bytes in use) through the step
 
 
@@ -90,6 +95,7 @@ def simulate_peak(costs: CostTable, optimizer: Optimizer = Optimizer()) -> Memor
 
     peak, peak_at = resident, "start"
     timeline: list[tuple[str, int]] = []
+    activation_peak = 0
 
     def check(now: int, where: str) -> None:
         nonlocal peak, peak_at
@@ -111,6 +117,8 @@ def simulate_peak(costs: CostTable, optimizer: Optimizer = Optimizer()) -> Memor
             live[root] = value_bytes(layer.name)
         private_live += private.get(i, 0)
         ws = ops.spec_of(layer).forward_workspace(layer, cost, setting)
+        activations = sum(live.values()) + private_live + (0 if mcu else ws + input_bytes)
+        activation_peak = max(activation_peak, activations)
         check(resident + sum(live.values()) + private_live + (0 if mcu else ws), f"forward {layer.name}")
         for r in release_after.get(i, ()):
             if r not in kept_until and r != out_root and (mcu or r != INPUT):
@@ -150,6 +158,7 @@ def simulate_peak(costs: CostTable, optimizer: Optimizer = Optimizer()) -> Memor
         check(resident + grad_total + step_temp, "optimizer step")
 
     saved_total = costs.totals["saved_bytes"]
+    frozen_elements = sum(p.numel for layer in graph.layers for p in layer.params if p.name not in costs.trainable)
     return MemoryBreakdown(
         param_bytes=param_bytes,
         frozen_param_bytes=all_params - trained_full,
@@ -163,6 +172,8 @@ def simulate_peak(costs: CostTable, optimizer: Optimizer = Optimizer()) -> Memor
         resident_bytes=resident,
         peak_bytes=peak,
         peak_at=peak_at,
+        activation_peak_bytes=activation_peak,
+        tinytl_bytes=trainable_bytes + frozen_elements + activation_peak,
         timeline=tuple(timeline),
     )
 

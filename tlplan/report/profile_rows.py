@@ -143,6 +143,9 @@ def summary_lines(report: ProfileReport) -> list[tuple[str, str, str]]:
          f"buffers {units.human_bytes(m.buffer_bytes)}, input {units.human_bytes(m.input_bytes)}",
          "counted"),
         ("peak memory", f"{units.human_bytes(m.peak_bytes)} at {m.peak_at}", "predicted by a simulated timeline"),
+        ("TinyTL's convention", f"{units.human_bytes(m.tinytl_bytes)} = model {units.human_bytes(m.tinytl_bytes - m.activation_peak_bytes)} "
+         f"(frozen weights 8-bit, trained 32-bit) + peak activation {units.human_bytes(m.activation_peak_bytes)}",
+         "derived: TinyTL's accounting, to set beside its tables; not what this runtime allocates"),
     ]
     if report.measured:
         lat = t.get("latency_ms", {})
