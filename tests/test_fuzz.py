@@ -97,7 +97,7 @@ def small_graph():
 
 
 @fuzz("schemes")
-@given(st.one_of(st.text(max_size=30), st.from_regex(r"(full|last|bias|blocks|mobiletl|gradfilter|sparse|norm\+last)(:[-0-9a-z.]{0,6}){0,3}", fullmatch=True)))
+@given(st.one_of(st.text(max_size=30), st.from_regex(r"(full|last|bias|blocks|mobiletl|layers|gradfilter|sparse|norm\+last)(:[-0-9a-z.]{0,6}){0,3}", fullmatch=True)))
 def test_schemes(small_graph, text: str) -> None:
     from tlplan.costs import annotate
     from tlplan.plan.schemes import parse_scheme, scheme_options

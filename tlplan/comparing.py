@@ -47,6 +47,7 @@ class CompareReport(Tabular):
     reference: str  # the row ratios are taken against ("full")
     measured: str | None  # where step times were measured
     predicted: PredictedOn | None = None  # where each scheme's step was predicted
+    warnings: tuple[str, ...] = ()  # what a scheme could not do as asked (a conv it could not filter)
 
     def ratio(self, row: SchemeRow, field: str) -> float | None:
         ref = next(r for r in self.rows if r.scheme == self.reference)
@@ -61,7 +62,8 @@ class CompareReport(Tabular):
                                                                   "step_ms_predicted")}
             rows.append(d)
         return {"model": self.model, "input_shape": list(self.input_shape), "reference": self.reference,
-                "measured": self.measured, "predicted": str(self.predicted) if self.predicted else None, "schemes": rows}
+                "measured": self.measured, "predicted": str(self.predicted) if self.predicted else None, "schemes": rows,
+                "warnings": list(self.warnings)}
 
     def _summary(self) -> str:
         names = clip(", ".join(r.scheme for r in self.rows), 60)
@@ -109,8 +111,9 @@ def compare(
         found = resolve_device(device)
         pricer = Pricer.of(found) if found.predicts else None  # a profile without a latency model: memory only
     rows = []
+    notes: list[str] = []
     for i, scheme in enumerate(parsed):
-        options = scheme_options(graph, scheme)
+        options = scheme_options(graph, scheme, notes)
         eager = annotate(graph, options, "eager")
         costs = annotate(graph, options, "tlplan")
         step_ms = None
@@ -134,5 +137,5 @@ def compare(
 
     predicted = None if pricer is None else pricer.on
     return CompareReport(graph.model_name, graph.input_shape, tuple(rows), "full", host_description() if measure else None,
-                         predicted)
+                         predicted, tuple(notes))
 

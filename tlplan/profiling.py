@@ -137,7 +137,7 @@ def profile(
         model: an ``nn.Module`` (see ``tlplan.load_model``); it is not modified.
         input_shape: batch first, e.g. ``(8, 3, 224, 224)``.
         scheme: ``full``, ``last``, ``bias``, ``norm+last``, ``blocks:K``, ``mobiletl:K``,
-            ``gradfilter:K:R`` or ``sparse:FILE``.
+            ``layers:K``, ``gradfilter:K:R`` or ``sparse:FILE``.
         runtime: ``tlplan`` (tlplan's runtime ops), ``eager`` (plain PyTorch autograd with only
             ``requires_grad`` set) or ``mcu`` (an int8 training engine; analytic, not measurable here).
         precision: activations kept by the tlplan runtime, ``fp32`` or ``fp16``.
@@ -161,7 +161,8 @@ def profile(
     found = resolve_device(device) if device else None
     parsed = parse_scheme(scheme)
     graph = trace_model(model, tuple(input_shape), model_name or type(model).__name__)
-    costs = annotate(graph, scheme_options(graph, parsed), runtime, precision)
+    notes: list[str] = []  # what the scheme could not do as asked (a conv it could not filter): said in the report
+    costs = annotate(graph, scheme_options(graph, parsed, notes), runtime, precision)
     memory = simulate_peak(costs)
     timings = None
     if measure and runtime == "mcu":
@@ -171,6 +172,10 @@ def profile(
 
         timings = measure_latency(model, costs, repeats=repeats, progress=progress)
     report = _report(graph, costs, memory, parsed.text, found.name if found else None, timings)
+    if notes:
+        from dataclasses import replace
+
+        report = replace(report, warnings=report.warnings + tuple(notes))
     return with_prediction(report, found) if found else report
 
 

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..plan.options import LayerOptions
+from ..plan.options import LayerOptions, filter_size_problem
 from ..runtime.functional import filtered_grid
 from ..runtime.modules import PlannedConv2dModule, make_planned
 from ..trace.graph import Layer, _numel
@@ -114,6 +114,11 @@ class Conv2dSpec(WeightOpSpec):
         if problem is None and pair(layer.attrs.get("dilation", 1)) != (1, 1):
             problem = "gradient filtering needs an undilated conv"
         return problem
+
+    def filter_size_problem(self, layer: Layer, r: int) -> str | None:
+        # r×r patches tile the output map (the runtime's kernels would otherwise average partial
+        # patches at its edges: not what the paper's formulas say)
+        return filter_size_problem(tuple(layer.output_shape[-2:]), r)
 
     def macs_fwd(self, layer: Layer) -> int:
         w = weight_shape(layer)

@@ -38,7 +38,15 @@ class WeightOpSpec(OpSpec):
 
     def filter_ok(self, layer: Layer) -> str | None:
         """Why gradient filtering cannot apply (None: it can)."""
-        return f"gradient filtering applies to convolutions, not {self.kind}"
+        return f"gradient filtering (grad_filter) applies to convolutions, not {self.kind}"
+
+    def filter_size_problem(self, layer: Layer, r: int) -> str | None:
+        """Why patch size ``r`` cannot filter this layer, where filtering applies (None: it can)."""
+        return None
+
+    def offered_filters(self, layer: Layer) -> tuple[int, ...]:
+        """The patch sizes the solver offers: ``FILTER_SIZES`` that divide the output map."""
+        return tuple(r for r in FILTER_SIZES if self.filter_size_problem(layer, r) is None)
 
     def weight_fraction(self, layer: Layer, opts: LayerOptions, runtime: str) -> float:
         """The share of the weight whose gradient is computed (a partial weight on a runtime that runs it)."""
@@ -105,7 +113,7 @@ class WeightOpSpec(OpSpec):
         if opts.bias and not has_bias(layer):
             return f"this {self.kind} has no bias"
         if opts.grad_filter:
-            problem = self.filter_ok(layer)
+            problem = self.filter_ok(layer) or self.filter_size_problem(layer, opts.grad_filter)
         elif 0 < opts.weight < 1:
             problem = self.partial_ok(layer)
         if problem:
@@ -120,7 +128,7 @@ class WeightOpSpec(OpSpec):
         biases = (False, True) if has_bias(layer) else (False,)
         runs_options = honours_options(layer, runtime)
         ratios = WEIGHT_RATIOS if runs_options and self.partial_ok(layer) is None else (1.0,)
-        filters = FILTER_SIZES if runtime == "tlplan" and runs_options and self.filter_ok(layer) is None else ()
+        filters = self.offered_filters(layer) if runtime == "tlplan" and runs_options and self.filter_ok(layer) is None else ()
         out: list[LayerOptions] = []
         for bias in biases:
             if bias:

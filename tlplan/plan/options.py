@@ -9,6 +9,9 @@ from ..errors import BadInputError
 
 NORM_MODES = ("frozen", "shift", "affine")
 WEIGHT_RATIOS = (0.125, 0.25, 0.5, 1.0)
+#: the gradient-filter patch sizes the solver offers (where the conv's output map is at least that
+#: big): a small fixed set, so its search space stays small. Plans and schemes take any r >= 2 up to
+#: the conv's output height and width (``filter_size_problem``).
 FILTER_SIZES = (2, 4, 7)
 SELECTIONS = ("first", "magnitude")
 # Which op kinds take which options is said by each op's spec (``tlplan.ops``), not here.
@@ -22,7 +25,7 @@ class LayerOptions:
     select: str = "first"  # which input channels a partial weight trains: first-k or largest-magnitude
     bias: bool = False  # the bias is trained
     norm: str = "frozen"  # norm layers: frozen (eval statistics), shift (β only), affine (γ, β, batch statistics)
-    grad_filter: int = 0  # gradient filtering patch size r on a trained conv; 0 = exact
+    grad_filter: int = 0  # gradient filtering patch size r (>= 2, at most the conv's output map); 0 = exact
     mask: bool = False  # activation backward from a 1-bit mask
 
     def to_dict(self) -> dict[str, Any]:
@@ -63,10 +66,27 @@ class LayerOptions:
             raise BadInputError(f"{where}.select: {self.select!r}; use one of {', '.join(SELECTIONS)}")
         if self.norm not in NORM_MODES:
             raise BadInputError(f"{where}.norm: {self.norm!r}; use one of {', '.join(NORM_MODES)}")
-        if self.grad_filter and self.grad_filter not in FILTER_SIZES:
-            raise BadInputError(f"{where}.grad_filter: {self.grad_filter}; use 0 or one of {FILTER_SIZES}")
+        if self.grad_filter < 0 or self.grad_filter == 1:
+            raise BadInputError(
+                f"{where}.grad_filter: {self.grad_filter}; use 0 (exact) or a patch size of 2 or more, at most "
+                "the conv's output height and width"
+            )
         if self.grad_filter and self.weight not in (0.0, 1.0):
             raise BadInputError(f"{where}: gradient filtering trains the whole weight; set weight to 1")
 
 
 FROZEN = LayerOptions()
+
+
+def filter_size_problem(out_hw: tuple[int, int], r: int) -> str | None:
+    """Why patch size ``r`` cannot filter a conv whose output map is ``out_hw`` (None: it can).
+
+    An ``r`` that does not divide the map is taken as the gradient-filter paper's code takes it:
+    the patch grid is rounded up and centred, and an edge patch averages the cells it covers. A
+    patch larger than the map is refused: it would average one patch of a map it does not fit."""
+    h, w = (int(v) for v in out_hw)
+    if r <= h and r <= w:
+        return None
+    return (f"grad_filter {r} is larger than this conv's {h}×{w} output map; use a patch size up to {min(h, w)} "
+            "or 0 (exact)") if min(h, w) >= 2 else (f"this conv's output map is {h}×{w}: too small for a patch of 2 "
+                                                   "or more; train it exactly (grad_filter 0)")

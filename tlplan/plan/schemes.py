@@ -3,26 +3,34 @@
 from __future__ import annotations
 
 import difflib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
 from ..errors import BadInputError, SchemeError
 from ..fileio import load_yaml, read_text
-from ..ops import is_conv, is_norm, option_problem, spec_of, trained_roles
+from ..ops import is_conv, is_norm, is_weighted, option_problem, spec_of, trained_roles
 from ..trace.graph import Layer, LayerGraph
-from .options import FILTER_SIZES, LayerOptions
+from .options import LayerOptions
 
 SCHEME_HELP = (
     "full, last (classifier only), bias (all biases + classifier), norm+last, blocks:K (last K blocks), "
-    "mobiletl:K, gradfilter:K:R (last K convs, patch R), sparse:FILE (a 256KB-paper backward_config), "
-    "or a plan file (plan.yaml)"
+    "mobiletl:K, layers:K (last K conv/linear layers, exact), gradfilter:K:R (last K convs, R×R patches, R >= 2; "
+    "R = 0: no filter), sparse:FILE (a 256KB-paper backward_config), or a plan file (plan.yaml)"
 )
+#: the scheme names, for did-you-mean suggestions
+SCHEME_NAMES = ("full", "last", "bias", "norm+last", "blocks", "mobiletl", "layers", "gradfilter", "sparse")
+
+
+class SchemeWarning(UserWarning):
+    """A scheme ran with less than it names: e.g. ``gradfilter:K:R`` training some of its convs
+    exactly because R does not divide their output map."""
 
 
 @dataclass(frozen=True)
 class Scheme:
-    kind: str  # full, last, bias, norm+last, blocks, mobiletl, gradfilter, sparse
+    kind: str  # full, last, bias, norm+last, blocks, mobiletl, layers, gradfilter, sparse, plan
     k: int | None = None
     r: int | None = None
     path: str | None = None
@@ -59,13 +67,22 @@ def parse_scheme(text: str) -> Scheme:
         if not rest:
             raise SchemeError(f"scheme {raw!r}: give the number of blocks, e.g. {head}:4")
         return Scheme(head, _whole(raw, rest, "K (blocks)"))
+    if head == "layers":
+        if not rest:
+            raise SchemeError(f"scheme {raw!r}: give the number of layers, e.g. layers:4 (the last 4 conv/linear layers)")
+        return Scheme("layers", _whole(raw, rest, "K (layers)"))
     if head == "gradfilter":
         parts = rest.split(":")
         if len(parts) != 2:
-            raise SchemeError(f"scheme {raw!r}: use gradfilter:K:R, e.g. gradfilter:4:2 (last 4 convs, 2×2 patches)")
+            raise SchemeError(
+                f"scheme {raw!r}: use gradfilter:K:R, e.g. gradfilter:4:2 (last 4 convs, 2×2 patches; R = 0: no filter)"
+            )
         k, r = _whole(raw, parts[0], "K (convs)"), _whole(raw, parts[1], "R (patch)")
-        if r not in FILTER_SIZES:
-            raise SchemeError(f"scheme {raw!r}: patch size R must be one of {', '.join(map(str, FILTER_SIZES))}")
+        if r == 1:
+            raise SchemeError(
+                f"scheme {raw!r}: patch size R must be 2 or more (a 1×1 patch filters nothing); "
+                f"R = 0 trains the same convs exactly (gradfilter:{k}:0, like layers:{k})"
+            )
         return Scheme("gradfilter", k, r)
     if head == "sparse":
         if not rest:
@@ -75,7 +92,7 @@ def parse_scheme(text: str) -> Scheme:
         if not Path(raw).is_file():
             raise SchemeError(f"plan file {raw!r} does not exist")
         return Scheme("plan", path=raw)
-    close = difflib.get_close_matches(head, ["full", "last", "bias", "norm+last", "blocks", "mobiletl", "gradfilter", "sparse"], n=1)
+    close = difflib.get_close_matches(head, list(SCHEME_NAMES), n=1)
     hint = f"did you mean {close[0]}? " if close else ""
     raise SchemeError(f"unknown scheme {raw!r}; {hint}use {SCHEME_HELP}")
 
@@ -100,12 +117,31 @@ def conv_layers(graph: LayerGraph) -> list[Layer]:
     return [layer for layer in graph.layers if is_conv(layer) and layer.name not in head]
 
 
+def weighted_layers(graph: LayerGraph) -> list[Layer]:
+    """Conv and linear layers (transposed convs too) in forward order, the classifier excluded:
+    what ``layers:K`` counts. On a CNN whose only linear layer is its classifier, ``conv_layers``."""
+    head = {layer.name for layer in classifier_layers(graph)}
+    return [layer for layer in graph.layers if is_weighted(layer) and layer.name not in head]
+
+
+def _last(graph: LayerGraph, scheme: Scheme, layers: list[Layer], what: str) -> list[Layer]:
+    """The last ``scheme.k`` of ``layers``; K beyond their number is a SchemeError saying how many there are."""
+    if scheme.k > len(layers):
+        raise SchemeError(f"scheme {scheme.text!r}: {graph.model_name} has {len(layers)} {what}; choose K from 0 to {len(layers)}")
+    return layers[len(layers) - scheme.k :] if scheme.k else []
+
+
 def _train_all(layer: Layer) -> LayerOptions | None:
     return spec_of(layer).train_all(layer)
 
 
-def scheme_options(graph: LayerGraph, scheme: Scheme) -> dict[str, LayerOptions]:
-    """Per-layer options of a scheme on this graph (layers left out are frozen)."""
+def scheme_options(graph: LayerGraph, scheme: Scheme, notes: list[str] | None = None) -> dict[str, LayerOptions]:
+    """Per-layer options of a scheme on this graph (layers left out are frozen).
+
+    Where the scheme runs with less than it names (``gradfilter:K:R`` training a conv exactly that R
+    cannot filter), a note says which layers and why: appended to ``notes`` when given (for a
+    report's warnings), else a ``SchemeWarning``.
+    """
     if scheme.kind == "plan":
         from .plan import load_plan
         from .validate import validate_options
@@ -142,21 +178,58 @@ def scheme_options(graph: LayerGraph, scheme: Scheme) -> dict[str, LayerOptions]
         train(in_top)
         if scheme.kind == "mobiletl":
             _mobiletl_norms(in_top, top, options)
+    elif scheme.kind == "layers":  # the gradient-filter paper's "vanilla" baseline: exact gradients
+        train(_last(graph, scheme, weighted_layers(graph), "conv and linear layers before the classifier"))
     elif scheme.kind == "gradfilter":
-        convs = conv_layers(graph)
-        if scheme.k > len(convs):
-            raise SchemeError(f"scheme {scheme.text!r}: {graph.model_name} has {len(convs)} convolutions; choose K up to {len(convs)}")
-        for layer in convs[len(convs) - scheme.k :] if scheme.k else []:
+        fallbacks: dict[str, list[str]] = {}
+        for layer in _last(graph, scheme, conv_layers(graph), "convolutions before the classifier"):
+            exact = LayerOptions(weight=1.0, bias=_has_bias(layer))
+            options[layer.name] = exact
+            if not scheme.r:  # gradfilter:K:0: the same convs, no filter
+                continue
             filtered = LayerOptions(weight=1.0, bias=_has_bias(layer), grad_filter=scheme.r)
-            # a conv the runtime cannot filter (grouped, dilated, its own forward) trains exactly
-            exact = option_problem(layer, filtered, "tlplan") is not None
-            options[layer.name] = LayerOptions(weight=1.0, bias=_has_bias(layer)) if exact else filtered
+            # a conv the runtime cannot filter (grouped, dilated, its own forward, a map R does
+            # not divide) trains exactly, and a note says so
+            # (a module called several times runs with one set of options: every call must take it)
+            calls = [c for c in graph.layers if layer.module is not None and c.module == layer.module] or [layer]
+            problem = next(filter(None, (option_problem(c, filtered, "tlplan") for c in calls)), None)
+            if problem is None:
+                options[layer.name] = filtered
+            else:
+                fallbacks.setdefault(_fallback_reason(layer, scheme.r, problem), []).append(layer.name)
+        if fallbacks:
+            _note(notes, _fallback_note(scheme, fallbacks))
     elif scheme.kind == "sparse":
         options.update(sparse_options(graph, load_backward_config(scheme.path)))
     train(classifier)
     _same_for_every_call(graph, options)
     _masks(graph, options, surrogate=scheme.kind == "mobiletl")
     return options
+
+
+def _fallback_reason(layer: Layer, r: int, problem: str) -> str:
+    spec = spec_of(layer)
+    if spec.filter_ok(layer) is None and spec.filter_size_problem(layer, r) is not None:
+        h, w = layer.output_shape[-2:]
+        return f"R = {r} is larger than the {h}×{w} output map"
+    return problem
+
+
+def _fallback_note(scheme: Scheme, fallbacks: Mapping[str, list[str]]) -> str:
+    count = sum(len(names) for names in fallbacks.values())
+    parts = []
+    for reason, names in fallbacks.items():
+        shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        parts.append(f"{shown} ({reason})")
+    return (f"scheme {scheme.text}: {count} of the last {scheme.k} convs train exactly, without a gradient filter: "
+            + "; ".join(parts))
+
+
+def _note(notes: list[str] | None, text: str) -> None:
+    if notes is not None:
+        notes.append(text)
+    else:  # (stacklevel: the line that asked for the scheme's options)
+        warnings.warn(text, SchemeWarning, stacklevel=3)
 
 
 def _same_for_every_call(graph: LayerGraph, options: dict[str, LayerOptions]) -> None:

@@ -181,7 +181,7 @@ def scheme_costs(graph: LayerGraph, scheme: str, runtime: str = "eager") -> Cost
     (``requires_grad`` only; what calibration's whole steps run) or with the tlplan runtime."""
     from ..plan.schemes import parse_scheme, scheme_options
 
-    return annotate(graph, scheme_options(graph, parse_scheme(scheme)), runtime)
+    return annotate(graph, scheme_options(graph, parse_scheme(scheme), []), runtime)  # the step as measured
 
 
 def plan_items(graph: LayerGraph, costs: CostTable, weight_ratios: Mapping[str, float] | None = None) -> Plan:

@@ -57,6 +57,8 @@ def render_table(report: CompareReport, console: Console) -> None:
     console.print(tables.rich(title(report), cols, rows(report), _align(cols), caption=note(report)))
     if report.measured:
         console.print(f"measured here: {escape(str(report.measured))}", highlight=False, soft_wrap=True)
+    for warning in report.warnings:
+        console.print(f"[yellow]warning[/yellow]: {escape(warning)}", highlight=False, soft_wrap=True)
 
 
 def to_json(report: CompareReport) -> str:
@@ -82,4 +84,5 @@ def to_markdown(report: CompareReport) -> str:
     lines += ["", f"- {note(report)}"]
     if report.measured:
         lines.append(f"- measured here: {report.measured}")
+    lines += [f"- warning: {w.replace('|', '/')}" for w in report.warnings]
     return "\n".join(lines) + "\n"

@@ -153,7 +153,9 @@ class PlannedConv2d(torch.autograd.Function):
 
     - weight trained on all channels: the input (shared with whoever else keeps it);
     - on a subset of input channels: a compact copy of those channels;
-    - with gradient filter r: the r·stride patch sums of the input;
+    - with gradient filter r: the r·stride patch sums of the input (plans give an r that divides
+      the output map's height and width, so the r×r patches tile it; other sizes, as calibration
+      samples them, average the partial patches at the edges, as the paper's code does);
     - bias only, or frozen on the backward path: nothing (the input gradient needs the weight only).
     """
 
@@ -229,6 +231,8 @@ def _conv_input_grad(grad, weight, x_shape, stride, padding, dilation, groups):
 
 
 def filtered_grid(out_hw: tuple[int, int], r: int) -> tuple[int, int]:
+    """The patch grid of an output map: (H/r, W/r), rounded up where r does not divide the map
+    (centred; an edge patch averages the cells it covers, as the gradient-filter paper's code)."""
     return math.ceil(out_hw[0] / r), math.ceil(out_hw[1] / r)
 
 

@@ -65,7 +65,7 @@ class Frontier(Tabular):
 
 def scheme_importance(space: SearchSpace, scheme: str, time: TimeModel | None = None) -> tuple[float, int, float | None]:
     graph = space.graph
-    options = scheme_options(graph, parse_scheme(scheme))
+    options = scheme_options(graph, parse_scheme(scheme), [])  # a scheme's fallbacks: its row says what it costs
     classifier = {layer.name for layer in classifier_layers(graph)}
     ranks = {c.layer: k for k, c in enumerate(space.choices)}
     n = len(space.choices)
