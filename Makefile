@@ -20,7 +20,8 @@ demo: $(STAMP)
 	$(BIN)/tlplan compare mobilenet_v2 --batch 8 --resolution 160 --schemes full,bias,blocks:5,mobiletl:5,gradfilter:4:2
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	# one worker per core (pytest-xdist); each runs PyTorch on one thread (tests/conftest.py)
+	$(BIN)/python -m pytest -n auto
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/profile_speed.py

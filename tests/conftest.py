@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
+
+
+def pytest_configure(config) -> None:
+    """Under pytest-xdist (``-n 2``), one framework thread per worker: two workers on two cores run
+    side by side instead of four threads contending for them."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def plain_environment(monkeypatch):
+    """Same output whatever the shell (or pytest-xdist's worker) sets: no forced colour, tables at
+    the default width of a log, the shipped and user profiles only."""
+    for var in ("COLUMNS", "LINES", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "TLPLAN_PROFILES",
+                "GITHUB_STEP_SUMMARY"):
+        monkeypatch.delenv(var, raising=False)
 
 
 @pytest.fixture(autouse=True)

@@ -31,13 +31,6 @@ TOP_FIELDS = {"model", "input_shape", "runtime", "scheme", "device", "layers", "
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 
 
-@pytest.fixture(autouse=True)
-def _plain_environment(monkeypatch):
-    """Same output whatever the developer's shell sets: no forced colour, default width, shipped profiles."""
-    for var in ("COLUMNS", "LINES", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "TLPLAN_PROFILES"):
-        monkeypatch.delenv(var, raising=False)
-
-
 @pytest.fixture
 def run(monkeypatch, capsys):
     """``run(*args) -> (exit code, stdout, stderr)``, as the ``tlplan`` process would give them.
