@@ -267,6 +267,25 @@ class OddCallsNet(nn.Module):
         return self.fc(z.mean((2, 3)))
 
 
+class UpsampleNet(nn.Module):
+    """A TinyTL-style lite branch: 2×2 average pooling, a grouped conv, group norm, bilinear
+    interpolation back to the input's size (``size=`` from its shape) and an add."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.pool = nn.AvgPool2d(2, 2)
+        self.conv = nn.Conv2d(8, 8, 3, padding=1, groups=2, bias=False)
+        self.norm = nn.GroupNorm(1, 8)
+        self.fc = nn.Linear(8, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        lite = self.norm(self.conv(self.pool(x)))
+        x = x + F.interpolate(lite, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
 CORPUS = {
     "functional": FunctionalNet,
     "subclass": SubclassNet,
@@ -278,6 +297,7 @@ CORPUS = {
     "shared": SharedNet,
     "parametrized": ParametrizedNet,
     "odd-calls": OddCallsNet,
+    "upsample": UpsampleNet,
 }
 
 

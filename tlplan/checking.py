@@ -91,6 +91,10 @@ def check_plan(plan: Plan, plan_path: str, budget_bytes: int | None = None, mode
     if budget is None:
         raise BadInputError(f"plan {plan_path} records no budget; give one with {arg('ram_bytes')}")
     net = model if model is not None else load_model(plan.model, num_classes=plan.num_classes, trust_code=trust_model_code)
+    if plan.lite:  # its lite residual branches (a caller's model is not changed: a copy gets them)
+        from .runtime.lite import with_lite
+
+        net = with_lite(net, plan.input_shape, plan.lite, copy=model is not None)
     graph = trace_model(net, plan.input_shape, plan.model)
     try:
         validate_shapes(graph, plan.shapes, f"plan {plan_path}")

@@ -112,7 +112,12 @@ def compare(
         pricer = Pricer.of(found) if found.predicts else None  # a profile without a latency model: memory only
     rows = []
     notes: list[str] = []
+    from .runtime.lite import for_scheme
+
+    base = graph
     for i, scheme in enumerate(parsed):
+        # lite schemes: a copy of the model with the branches, and its graph
+        net, graph, _ = for_scheme(model, base.input_shape, scheme, base.model_name, graph=base)
         options = scheme_options(graph, scheme, notes)
         eager = annotate(graph, options, "eager")
         costs = annotate(graph, options, "tlplan")
@@ -120,7 +125,7 @@ def compare(
         if measure:
             from .measure.latency import prepared_copy, time_step
 
-            step_ms = round(time_step(prepared_copy(model, costs), graph.input_shape, repeats=repeats), 3)
+            step_ms = round(time_step(prepared_copy(net, costs), graph.input_shape, repeats=repeats), 3)
         rows.append(SchemeRow(
             scheme=scheme.text,
             kept_eager_bytes=eager.totals["saved_bytes"],
@@ -136,6 +141,7 @@ def compare(
     from .profiling import host_description
 
     predicted = None if pricer is None else pricer.on
+    graph = base
     return CompareReport(graph.model_name, graph.input_shape, tuple(rows), "full", host_description() if measure else None,
                          predicted, tuple(notes))
 

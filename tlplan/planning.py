@@ -10,7 +10,8 @@ import torch.nn as nn
 from .costs.annotate import CostTable, annotate
 from .memory.timeline import simulate_peak
 from .plan.plan import Optimizer, Plan
-from .plan.schemes import parse_scheme, scheme_options
+from .errors import SchemeError
+from .plan.schemes import LITE_SCHEMES, parse_scheme, scheme_options
 from .plan.validate import shapes_of
 from .trace import LayerGraph, trace_model
 
@@ -51,8 +52,17 @@ def plan_from_scheme(
         >>> plan = tlplan.plan_from_scheme(model, (8, 3, 224, 224), "mobiletl:5", model_name="mobilenet_v2")
         >>> plan.save("plan.yaml")  # doctest: +SKIP
     """
-    graph = model if isinstance(model, LayerGraph) else trace_model(model, tuple(input_shape), model_name or type(model).__name__)
     parsed = parse_scheme(scheme)
+    lite = {}
+    if isinstance(model, LayerGraph):
+        graph = model
+        if parsed.kind in LITE_SCHEMES:
+            raise SchemeError(f"scheme {parsed.text!r} adds lite residual branches to the model: give the model, not its graph")
+    else:
+        from .runtime.lite import for_scheme
+
+        # lite schemes (and plans with lite branches) run on a copy with the branches
+        _, graph, lite = for_scheme(model, tuple(input_shape), parsed, model_name or type(model).__name__)
     options = scheme_options(graph, parsed)
     optimizer = optimizer or Optimizer()
     costs = annotate(graph, options, runtime, precision)
@@ -68,4 +78,5 @@ def plan_from_scheme(
         num_classes=num_classes,
         predicted=MappingProxyType(predicted_costs(costs, optimizer)),
         shapes=MappingProxyType(shapes_of(graph, options)),
+        lite=MappingProxyType(dict(lite)),
     )

@@ -137,7 +137,8 @@ def profile(
         model: an ``nn.Module`` (see ``tlplan.load_model``); it is not modified.
         input_shape: batch first, e.g. ``(8, 3, 224, 224)``.
         scheme: ``full``, ``last``, ``bias``, ``norm+last``, ``blocks:K``, ``mobiletl:K``,
-            ``layers:K``, ``gradfilter:K:R`` or ``sparse:FILE``.
+            ``layers:K``, ``gradfilter:K:R``, ``sparse:FILE``, ``lite``, ``lite+bias``, ``lite:K`` (TinyTL's
+            lite residual branches, added to a copy of the model) or a plan file.
         runtime: ``tlplan`` (tlplan's runtime ops), ``eager`` (plain PyTorch autograd with only
             ``requires_grad`` set) or ``mcu`` (an int8 training engine; analytic, not measurable here).
         precision: activations kept by the tlplan runtime, ``fp32`` or ``fp16``.
@@ -160,7 +161,10 @@ def profile(
         raise BadInputError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     found = resolve_device(device) if device else None
     parsed = parse_scheme(scheme)
-    graph = trace_model(model, tuple(input_shape), model_name or type(model).__name__)
+    from .runtime.lite import for_scheme
+
+    # lite schemes (and plan files with lite branches): a copy of the model with the branches
+    model, graph, _ = for_scheme(model, tuple(input_shape), parsed, model_name or type(model).__name__)
     notes: list[str] = []  # what the scheme could not do as asked (a conv it could not filter): said in the report
     costs = annotate(graph, scheme_options(graph, parsed, notes), runtime, precision)
     memory = simulate_peak(costs)

@@ -117,6 +117,10 @@ def _for_data(plan: Plan, num_classes: int, trust_model_code: bool = False):
     if plan.runtime == "mcu":
         raise BadInputError(f"this plan is for the mcu runtime (an int8 engine's accounting); solve with {arg('runtime')} tlplan to train here")
     model = load_model(plan.model, num_classes=num_classes, trust_code=trust_model_code)
+    if plan.lite:  # TinyTL lite residual branches the plan trains
+        from .runtime.lite import with_lite
+
+        model = with_lite(model, plan.input_shape, plan.lite)
     graph = trace_model(model, plan.input_shape, plan.model)
     heads = {layer.name for layer in classifier_layers(graph)}
     validate_shapes(graph, {k: v for k, v in plan.shapes.items() if k not in heads}, f"plan for {plan.model}")

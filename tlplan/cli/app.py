@@ -50,7 +50,7 @@ def profile(
     resolution: Annotated[Optional[int], typer.Option(help="Input height and width (default: the model's own, 224 or 128).")] = None,
     batch: Annotated[Optional[int], typer.Option(help="Batch size.  [default: 1]", show_default=False)] = None,
     num_classes: Annotated[Optional[int], typer.Option(help="Classes of the classifier.  [default: 1000]", show_default=False)] = None,
-    scheme: Annotated[Optional[str], typer.Option(help="What to train: full, last, bias, norm+last, blocks:K, mobiletl:K, layers:K, gradfilter:K:R, sparse:FILE, or a plan file.  [default: full]", show_default=False)] = None,
+    scheme: Annotated[Optional[str], typer.Option(help="What to train: full, last, bias, norm+last, blocks:K, mobiletl:K, layers:K, gradfilter:K:R, sparse:FILE, lite, lite+bias, lite:K, or a plan file.  [default: full]", show_default=False)] = None,
     runtime: Annotated[Optional[str], typer.Option(help="Memory accounting: tlplan (tlplan's runtime ops), eager (plain PyTorch autograd), mcu (an int8 engine).  [default: tlplan]", show_default=False)] = None,
     precision: Annotated[Optional[str], typer.Option(help="Activations the tlplan runtime keeps: fp32 or fp16.  [default: fp32]", show_default=False)] = None,
     device: Annotated[Optional[str], typer.Option(help="Device profile name or unique prefix (see `tlplan devices`).")] = None,

@@ -13,6 +13,7 @@ import yaml
 from ..display import Tabular, clip, shape_text, size
 from ..errors import BadInputError
 from ..fileio import load_yaml, read_text, write_atomic
+from .lite import LiteConfig
 from .options import LayerOptions
 
 PLAN_VERSION = 1
@@ -61,6 +62,9 @@ class Plan(Tabular):
     #: output shape of every layer the plan sets options for, as traced when it was made
     shapes: Mapping[str, tuple[int, ...]] = field(default_factory=lambda: MappingProxyType({}))
     version: int = PLAN_VERSION
+    #: TinyTL lite residual branches the plan's model has, by block (``lite``, ``lite+bias``, ``lite:K``);
+    #: whoever builds the model for the plan inserts them (``tlplan.runtime.lite.insert_lite``)
+    lite: Mapping[str, LiteConfig] = field(default_factory=lambda: MappingProxyType({}))
 
     def options(self, layer: str) -> LayerOptions:
         return self.layers.get(layer, LayerOptions())
@@ -76,6 +80,8 @@ class Plan(Tabular):
         trained = sum(1 for o in self.layers.values() if o.weight or o.bias or o.norm != "frozen")
         text = (f"{clip(self.model, 48)} · {shape_text(self.input_shape)} · scheme {clip(self.scheme or '-', 32)} · "
                 f"runtime {self.runtime}: {len(self.layers)} layers set ({trained} train parameters)")
+        if self.lite:
+            text += f", {len(self.lite)} lite residual branches"
         if self.budget_bytes is not None:
             text += f", budget {size(self.budget_bytes)}"
         if p.get("peak_bytes") is not None:
@@ -124,6 +130,8 @@ class Plan(Tabular):
             "layers": {name: opts.to_dict() for name, opts in self.layers.items()},
             "shapes": {name: list(shape) for name, shape in self.shapes.items()},
             "predicted": dict(self.predicted),
+            # written only where there are branches: a plan without them reads as before
+            **({"lite": {block: cfg.to_dict() for block, cfg in self.lite.items()}} if self.lite else {}),
         }
 
     def save(self, path: str | Path) -> None:
@@ -135,7 +143,7 @@ class Plan(Tabular):
         if not isinstance(data, dict):
             raise BadInputError(f"{where}: expected a mapping at the top level")
         known = {"version", "model", "num_classes", "input_shape", "runtime", "precision", "optimizer",
-                 "scheme", "budget_bytes", "device", "layers", "predicted", "shapes"}
+                 "scheme", "budget_bytes", "device", "layers", "predicted", "shapes", "lite"}
         unknown = set(data) - known
         if unknown:
             raise BadInputError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
@@ -205,7 +213,16 @@ class Plan(Tabular):
             for k, v in shapes_in.items()
         ):
             raise BadInputError(f"{where}: 'shapes' must map layer names to lists of whole numbers")
+        lite_in = data.get("lite") or {}
+        if not isinstance(lite_in, dict):
+            raise BadInputError(f"{where}: 'lite' must map block names to lite branch settings (kernel, groups, expand, norm)")
+        lite = {}
+        for block, cfg in lite_in.items():
+            if not isinstance(block, str) or not block or len(block) > 300:
+                raise BadInputError(f"{where}: lite block names must be text, not {block!r}")
+            lite[block] = LiteConfig.from_dict(cfg, f"{where}: lite.{block}")
         return cls(
+            lite=MappingProxyType(lite),
             model=model, input_shape=tuple(shape), layers=MappingProxyType(layers), runtime=runtime,
             precision=precision, optimizer=optimizer, scheme=data.get("scheme"), num_classes=num_classes,
             budget_bytes=budget, device=data.get("device"), predicted=MappingProxyType(predicted),

@@ -17,10 +17,15 @@ from .options import LayerOptions
 SCHEME_HELP = (
     "full, last (classifier only), bias (all biases + classifier), norm+last, blocks:K (last K blocks), "
     "mobiletl:K, layers:K (last K conv/linear layers, exact), gradfilter:K:R (last K convs, R×R patches, R >= 2; "
-    "R = 0: no filter), sparse:FILE (a 256KB-paper backward_config), or a plan file (plan.yaml)"
+    "R = 0: no filter), sparse:FILE (a 256KB-paper backward_config), lite (TinyTL lite residual branches + classifier), "
+    "lite+bias (also every bias), lite:K (branches in the last K blocks), or a plan file (plan.yaml)"
 )
 #: the scheme names, for did-you-mean suggestions
-SCHEME_NAMES = ("full", "last", "bias", "norm+last", "blocks", "mobiletl", "layers", "gradfilter", "sparse")
+SCHEME_NAMES = ("full", "last", "bias", "norm+last", "blocks", "mobiletl", "layers", "gradfilter", "sparse", "lite", "lite+bias")
+#: schemes that train TinyTL lite residual branches (the model gets them first: ``tlplan.runtime.lite``)
+LITE_SCHEMES = ("lite", "lite+bias")
+#: the child module a block's lite residual branch is registered as
+LITE_CHILD = "lite_residual"
 
 
 class SchemeWarning(UserWarning):
@@ -30,7 +35,7 @@ class SchemeWarning(UserWarning):
 
 @dataclass(frozen=True)
 class Scheme:
-    kind: str  # full, last, bias, norm+last, blocks, mobiletl, layers, gradfilter, sparse, plan
+    kind: str  # full, last, bias, norm+last, blocks, mobiletl, layers, gradfilter, sparse, lite, lite+bias, plan
     k: int | None = None
     r: int | None = None
     path: str | None = None
@@ -63,6 +68,12 @@ def parse_scheme(text: str) -> Scheme:
     head = head.lower()
     if head in ("full", "last", "bias", "norm+last") and not rest:
         return Scheme(head)
+    if head in LITE_SCHEMES:
+        if not rest and not _:
+            return Scheme(head)
+        if not rest:
+            raise SchemeError(f"scheme {raw!r}: give the number of blocks, e.g. {head}:4 (branches in the last 4 blocks)")
+        return Scheme(head, _whole(raw, rest, "K (blocks)"))
     if head in ("blocks", "mobiletl"):
         if not rest:
             raise SchemeError(f"scheme {raw!r}: give the number of blocks, e.g. {head}:4")
@@ -201,6 +212,13 @@ def scheme_options(graph: LayerGraph, scheme: Scheme, notes: list[str] | None = 
             _note(notes, _fallback_note(scheme, fallbacks))
     elif scheme.kind == "sparse":
         options.update(sparse_options(graph, load_backward_config(scheme.path)))
+    elif scheme.kind in LITE_SCHEMES:
+        if scheme.kind == "lite+bias":  # TinyTL-L+B: every bias too, as the bias scheme
+            for layer in graph.layers:
+                opts = spec_of(layer).train_bias(layer)
+                if opts is not None:
+                    options[layer.name] = opts
+        train(lite_layers(graph, lite_blocks(graph, scheme), scheme))
     train(classifier)
     _same_for_every_call(graph, options)
     _masks(graph, options, surrogate=scheme.kind == "mobiletl")
@@ -244,6 +262,33 @@ def _same_for_every_call(graph: LayerGraph, options: dict[str, LayerOptions]) ->
         if chosen is not None and len(layers) > 1:
             for layer in layers:
                 options[layer.name] = chosen
+
+
+def lite_blocks(graph: LayerGraph, scheme: Scheme) -> list[str]:
+    """The blocks a lite scheme puts branches in, in forward order: all, or the last K."""
+    if not graph.blocks:
+        raise SchemeError(f"scheme {scheme.text!r}: {graph.model_name} has no blocks to add lite residual branches to")
+    if scheme.k is None:
+        return list(graph.blocks)
+    return [b for b in graph.blocks if b in _top_blocks(graph, scheme)]
+
+
+def _in_branch(layer: Layer, block: str) -> bool:
+    return layer.module is not None and layer.module.startswith(f"{block}.{LITE_CHILD}.")
+
+
+def lite_layers(graph: LayerGraph, blocks: Iterable[str], scheme: Scheme | None = None) -> list[Layer]:
+    """The layers of these blocks' lite residual branches; a block without one is a SchemeError."""
+    blocks = list(blocks)
+    layers = [layer for layer in graph.layers if any(_in_branch(layer, b) for b in blocks)]
+    missing = [b for b in blocks if not any(_in_branch(layer, b) for layer in layers)]
+    if missing:
+        what = f"scheme {scheme.text!r}" if scheme is not None else "lite"
+        raise SchemeError(
+            f"{what}: block {missing[0]} of {graph.model_name} has no lite residual branch; insert the branches first "
+            "(tlplan.runtime.lite.insert_lite; tlplan.plan_from_scheme, profile and compare do it on a copy)"
+        )
+    return layers
 
 
 def _top_blocks(graph: LayerGraph, scheme: Scheme) -> set[str]:

@@ -33,6 +33,12 @@ def apply_plan(model: nn.Module, plan: Plan, *, graph: LayerGraph | None = None)
             "the mcu runtime is the accounting of an int8 training engine and does not run in PyTorch; "
             "make the plan with --runtime tlplan to train it here"
         )
+    if plan.lite:  # the plan's lite residual branches, where the model lacks them (then traced again)
+        from .lite import with_lite
+
+        with_lite(model, plan.input_shape, plan.lite)
+        if graph is not None and not _branches_traced(graph, plan):
+            graph = None
     if graph is None:  # else the caller's trace of this model (or of an identical copy)
         graph = trace_model(model, plan.input_shape, plan.model)
     validate_shapes(graph, plan.shapes, f"plan for {plan.model}")
@@ -57,6 +63,14 @@ def apply_plan(model: nn.Module, plan: Plan, *, graph: LayerGraph | None = None)
     for name, p in model.named_parameters():
         p.requires_grad_(name in trainable)
     return model
+
+
+def _branches_traced(graph: LayerGraph, plan: Plan) -> bool:
+    from ..plan.schemes import LITE_CHILD
+
+    traced = {layer.module.split(f".{LITE_CHILD}.")[0] for layer in graph.layers
+              if layer.module is not None and f".{LITE_CHILD}." in layer.module}
+    return set(plan.lite) <= traced
 
 
 def _replace(model: nn.Module, qualified: str, new: nn.Module) -> None:
