@@ -265,19 +265,6 @@ def _weights_for(command: DocCommand, folder: Path) -> None:
     torch.save(tlplan.load_model(target).state_dict(), path)
 
 
-def _invoke(args: tuple[str, ...], monkeypatch, capsys) -> tuple[int, str, str]:
-    from tlplan.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["tlplan", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def _written(args: tuple[str, ...]) -> list[str]:
     """The files a command says it writes (a train run's record in its run folder)."""
     names = []
@@ -304,7 +291,7 @@ RUN = _runs()
 
 
 @pytest.mark.parametrize("command", RUN, ids=_ids(RUN))
-def test_doc_command_runs(command: DocCommand, workspaces, tmp_path_factory, monkeypatch, capsys) -> None:
+def test_doc_command_runs(command: DocCommand, workspaces, tmp_path_factory, monkeypatch, run) -> None:
     ws = _workspace(workspaces, tmp_path_factory, command.file)
     monkeypatch.chdir(ws.folder)
     monkeypatch.setenv("XDG_DATA_HOME", str(ws.data_home))
@@ -314,9 +301,9 @@ def test_doc_command_runs(command: DocCommand, workspaces, tmp_path_factory, mon
     for before in RUN:
         if before.file == command.file and before.line < command.line and before.where not in ws.done:
             _weights_for(before, ws.folder)
-            ws.done[before.where] = _invoke(before.args, monkeypatch, capsys)[0]
+            ws.done[before.where] = run(*before.args)[0]
     _weights_for(command, ws.folder)
-    code, out, err = _invoke(command.args, monkeypatch, capsys)
+    code, out, err = run(*command.args)
     ws.done[command.where] = code
     assert code == command.exit_code, (
         f"{command.where}: `{command.text}` exited {code}, the doc shows {command.exit_code}\n{err[-2000:]}")

@@ -45,7 +45,7 @@ class WeightOpSpec(OpSpec):
         return None
 
     def offered_filters(self, layer: Layer) -> tuple[int, ...]:
-        """The patch sizes the solver offers: ``FILTER_SIZES`` that divide the output map."""
+        """The patch sizes the solver offers: the ``FILTER_SIZES`` that fit the output map."""
         return tuple(r for r in FILTER_SIZES if self.filter_size_problem(layer, r) is None)
 
     def weight_fraction(self, layer: Layer, opts: LayerOptions, runtime: str) -> float:

@@ -30,7 +30,7 @@ LITE_CHILD = "lite_residual"
 
 class SchemeWarning(UserWarning):
     """A scheme ran with less than it names: e.g. ``gradfilter:K:R`` training some of its convs
-    exactly because R does not divide their output map."""
+    exactly because R is larger than their output map."""
 
 
 @dataclass(frozen=True)
@@ -199,8 +199,8 @@ def scheme_options(graph: LayerGraph, scheme: Scheme, notes: list[str] | None = 
             if not scheme.r:  # gradfilter:K:0: the same convs, no filter
                 continue
             filtered = LayerOptions(weight=1.0, bias=_has_bias(layer), grad_filter=scheme.r)
-            # a conv the runtime cannot filter (grouped, dilated, its own forward, a map R does
-            # not divide) trains exactly, and a note says so
+            # a conv the runtime cannot filter (grouped, dilated, its own forward, a map smaller
+            # than R) trains exactly, and a note says so
             # (a module called several times runs with one set of options: every call must take it)
             calls = [c for c in graph.layers if layer.module is not None and c.module == layer.module] or [layer]
             problem = next(filter(None, (option_problem(c, filtered, "tlplan") for c in calls)), None)

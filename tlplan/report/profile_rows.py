@@ -16,23 +16,25 @@ COLUMN_NAMES = ("layer", "op", "output", "params", "trained", "macs-fwd", "macs-
                 "predicted-fwd", "predicted-bwd")
 
 
-def columns(report: ProfileReport) -> list[str]:
-    cols = ["layer", "op", "output", "params", "trained", "MMACs fwd", "MMACs bwd", "kept KB"]
+def _named_columns(report: ProfileReport) -> list[tuple[str, str]]:
+    """(``--columns`` name, header) of each column the report has, in table order."""
+    headers = ["layer", "op", "output", "params", "trained", "MMACs fwd", "MMACs bwd", "kept KB"]
     if report.measured:
-        cols += ["measured ms fwd", "measured ms bwd"] if report.predicted else ["ms fwd", "ms bwd"]
+        headers += ["measured ms fwd", "measured ms bwd"] if report.predicted else ["ms fwd", "ms bwd"]
+    names = list(COLUMN_NAMES[: len(headers)])
     if report.predicted:
-        cols += predicted_columns(report)
-    return cols
+        headers += predicted_columns(report)
+        names += ["predicted-fwd", "predicted-bwd"]
+    return list(zip(names, headers, strict=True))
+
+
+def columns(report: ProfileReport) -> list[str]:
+    return [header for _, header in _named_columns(report)]
 
 
 def column_names(report: ProfileReport) -> list[str]:
     """The ``--columns`` name of each of ``columns(report)``."""
-    names = list(COLUMN_NAMES[:8])
-    if report.measured:
-        names += ["ms-fwd", "ms-bwd"]
-    if report.predicted:
-        names += ["predicted-fwd", "predicted-bwd"]
-    return names
+    return [name for name, _ in _named_columns(report)]
 
 
 def select(report: ProfileReport, chosen: tuple[str, ...] | None) -> list[int]:

@@ -153,9 +153,9 @@ class PlannedConv2d(torch.autograd.Function):
 
     - weight trained on all channels: the input (shared with whoever else keeps it);
     - on a subset of input channels: a compact copy of those channels;
-    - with gradient filter r: the r·stride patch sums of the input (plans give an r that divides
-      the output map's height and width, so the r×r patches tile it; other sizes, as calibration
-      samples them, average the partial patches at the edges, as the paper's code does);
+    - with gradient filter r: the r·stride patch sums of the input (where r does not divide the
+      output map, the patch grid is rounded up and centred and the edge patches average the cells
+      they cover, as the paper's code does);
     - bias only, or frozen on the backward path: nothing (the input gradient needs the weight only).
     """
 
