@@ -34,6 +34,7 @@ def note(result: TrainResult) -> str:
 
 
 EPOCH_COLUMNS = ("epoch", "loss", "train acc", "val acc", "images/s")
+EPOCH_NOTE = "loss, accuracy (held-out images for val) and images/s: measured here, during this run"
 
 
 def _epoch_rows(result: TrainResult) -> list[list[str]]:
@@ -46,7 +47,7 @@ def _title(result: TrainResult) -> str:
 
 
 def render_table(result: TrainResult, console: Console) -> None:
-    console.print(tables.rich(_title(result), EPOCH_COLUMNS, _epoch_rows(result), "rrrrr"))
+    console.print(tables.rich(_title(result), EPOCH_COLUMNS, _epoch_rows(result), "rrrrr", caption=EPOCH_NOTE))
     console.print(tables.rich("predicted vs measured", COLUMNS, _compare_rows(result), ALIGN, caption=note(result)))
 
 
@@ -55,7 +56,7 @@ def to_json(result: TrainResult) -> str:
 
 
 def to_markdown(result: TrainResult) -> str:
-    lines = [f"### {_title(result)}", "", *tables.markdown(EPOCH_COLUMNS, _epoch_rows(result), "rrrrr"),
+    lines = [f"### {_title(result)}", "", *tables.markdown(EPOCH_COLUMNS, _epoch_rows(result), "rrrrr"), "", f"- {EPOCH_NOTE}",
              "", "### predicted vs measured", "", *tables.markdown(COLUMNS, _compare_rows(result), ALIGN)]
     return "\n".join(lines + ["", f"- {note(result)}"]) + "\n"
 
