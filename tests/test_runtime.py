@@ -190,6 +190,37 @@ def test_mask_packing_roundtrip(numel: int) -> None:
     assert torch.equal(unpack_mask(packed, mask.shape), mask)
 
 
+@pytest.mark.parametrize("numel", [2, 7, 8, 9, 1001])
+def test_mask_packing_same_bits_on_both_paths(numel: int) -> None:
+    """The numpy fast path and the torch path (other devices, strided masks) store the same bits."""
+    mask = torch.rand(2 * numel) > 0.5
+    strided = mask[::2]  # not contiguous: the torch path
+    assert not strided.is_contiguous()
+    assert torch.equal(pack_mask(strided), pack_mask(strided.contiguous()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("kind", ["relu", "relu6"])
+def test_masked_activation_gradient_equals_pytorch_in_every_dtype(dtype: torch.dtype, kind: str) -> None:
+    """Bit for bit PyTorch's own backward, also where the incoming gradient is inf or NaN at a
+    blocked element (a multiply by the mask would give NaN there), on an odd element count."""
+    torch.manual_seed(3)
+    module = nn.ReLU() if kind == "relu" else nn.ReLU6()
+    x = (torch.randn(3, 5, 7, 9) * 4).to(dtype)
+    g = torch.randn(x.shape).to(dtype)
+    blocked = (x <= 0).nonzero()[:2]
+    g[tuple(blocked[0])], g[tuple(blocked[1])] = float("inf"), float("nan")
+    expected_x = x.clone().requires_grad_(True)
+    module(expected_x).backward(g)
+    planned = apply_plan(nn.Sequential(nn.Identity(), module), _plan(nn.Sequential(nn.Identity(), module), x.shape, {"1": LayerOptions(mask=True)}))
+    got_x = x.clone().requires_grad_(True)
+    planned(got_x).backward(g.transpose(2, 3).contiguous().transpose(2, 3))  # a strided gradient too
+    assert torch.equal(got_x.grad, expected_x.grad)
+    got_x.grad = None
+    planned(got_x).backward(g)
+    assert torch.equal(got_x.grad, expected_x.grad)
+
+
 # ---- apply_plan as a user meets it ---------------------------------------------------------------
 
 
