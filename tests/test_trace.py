@@ -156,3 +156,56 @@ def test_bad_input_shape(shape) -> None:
 def test_model_that_cannot_run_on_the_input() -> None:
     with pytest.raises(TraceError, match="does not run on input"):
         trace_model(tlplan.load_model("resnet18"), (1, 5, 32, 32))  # five channels into a 3-channel stem
+
+
+# ---- the trace cache: one trace per model structure and input shape ---------------------------
+
+
+def test_same_structure_and_shape_is_traced_once() -> None:
+    from tlplan.trace.tracer import structure_key
+
+    model = tlplan.load_model("mcunet-5fps")
+    first = trace_model(model, (1, 3, 64, 64), "m")
+    with torch.no_grad():  # new weight values do not change shapes: the same graph serves
+        for p in model.parameters():
+            p.mul_(2)
+    assert trace_model(model, (1, 3, 64, 64), "m") is first
+    twin = tlplan.load_model("mcunet-5fps")  # another object of the same structure
+    assert structure_key(twin) == structure_key(model)
+    assert trace_model(twin, (1, 3, 64, 64), "m") is first
+    assert trace_model(model, (2, 3, 64, 64), "m") is not first  # another input shape: traced again
+    assert trace_model(model, (2, 3, 64, 64), "m").input_shape == (2, 3, 64, 64)
+
+
+def test_a_changed_structure_is_traced_again() -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(self.conv(x).mean((2, 3)))
+
+    model = Net()
+    before = trace_model(model, (1, 3, 16, 16), "net")
+    model.conv.stride = (2, 2)  # a plain attribute the forward reads
+    strided = trace_model(model, (1, 3, 16, 16), "net")
+    assert strided is not before and strided.by_name["conv"].output_shape == (1, 4, 8, 8)
+
+    model.conv = nn.Conv2d(3, 4, 3, padding=1)  # a replaced module of the same shape: same structure
+    assert trace_model(model, (1, 3, 16, 16), "net") is before
+
+    handle = model.conv.register_forward_hook(lambda m, i, o: o[:, :, ::2, ::2])  # a hook that reshapes
+    hooked = trace_model(model, (1, 3, 16, 16), "net")
+    assert hooked is not before
+    handle.remove()
+
+    class Net(Net):  # noqa: F811 -- a notebook cell run again with another forward
+        def forward(self, x):
+            return self.fc(self.conv(x).amax((2, 3)))
+
+    redefined = Net()
+    redefined.load_state_dict(model.state_dict())
+    graph = trace_model(redefined, (1, 3, 16, 16), "net")
+    assert graph is not before and any("amax" in layer.target for layer in graph.layers)

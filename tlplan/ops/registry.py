@@ -24,6 +24,9 @@ class OpRegistry:
         self._modules: dict[type, OpSpec] = {}
         self._functions: dict[Callable[..., Any], OpSpec] = {}
         self._methods: dict[str, OpSpec] = {}
+        #: bumped at every register / unregister: what a trace recognised may have changed
+        #: (the trace cache keys on it)
+        self.generation = 0
 
     def register(self, spec: OpSpec) -> OpSpec:
         if not spec.kind or spec.kind == UNSUPPORTED:
@@ -41,6 +44,7 @@ class OpRegistry:
         self._modules.update(dict.fromkeys(spec.modules, spec))
         self._functions.update(dict.fromkeys(spec.functions, spec))
         self._methods.update(dict.fromkeys(spec.methods, spec))
+        self.generation += 1
         return spec
 
     def unregister(self, kind: str) -> None:
@@ -49,6 +53,7 @@ class OpRegistry:
         for table in (self._modules, self._functions, self._methods):
             for key in [k for k, v in table.items() if v is spec]:
                 del table[key]
+        self.generation += 1
 
     def __getitem__(self, kind: str) -> OpSpec:
         return self._specs[kind]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
@@ -20,13 +21,16 @@ def trace_model(model: nn.Module, input_shape: tuple[int, ...], model_name: str 
     """Trace ``model`` on an input of ``input_shape`` (batch first) into a LayerGraph.
 
     Args:
-        model: any ``nn.Module``; it is not modified (shapes are propagated on the meta device).
+        model: any ``nn.Module``; it is not modified (shapes come from forwards at batch 1 and 2
+            in eval mode without grad; its training flags are restored).
         input_shape: e.g. ``(8, 3, 224, 224)``.
         model_name: the name reports show.
 
     Returns:
         A frozen LayerGraph. Models that torch.fx cannot trace are traced with module hooks
         instead; the graph's ``warnings`` say what that loses.
+        A model of a structure and input shape traced before in this process gets that
+        graph again (see ``structure_key``).
 
     Example:
         >>> from tlplan.zoo import load_model
@@ -37,6 +41,64 @@ def trace_model(model: nn.Module, input_shape: tuple[int, ...], model_name: str 
     if len(input_shape) < 2 or any(int(d) <= 0 for d in input_shape):
         raise BadInputError(f"input shape {tuple(input_shape)} is not valid: give a positive batch, channels and size")
     input_shape = tuple(int(d) for d in input_shape)
+    key = (structure_key(model), input_shape, model_name, REGISTRY.generation)
+    graph = _TRACES.get(key)
+    if graph is None:
+        graph = _trace(model, input_shape, model_name)
+        _TRACES[key] = graph
+        while len(_TRACES) > _TRACES_KEPT:
+            _TRACES.popitem(last=False)
+    else:
+        _TRACES.move_to_end(key)
+    return graph
+
+
+# Traces of this process by (model structure, input shape, name, op registry's generation): a notebook or a script that
+# profiles, compares and solves one model traces it once, not at every call (the trace runs the
+# model forward). A LayerGraph is frozen data without references to the model, so one graph
+# serves every model of the same structure. Least recently used first out.
+_TRACES: OrderedDict[tuple, LayerGraph] = OrderedDict()
+_TRACES_KEPT = 32
+
+
+def structure_key(model: nn.Module) -> tuple:
+    """What a trace of ``model`` depends on: every module's class (its forward's code included,
+    so a class redefined in a notebook is a new structure), its plain attributes (stride,
+    padding, flags, training mode), its hooks, and every parameter's and buffer's name, shape,
+    dtype and device. Weights' values are not part of it: shapes do not depend on them."""
+    parts: list[tuple] = []
+    for name, module in model.named_modules():
+        cls = type(module)
+        forward = getattr(cls.forward, "__code__", None)
+        parts.append((name, cls.__module__, cls.__qualname__, id(cls),
+                      None if forward is None else (forward.co_code, forward.co_consts, forward.co_names)))
+        for attr, value in vars(module).items():
+            if attr == "_modules":  # the children themselves come in their own turn
+                parts.append((attr, tuple(value)))
+            elif attr in ("_parameters", "_buffers"):
+                for tensor_name, tensor in value.items():
+                    parts.append((attr, tensor_name, None if tensor is None else
+                                  (tuple(tensor.shape), tensor.dtype, tensor.device.type)))
+            else:
+                parts.append((attr, _attribute_key(value)))
+    return tuple(parts)
+
+
+def _attribute_key(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str, torch.dtype, torch.device)):
+        return value
+    if isinstance(value, (tuple, list)):
+        return (type(value).__name__, tuple(_attribute_key(v) for v in value))
+    if isinstance(value, (set, frozenset)):
+        return ("set", tuple(sorted(repr(_attribute_key(v)) for v in value)))
+    if isinstance(value, torch.Tensor):
+        return ("tensor", tuple(value.shape), value.dtype)
+    if isinstance(value, dict):  # hooks and their kwargs flags: which functions, in which order
+        return ("dict", tuple((k if isinstance(k, (int, str)) else id(k), _attribute_key(v)) for k, v in value.items()))
+    return (type(value).__qualname__, id(value))  # functions, hook handles, anything else: by identity
+
+
+def _trace(model: nn.Module, input_shape: tuple[int, ...], model_name: str) -> LayerGraph:
     try:
         gm = ops.symbolic_trace(model)
     except Exception as exc:  # fx raises many kinds on dynamic control flow
