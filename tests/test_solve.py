@@ -18,7 +18,7 @@ from tlplan.runtime import apply_plan
 from tlplan.sizes import parse_size
 from tlplan.solve import build_space, solve_space
 from tlplan.solve.evolution import evolve
-from tlplan.solve.solver import _knapsack
+from tlplan.solve.solver import _knapsack, pareto_fronts
 from tlplan.solve.space import fixed_cost
 from tlplan.trace import trace_model
 
@@ -46,24 +46,100 @@ def tiny() -> nn.Module:
     )
 
 
-@pytest.mark.parametrize("runtime", ["tlplan", "mcu"])
-def test_exact_against_brute_force(runtime) -> None:
+def brute_force(space, fixed: dict, budget: int) -> float:
+    """The additive model's optimum by trying every depth and every combination of options."""
+    best = 0.0
+    for d in space.depths:
+        for picks in itertools.product(*[range(len(c.candidates)) for c in space.choices[d:]]):
+            cands = [ch.candidates[k] for ch, k in zip(space.choices[d:], picks)]
+            if fixed[d] + sum(c.cost_bytes for c in cands) <= budget:
+                best = max(best, sum(c.importance for c in cands))
+    return best
+
+
+def tiny_budgets(space, fixed: dict) -> list[int]:
+    low = min(fixed.values())
+    high = max(fixed.values()) + sum(max(c.cost_bytes for c in ch.candidates) for ch in space.choices)
+    return [int(low + (high - low) * f) for f in (0.05, 0.2, 0.5, 0.8, 1.0)]
+
+
+@pytest.mark.parametrize("runtime,form", [("tlplan", None), ("mcu", None), ("mcu", "backward-config")])
+def test_exact_against_brute_force(runtime, form) -> None:
     # GIVEN a model small enough to enumerate every depth and option
     graph = trace_model(tiny(), (2, 3, 8, 8))
-    space = build_space(graph, runtime, "int8" if runtime == "mcu" else "fp32")
+    space = build_space(graph, runtime, "int8" if runtime == "mcu" else "fp32", form=form)
+    assert space.choices and space.depths
     fixed = {d: fixed_cost(space, d) for d in space.depths}
-    low, high = min(fixed.values()), max(fixed.values()) + sum(max(c.cost_bytes for c in ch.candidates) for ch in space.choices)
-    for budget in [int(low + (high - low) * f) for f in (0.05, 0.2, 0.5, 0.8, 1.0)]:
+    for budget in tiny_budgets(space, fixed):
         # WHEN every combination is tried under the solver's memory model (fixed cost + Σ option costs)
-        brute = 0.0
+        brute = brute_force(space, fixed, budget)
+        # THEN one sweep of Pareto fronts answers every depth with that optimum, and the MILP agrees
+        caps = {d: budget - fixed[d] for d in space.depths if fixed[d] <= budget}
+        fronts = pareto_fronts(space, caps)
+        answers = [fronts.best(d, cap) for d, cap in caps.items()]
+        assert max((a[1] for a in answers if a is not None), default=0.0) == pytest.approx(brute, abs=1e-9)
+        milp = max((_knapsack(space, d, cap) or (None, 0.0, 0))[1] for d, cap in caps.items()) if caps else 0.0
+        assert milp == pytest.approx(brute, abs=1e-9)
+        # and each answer is a real plan: its options cost and weigh what the front says
+        for (d, cap), found in zip(caps.items(), answers):
+            if found is not None:
+                chosen, value, cost = found
+                cands = [ch.candidates[k] for ch, k in zip(space.choices[d:], chosen)]
+                assert sum(c.cost_bytes for c in cands) == cost <= cap
+                assert sum(c.importance for c in cands) == pytest.approx(value, abs=1e-9)
+        # a cut at (nearly) the optimum keeps it: only points that cannot beat the plan in hand go
+        if brute > 0:
+            cut = pareto_fronts(space, caps, beat=brute * (1 - 1e-6))
+            assert max(cut.best(d, cap)[1] for d, cap in caps.items() if cut.best(d, cap)) == pytest.approx(brute, abs=1e-9)
+
+
+@pytest.mark.parametrize("name,runtime,factor", [("mcunet-5fps", "mcu", 2), ("resnet18", "tlplan", 2)])
+def test_fronts_equal_the_milp_per_depth_on_the_zoo(name, runtime, factor) -> None:
+    # GIVEN a zoo model's space at twice its cheapest plan
+    res = tlplan.default_resolution(name)
+    graph = trace_model(tlplan.load_model(name, num_classes=10), (1, 3, res, res), name)
+    space = build_space(graph, runtime)
+    budget = space.base_memory.peak_bytes * factor
+    fixed = space.fixed_bytes
+    caps = {d: budget - fixed[d] for d in space.depths if fixed[d] <= budget}
+    fronts = pareto_fronts(space, caps)
+    # THEN at every depth the front's answer has the old formulation's objective (a MILP per depth, HiGHS)
+    for d, cap in caps.items():
+        found, milp = fronts.best(d, cap), _knapsack(space, d, cap)
+        assert (found is None) == (milp is None)
+        if found is not None:
+            assert found[1] == pytest.approx(milp[1], rel=1e-9, abs=1e-9)
+    # and the solve reports the depths' optima it relied on, with a proven plan
+    result = solve_space(space, budget)
+    assert result.best.gap == 0.0 and result.best.memory.peak_bytes <= budget
+    assert result.per_depth and all(model_bytes >= fixed[d] for d, _, model_bytes in result.per_depth)
+    for d, value, _ in result.per_depth:
+        assert value == pytest.approx(fronts.best(d, caps[d])[1], abs=1e-9)
+    if result.next_better is not None:
+        assert result.next_better.importance > result.best.importance
+        assert result.next_better.memory.peak_bytes <= int(budget * 1.25)
+
+
+def test_greedy_warm_start_is_a_plan_within_the_bound() -> None:
+    from tlplan.solve.solver import _Greedy
+
+    graph = trace_model(tiny(), (2, 3, 8, 8))
+    space = build_space(graph, "tlplan")
+    fixed = {d: fixed_cost(space, d) for d in space.depths}
+    greedy = _Greedy.of(space)
+    for budget in tiny_budgets(space, fixed):
         for d in space.depths:
-            for picks in itertools.product(*[range(len(c.candidates)) for c in space.choices[d:]]):
-                cands = [ch.candidates[k] for ch, k in zip(space.choices[d:], picks)]
-                if fixed[d] + sum(c.cost_bytes for c in cands) <= budget:
-                    brute = max(brute, sum(c.importance for c in cands))
-        # THEN the MILP finds the same optimum
-        best = max((_knapsack(space, d, budget - fixed[d]) or (None, 0.0, 0))[1] for d in space.depths if fixed[d] <= budget)
-        assert best == pytest.approx(brute, abs=1e-9)
+            cap = budget - fixed[d]
+            found = greedy.plan(space, d, cap)
+            if found is None:
+                continue
+            chosen, value = found
+            cands = [ch.candidates[k] for ch, k in zip(space.choices[d:], chosen)]
+            assert sum(c.cost_bytes for c in cands) <= cap
+            assert sum(c.importance for c in cands) == pytest.approx(value)
+            # greedy ≤ the exact optimum ≤ the LP bound
+            exact = pareto_fronts(space, {d: cap}).best(d, cap)[1]
+            assert value <= exact + 1e-9 <= greedy.bound(space, d, cap) + 2e-9
 
 
 @pytest.mark.parametrize("name,runtime,budget,classes", [
@@ -94,10 +170,18 @@ def test_solved_plan_runs_keeps_what_it_predicts_and_fits(budget) -> None:
     assert peak <= parse_size(budget) * 1.05  # the model's ±5%, measured
 
 
-def test_infeasible_budget() -> None:
-    graph = trace_model(tlplan.load_model("mcunet-5fps", num_classes=10), (1, 3, 128, 128))
+@pytest.mark.parametrize("name,runtime", [("mcunet-5fps", "mcu"), ("mobilenet_v2", "tlplan")])
+def test_infeasible_budget(name, runtime) -> None:
+    res = tlplan.default_resolution(name)
+    graph = trace_model(tlplan.load_model(name, num_classes=10), (1, 3, res, res), name)
+    space = build_space(graph, runtime, "int8" if runtime == "mcu" else "fp32")
+    below = space.base_memory.peak_bytes - 1
     with pytest.raises(CheckFailed, match="cheapest .* needs"):
-        solve_space(build_space(graph, "mcu", "int8"), 50 * 1024)
+        solve_space(space, below)
+    # answered from the cheapest plan alone: no depth's fixed cost was simulated for it
+    assert "fixed_bytes" not in space.__dict__
+    # and at the cheapest plan's own peak there is a plan (the cheapest, or one as lean)
+    assert solve_space(space, below + 1).best.memory.peak_bytes <= below + 1
 
 
 def test_cli_solve_mcu_256kb(run, tmp_path) -> None:

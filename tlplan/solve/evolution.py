@@ -13,11 +13,18 @@ from .space import SearchSpace
 
 def evolve(space: SearchSpace, budget_bytes: int, samples: int = 5000, seed: int = 0, population: int = 50) -> float:
     """Best importance found with ``samples`` evaluations (0 if none fits)."""
+    return evolve_plan(space, budget_bytes, samples, seed, population)[0]
+
+
+def evolve_plan(space: SearchSpace, budget_bytes: int, samples: int = 5000, seed: int = 0,
+                population: int = 50) -> tuple[float, int | None, tuple[int, ...]]:
+    """Best importance found with ``samples`` evaluations, its depth and candidate index per
+    choice from there (0, None, () if none fits): what a benchmark checks with the full memory model."""
     rng = random.Random(seed)
     fixed = space.fixed_bytes
     depths = [d for d in space.depths if fixed[d] <= budget_bytes]
     if not depths:
-        return 0.0
+        return 0.0, None, ()
 
     def score(genome: tuple[int, list[int]]) -> float:
         depth, picks = genome
@@ -50,4 +57,5 @@ def evolve(space: SearchSpace, budget_bytes: int, samples: int = 5000, seed: int
         children = [mutate(rng.choice(parents)[1]) for _ in range(population)]
         scored = parents + [(score(c), c) for c in children]
         evaluated += len(children)
-    return max(0.0, max(s for s, _ in scored))
+    value, (depth, picks) = max(scored, key=lambda t: t[0])
+    return (value, depth, tuple(picks)) if value > 0 else (0.0, None, ())
