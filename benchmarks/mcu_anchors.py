@@ -16,7 +16,14 @@ import json
 import sys
 from dataclasses import replace
 
+from pathlib import Path
+
+import tlplan
+from tlplan.costs.annotate import annotate
 from tlplan.fileio import write_atomic
+from tlplan.memory.arena import plan_arena
+from tlplan.plan.schemes import parse_scheme, scheme_options
+from tlplan.trace import trace_model
 from tlplan.predict import anchors
 from tlplan.predict.devices import resolve_device
 
@@ -26,7 +33,32 @@ NOTE = ("Roofline, compute bound (on-chip SRAM: no bandwidth term), int8 (1 byte
         "source: datasheet.")
 
 
+#: the paper's measured peaks on the STM32F746 (KB), full / sparse / sparse + reordering, and the
+#: released ~100 KB scheme each sparse column ran (tests/data/backward_configs)
+MEASURED_KB = {"mbv2-w0.35": (2939, 335, 141, "mbv2-w0.35-99kb"),
+               "proxyless-w0.3": (2745, 326, 135, "proxyless-w0.3-98kb"),
+               "mcunet-5fps": (3650, 560, 173, "mcunet-5fps-99kb")}
+CONFIGS = Path(__file__).resolve().parent.parent / "tests" / "data" / "backward_configs"
+
+
+def peaks() -> None:
+    """tlplan's planned arena (runtime mcu) beside each of the paper's nine measured peaks."""
+    print("peak memory, STM32F746, 128x128, batch 1, 10 classes: measured (paper) vs tlplan's planned arena")
+    print(f"{'model':16s} {'column':18s} {'measured KB':>11s} {'predicted KB':>12s} {'error':>7s} {'8-bit masks':>11s}")
+    for name, (full, sparse, reordered, config) in MEASURED_KB.items():
+        graph = trace_model(tlplan.load_model(name, num_classes=10), (1, 3, 128, 128), name)
+        full_costs = annotate(graph, scheme_options(graph, parse_scheme("full")), "mcu", "int8")
+        sparse_costs = annotate(graph, scheme_options(graph, parse_scheme(f"sparse:{CONFIGS / config}.yaml")), "mcu", "int8")
+        for column, costs, reorder, measured in (("full", full_costs, False, full), ("sparse", sparse_costs, False, sparse),
+                                                 ("sparse + reorder", sparse_costs, True, reordered)):
+            kb = plan_arena(costs, reorder=reorder).peak_bytes / 1024
+            kb8 = plan_arena(costs, reorder=reorder, mask_bits=8).peak_bytes / 1024
+            print(f"{name:16s} {column:18s} {measured:11d} {kb:12.0f} {100 * (kb / measured - 1):+6.1f}% {kb8:11.0f}")
+
+
 def main(write: bool) -> None:
+    peaks()
+    print()
     f746 = resolve_device("stm32f746")
     efficiency = anchors.calibrated_efficiency(f746)
     print(f"compute efficiency calibrated on MCUNet-5fps (546 ms): {efficiency:.4f} of {f746.peak_flops_fp32 / 1e9:.2f} GFLOPS")

@@ -28,6 +28,11 @@ def _isolated(monkeypatch, tmp_path):
     monkeypatch.setenv("TLPLAN_PROFILES", str(tmp_path / "profiles"))
     # a fresh Python importing torch takes seconds: measured once in its own test below
     monkeypatch.setattr(calibration, "framework_overhead_bytes", lambda: 123 * 2**20)
+    # the reference workload (speed index) is timed for real in its own test: here, a fake one
+    from tlplan.predict import drift
+
+    monkeypatch.setattr(drift, "_time_one", lambda op, config, statistic: {"fwd": 1.0, "bwd_input": 2.0})
+    drift.clear_cache()
 
 
 def test_calibrate_writes_a_complete_profile(tmp_path):
@@ -272,9 +277,208 @@ def test_evaluation_times_steps_as_the_profile_was_timed(tmp_path, monkeypatch):
                                  runtime_cases=False)
     assert set(seen) == {(threads, "min")} and torch.get_num_threads() == before
     assert {c.batch: c.measured_ms for c in result.cases} == {1: 10.0, 4: 20.0}  # the fastest of its rounds
+    # the first two timings of each step, rounds apart, are the noise floor
+    assert {c.batch: c.timings_ms for c in result.cases} == {1: (10.6, 10.0, 10.3), 4: (21.0, 20.4, 20.0)}
+    errors = [abs(10.0 / 10.6 - 1), abs(20.4 / 21.0 - 1)]
+    assert result.noise == pytest.approx({"mape": 100 * sum(errors) / 2, "within_10": 100.0, "cases": 2})
+    assert result.accuracy_field()["noise_within_10"] == 100.0
 
 
 def test_framework_overhead_is_measured_in_a_fresh_process(monkeypatch):
     monkeypatch.undo()
     rss = calibration.framework_overhead_bytes()
     assert 20 * 2**20 < rss < 4 * 2**30  # torch alone is tens to hundreds of MB
+
+
+# --------------------------------------------------------------------------- speed index, quick adaptation, evaluation
+
+
+def test_calibration_stores_a_speed_index_and_notes_a_speed_change(tmp_path, monkeypatch):
+    from tlplan.predict import drift
+
+    timings = iter([1.0] * 1000)
+
+    def slowing(op, config, statistic):  # the machine 20 % slower at the end of the run than at its start
+        return {"fwd": next(timings)}
+
+    monkeypatch.setattr(drift, "_time_one", slowing)
+    real_closing = calibration.closing_index
+
+    def closing(state):
+        monkeypatch.setattr(drift, "_time_one", lambda op, config, statistic: {"fwd": 1.2})
+        return real_closing(state)
+
+    monkeypatch.setattr(calibration, "closing_index", closing)
+    device = calibrate(Settings("tiny", **TINY), root=tmp_path / "profiles")
+    index = drift.SpeedIndex.from_json(device.speed_index)
+    assert len(index.entries) == len(drift.REFERENCE) and index.statistic == "min"
+    assert index.total_ms == pytest.approx(len(drift.REFERENCE) * (1.0 * 1.2) ** 0.5, rel=1e-4)  # between start and end
+    assert device.calibration["speed_change"] == pytest.approx(1.2)
+    assert "20 % slower at the end" in calibration.speed_change_note(1.2)
+    assert calibration.speed_change_note(1.01) is None
+
+
+def test_the_reference_workload_is_timed_for_real(monkeypatch):
+    monkeypatch.undo()  # the real timer
+    from tlplan.predict import drift
+
+    index = drift.measure_index(1, "min", rounds=1)
+    assert {e.op for e in index.entries} == {op for op, _ in drift.REFERENCE}
+    assert all(e.ms > 0 for e in index.entries) and index.threads == 1
+    assert index.ratio_to(index) == 1.0
+
+
+def _measured_base(root, name="base"):
+    """The synthetic profile as measured on this machine (cpu, cores, threads, statistic)."""
+    import os
+
+    from tlplan.predict.devices import cpu_name
+
+    folder = write_profile(root, name)
+    data = json.loads((folder / "device.json").read_text())
+    data.update(cpu=cpu_name(), cores=os.cpu_count() or 1, threads=1, statistic="min")
+    (folder / "device.json").write_text(json.dumps(data))
+    return load_device(folder / "device.json")
+
+
+def test_quick_adaptation_writes_an_adapted_profile(tmp_path):
+    from tlplan.predict import adapt
+    from tlplan.predict.predictor import Pricer
+
+    root = tmp_path / "profiles"
+    _measured_base(root)
+    phases = []
+    result = adapt.quick(adapt.QuickSettings("fast", "base", budget_s=3.0, networks=("mcunet-5fps",), threshold=1.0),
+                         root=root, progress=lambda p: phases.append(p.phase))
+    device = result.device
+    assert device.folder == root / "fast" and device.source == "measured"
+    record = device.adapted
+    assert record["from"] == "base" and record["networks"] == "mcunet-5fps" and record["budget_s"] == 3.0
+    layers, steps = adapt.adaptation_rows(device)
+    assert record["rows"] == len(layers) > 0 and record["steps"] == len(steps)
+    assert record["configs"] == len({(r.op, r.config) for r in layers})
+    assert {r.origin for r in layers} == {"mcunet-5fps"}
+    assert record["default_scale"] > 0 and set(record["overhead_ms"]) == set(adapt.OVERHEAD_TERMS)
+    assert device.speed_index and device.threads == 1 and device.statistic == "min"
+    assert Pricer.of(device).source == "fitted on measurements, adapted from base"
+    # BASE's data files are copied byte for byte (its cached fit serves the adapted profile)
+    for name in ("measurements.csv", "steps.csv"):
+        assert (root / "fast" / name).read_bytes() == (root / "base" / name).read_bytes()
+    assert {"speed index", "steps", "layers", "fitting", "writing"} <= set(phases)
+
+
+def test_quick_adaptation_stops_at_its_budget(tmp_path, monkeypatch):
+    from tlplan.predict import adapt
+    from tlplan.predict.predictor import Pricer
+
+    root = tmp_path / "profiles"
+    _measured_base(root)
+    timed = []
+    monkeypatch.setattr(adapt, "_time_candidate", lambda c, *a, **k: (timed.append(c) or [
+        calibration.LayerRow(c.op, "fwd", c.config, c.origin, 0, 1.0, 0.0)], 0.1))
+    monkeypatch.setattr(adapt, "time_step", lambda *a, **k: (10.0, 0.0, 0.1))
+    ticks = iter(range(10**6))
+    # a clock that moves one second a reading: the budget, 12 readings, runs out long before the
+    # adaptation set does
+    result = adapt.quick(adapt.QuickSettings("fast", "base", budget_s=12.0, networks=("mcunet-5fps",), threshold=1.0),
+                         root=root, clock=lambda: float(next(ticks)))
+    base = Pricer.of(load_device(root / "base" / "device.json"))
+    candidates = adapt.informative_configs(("mcunet-5fps",), base, adapt.BATCHES, ("eager",))
+    assert 0 < len(timed) < len(candidates) and result.record["configs"] == len(timed)
+    assert result.record["elapsed_s"] <= 12.0
+
+
+def test_informative_configs_come_first(tmp_path):
+    from tlplan.predict import adapt
+    from tlplan.predict.predictor import Pricer
+
+    device = _measured_base(tmp_path / "profiles")
+    pricer = Pricer.of(device)
+    chosen = adapt.informative_configs(("mcunet-5fps", "mbv2-w0.35"), pricer, (1,), ("eager",))
+    assert len({(c.op, c.config) for c in chosen}) == len(chosen)  # each configuration once
+    assert [c.origin for c in chosen[:4]] == ["mcunet-5fps", "mbv2-w0.35"] * 2  # taken in turn
+    first = [c for c in chosen if c.origin == "mcunet-5fps"]
+    assert first[0].share >= max(c.share for c in first[1:])  # the costliest layer first
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--quick", "--name", "x"], "--quick needs --from"),
+    (["--from", "host-x86-2c-1t", "--name", "x"], "go with --quick"),
+    (["--quick", "--from", "jetson-nano", "--name", "x"], "not a measured profile"),
+    (["--quick", "--from", "host-x86-2c-1t", "--name", "x", "--budget-s", "0"], "--budget-s must be positive"),
+    (["--quick", "--from", "host-x86-2c-1t", "--name", "x", "--evaluate", "y"], "do not go with it"),
+])
+def test_quick_cli_errors_are_one_line(argv, message, monkeypatch, capsys):
+    from tlplan.cli import main
+
+    monkeypatch.delenv("TLPLAN_PROFILES")
+    monkeypatch.setattr(sys, "argv", ["tlplan", "calibrate", *argv, "-q"])
+    with pytest.raises(SystemExit) as info:
+        main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and len(err) == 1 and message in err[0]
+
+
+def test_evaluating_networks_outside_the_fit_predicts_them_whole_and_interleaved(tmp_path, monkeypatch):
+    from tlplan.predict import evaluate as evaluation
+    from tlplan.predict.predictor import predict_latency
+
+    device = _measured_base(tmp_path / "profiles")
+    events = []
+    timings = iter([10.0, 11.5, 9.0, 9.3, 9.1, 9.2])
+
+    def fake_time_step(network, scheme, batch, resolution, **kw):
+        events.append(("time", scheme))
+        return next(timings), 0.0, 0.1
+
+    def spy(graph, costs, pricer, **kw):
+        events.append(("predict", costs))
+        return predict_latency(graph, costs, pricer, **kw)
+
+    monkeypatch.setattr(evaluation, "time_step", fake_time_step)
+    monkeypatch.setattr(evaluation, "predict_latency", spy)
+    result = evaluation.evaluate(device, networks=["mbv2-w0.35"], schemes=("last", "bias"), batches=(1,), rounds=2,
+                                 runtime_cases=False, speed_index=False)
+    assert result.held_out == ("networks outside the fit",)
+    # each case predicted right before its first timing, in the same time window
+    kinds = [kind for kind, _ in events]
+    assert kinds[0] == "predict" and kinds.count("predict") == 2 and kinds.index("predict", 1) < kinds.index("time", 2)
+    # predicted by the whole profile (nothing of the network is in it to leave out)
+    whole = {c.scheme: c.predicted_ms for c in result.cases}
+    traced = evaluation.StepCases()
+    for scheme in ("last", "bias"):
+        costs = traced.costs("mbv2-w0.35", scheme, 1, 128)
+        assert whole[scheme] == pytest.approx(predict_latency(costs.graph, costs, device).step_ms)
+    noise = result.noise
+    assert noise["cases"] == 2 and noise["within_10"] == 50.0  # one step moved 15 % between its timings
+
+
+def test_an_adapted_profile_is_evaluated_on_networks_outside_its_fit(tmp_path):
+    from tlplan.predict import adapt
+    from tlplan.predict.evaluate import evaluate
+
+    root = tmp_path / "profiles"
+    _measured_base(root)
+    device = adapt.quick(adapt.QuickSettings("fast", "base", budget_s=2.0, networks=("mcunet-5fps",), threshold=1.0),
+                         root=root).device
+    with pytest.raises(BadInputError, match="outside its fit"):
+        evaluate(device, networks=["mcunet-5fps"], speed_index=False)
+
+
+def test_a_scheme_that_does_not_apply_to_a_network_is_left_out(tmp_path, monkeypatch):
+    from tlplan.predict import evaluate as evaluation
+
+    device = _measured_base(tmp_path / "profiles")
+    real_costs = evaluation.StepCases.costs
+
+    def costs(self, network, scheme, *rest):
+        if scheme == "blocks:3":
+            raise BadInputError(f"scheme 'blocks:3': {network} has 0 blocks")
+        return real_costs(self, network, scheme, *rest)
+
+    monkeypatch.setattr(evaluation.StepCases, "costs", costs)
+    monkeypatch.setattr(evaluation, "time_step", lambda *a, **k: (10.0, 0.0, 0.1))
+    result = evaluation.evaluate(device, networks=["mbv2-w0.35"], schemes=("last", "blocks:3"), batches=(1,),
+                                 runtime_cases=False, speed_index=False)
+    assert [c.scheme for c in result.cases] == ["last"]
+    assert len(result.skipped) == 1 and "0 blocks" in result.skipped[0]

@@ -61,7 +61,7 @@ def test_unreadable_and_invalid_plan_files(tmp_path) -> None:
     [
         ("n_bias_update: 6\nmanual_weight_idx: [99]\nweight_update_ratio: [0.5]\n", "manual_weight_idx 99 is out of range"),
         ("n_bias_update: 6\nmanual_weight_idx: [36]\nweight_update_ratio: [1.5]\n", "weight_update_ratio 1.5"),
-        ("n_bias_update: 6\nmanual_weight_idx: [36]\nweight_update_ratio: [0]\n", "outside \\(0, 1\\]"),
+        ("n_bias_update: 6\nmanual_weight_idx: [36]\nweight_update_ratio: [-1]\n", "outside \\[0, 1\\]"),
         ("n_bias_update: 99\n", "n_bias_update"),
         ("n_bias_update: 6\nmanual_weight_idx: [36, 39]\nweight_update_ratio: [0.5]\n", "2 manual_weight_idx"),
         ("n_bias_update: 6\nweight_select: x\n", "unknown field"),

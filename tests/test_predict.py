@@ -426,3 +426,298 @@ def test_a_fastest_run_profile_beside_a_measured_median_says_so(profiles):
     assert any("fastest run" in w and "median" in w for w in measured.warnings)
     predicted_only = tlplan.profile(model, (1, 3, 48, 48), scheme="last", device="synthetic")
     assert not any("fastest run" in w for w in predicted_only.warnings)  # no measured column beside it
+
+
+# --------------------------------------------------------------------------- drift correction
+
+
+def _fake_timer(factor: float, calls: list | None = None):
+    """The reference workload on a machine ``factor`` times as slow as at calibration."""
+
+    def timer(op, config, statistic):
+        if calls is not None:
+            calls.append(op)
+        return {"fwd": 1.0 * factor, "bwd_input": 2.5 * factor}
+
+    return timer
+
+
+def _with_index(folder, *, cpu: str | None = None, factor: float = 1.0):
+    """``folder``'s profile as measured on this machine (or ``cpu``) with a speed index taken at ``factor``."""
+    import os
+
+    from tlplan.predict import drift
+    from tlplan.predict.devices import cpu_name
+
+    path = folder / "device.json"
+    data = json.loads(path.read_text())
+    index = drift.measure_index(1, "min", timer=_fake_timer(factor))
+    data.update(cpu=cpu or cpu_name(), cores=os.cpu_count() or 1, threads=1, statistic="min",
+                speed_index=index.to_json())
+    path.write_text(json.dumps(data))
+    return load_device(path)
+
+
+@pytest.fixture
+def drift_state(monkeypatch):
+    from tlplan.predict import drift
+
+    drift.clear_cache()
+    drift.set_enabled(None)
+    monkeypatch.delenv(drift.ENV, raising=False)
+    yield drift
+    drift.clear_cache()
+    drift.set_enabled(None)
+
+
+def test_drift_ratio_is_applied_exactly(profiles, drift_state, monkeypatch):
+    # GIVEN a profile of this machine whose reference workload now runs 1.18× as long as at calibration
+    device = _with_index(write_profile(profiles))
+    monkeypatch.setattr(drift_state, "_time_one", _fake_timer(1.18))
+    graph, costs = mcu_costs("full")
+    corrected = P.predict_latency(graph, costs, device)
+    drift_state.set_enabled(False)
+    plain = P.predict_latency(graph, costs, device)
+    # THEN every time is scaled by exactly that ratio, and the prediction says so
+    assert corrected.drift is not None and corrected.drift.ratio == pytest.approx(1.18, rel=1e-12)
+    assert plain.drift is None and plain.on.drift is None
+    for name, layer in plain.layers.items():
+        assert corrected.layers[name].fwd_ms == pytest.approx(1.18 * layer.fwd_ms, rel=1e-9)
+    assert corrected.overhead_ms == pytest.approx(1.18 * plain.overhead_ms, rel=1e-9)
+    assert corrected.step_ms == pytest.approx(1.18 * plain.step_ms, rel=1e-9)
+    assert str(corrected.on).endswith("machine 18 % slower than at calibration; times scaled by 1.18")
+    assert str(plain.on) == "predicted for synthetic (fitted on measurements)"
+    faster = drift_state.Drift("x", 0.8, "", "")
+    assert faster.note == "machine 20 % faster than at calibration; times scaled by 0.80"
+    assert drift_state.Drift("x", 1.005, "", "").note.startswith("machine as fast as at calibration")
+
+
+def test_drift_uses_the_median_pass_ratio(drift_state):
+    # one pass hit by a neighbour does not move the ratio
+    then = drift_state.measure_index(1, "min", timer=_fake_timer(1.0))
+    noisy = drift_state.SpeedIndex(tuple(
+        dataclasses_replace(e, ms=e.ms * (3.0 if i == 0 else 1.1)) for i, e in enumerate(then.entries)),
+        then.date, 1, "min", 0.0)
+    assert noisy.ratio_to(then) == pytest.approx(1.1)
+
+
+def dataclasses_replace(obj, **changes):
+    import dataclasses
+
+    return dataclasses.replace(obj, **changes)
+
+
+def test_a_profile_of_another_machine_is_not_corrected(profiles, drift_state, monkeypatch):
+    calls: list = []
+    device = _with_index(write_profile(profiles), cpu="Some Other CPU @ 1.0GHz")
+    monkeypatch.setattr(drift_state, "_time_one", _fake_timer(2.0, calls))
+    graph, costs = mcu_costs("last")
+    p = P.predict_latency(graph, costs, device)
+    assert p.drift is None and calls == []  # nothing timed: this machine is not the one measured
+    assert "scaled" not in str(p.on)
+
+
+def test_old_profiles_without_an_index_load_and_are_not_corrected(profiles, drift_state, monkeypatch):
+    calls: list = []
+    monkeypatch.setattr(drift_state, "_time_one", _fake_timer(2.0, calls))
+    device = load_device(write_profile(profiles) / "device.json")
+    assert device.speed_index is None
+    p = P.predict_latency(*mcu_costs("last"), device)
+    assert p.drift is None and calls == []
+    # the shipped measured profiles predate the index: they load and predict as before
+    from tlplan.predict.devices import shipped_profiles_dir
+
+    for name in ("host-x86-2c", "host-x86-2c-1t"):
+        assert load_device(shipped_profiles_dir() / name / "device.json").speed_index is None
+
+
+def test_the_speed_measurement_is_cached_in_process_and_on_disk(profiles, drift_state, monkeypatch):
+    calls: list = []
+    device = _with_index(write_profile(profiles))
+    monkeypatch.setattr(drift_state, "_time_one", _fake_timer(1.1, calls))
+    now = [1000.0]
+    first = drift_state.drift_for(device, timer=None)
+    timed = len(calls)
+    assert timed and first.ratio == pytest.approx(1.1)
+    assert drift_state.drift_for(device).ratio == pytest.approx(1.1) and len(calls) == timed  # this process
+    drift_state.clear_cache()
+    assert drift_state.drift_for(device).ratio == pytest.approx(1.1) and len(calls) == timed  # the disk cache
+    # past the expiry, timed again
+    then = drift_state.SpeedIndex.from_json(device.speed_index)
+    later = drift_state.current_index(device, then, clock=lambda: now[0] + 1e12)
+    assert len(calls) == 2 * timed and later.ratio_to(then) == pytest.approx(1.1)
+
+
+def test_drift_correction_can_be_switched_off(profiles, drift_state, monkeypatch):
+    calls: list = []
+    device = _with_index(write_profile(profiles))
+    monkeypatch.setattr(drift_state, "_time_one", _fake_timer(1.5, calls))
+    monkeypatch.setenv(drift_state.ENV, "0")
+    assert drift_state.drift_for(device) is None
+    monkeypatch.delenv(drift_state.ENV)
+    drift_state.set_enabled(False)
+    assert drift_state.drift_for(device) is None and calls == []
+    drift_state.set_enabled(None)
+    assert drift_state.drift_for(device).ratio == pytest.approx(1.5)
+
+
+@pytest.mark.parametrize("index, problem", [
+    ({"entries": []}, "non-empty"),
+    ({"entries": [{"op": "relu6", "pass": "fwd", "ms": -1.0}]}, "positive"),
+    ({"entries": [{"op": "relu6", "pass": "fwd", "ms": 1.0, "colour": 3}]}, "unknown key"),
+    ({"entries": [{"op": "relu6", "pass": "fwd", "ms": 1.0}], "when": "now"}, "unknown key"),
+    ({"entries": [{"op": "relu6", "pass": "fwd", "ms": 1.0, "batch": "4"}]}, "whole number"),
+])
+def test_a_bad_speed_index_is_a_clear_error(tmp_path, index, problem):
+    folder = write_profile(tmp_path)
+    data = json.loads((folder / "device.json").read_text())
+    data["speed_index"] = index
+    (folder / "device.json").write_text(json.dumps(data))
+    with pytest.raises(BadInputError, match=f"speed_index.*{problem}"):
+        load_device(folder / "device.json")
+
+
+def test_profile_json_and_table_say_what_correction_was_applied(profiles, drift_state, monkeypatch, capsys):
+    import sys
+
+    from tlplan.cli import main
+
+    _with_index(write_profile(profiles))
+    monkeypatch.setattr(drift_state, "_time_one", _fake_timer(1.18))
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["tlplan", *args])
+        with pytest.raises(SystemExit) as info:
+            main()
+        assert info.value.code in (0, None)
+        return capsys.readouterr().out
+
+    data = json.loads(run("profile", "mcunet-5fps", "--resolution", "64", "--device", "synthetic", "--format", "json"))
+    assert data["predicted"]["drift"]["ratio"] == pytest.approx(1.18)
+    assert data["predicted"]["drift"]["note"] == "machine 18 % slower than at calibration; times scaled by 1.18"
+    for fmt in ("table", "markdown"):
+        out = run("profile", "mcunet-5fps", "--resolution", "64", "--device", "synthetic", "--format", fmt)
+        assert "machine 18 % slower than at calibration; times scaled by 1.18" in " ".join(out.split())
+    off = json.loads(run("--no-drift-correction", "profile", "mcunet-5fps", "--resolution", "64", "--device",
+                         "synthetic", "--format", "json"))
+    assert "drift" not in off["predicted"]
+    assert off["totals"]["predicted_step_ms"] == pytest.approx(data["totals"]["predicted_step_ms"] / 1.18, rel=1e-3)
+    compare = run("compare", "mcunet-5fps", "--resolution", "64", "--device", "synthetic", "--no-measure",
+                  "--schemes", "last,bias")
+    assert "times scaled by 1.18" in " ".join(compare.split())
+
+
+# --------------------------------------------------------------------------- quick adaptation: the correction
+
+
+def test_adaptation_scales_are_fitted_exactly_and_shrunk_where_rows_are_few(profiles):
+    from tlplan.predict import adapt
+    from tlplan.predict.store import LayerRow
+
+    device = load_device(write_profile(profiles) / "device.json")
+    base = P.load_fitted(device)
+    # GIVEN rows "measured" on a new machine: conv2d.pw 1.5× the base's prediction, relu6 3× (one row)
+    configs = [row.config for row in synthetic_rows(ops=("conv2d.pw",), per_op=6, seed=3) if row.pass_ == "fwd"]
+    rows = []
+    for c in configs:
+        for pass_ in ("fwd", "bwd_input"):
+            (ms,) = base.price([P.Item("", "conv2d.pw", pass_, c)])
+            rows.append(LayerRow("conv2d.pw", pass_, c, "net", 0, 1.5 * ms, 0.0))
+    (relu,) = [r.config for r in synthetic_rows(ops=("relu6",), per_op=1) if r.pass_ == "fwd"]
+    (ms,) = base.price([P.Item("", "relu6", "fwd", relu)])
+    rows.append(LayerRow("relu6", "fwd", relu, "net", 0, 3.0 * ms, 0.0))
+    scales, default = adapt.fit_scales(base, rows)
+    # THEN a model with many rows takes their factor; one row moves its model only part of the way
+    # toward it (pulled to the median); models without rows use the median
+    assert default == pytest.approx(1.5)
+    assert scales[("conv2d.pw", "fwd")] == pytest.approx(1.5) and scales[("conv2d.pw", "bwd_input")] == pytest.approx(1.5)
+    assert 1.5 < scales[("relu6", "fwd")] < 3.0
+    correction = adapt.Correction(scales, default, None)
+    assert adapt.Correction.from_json(correction.to_json()).scales.keys() == scales.keys()
+    fitted = adapt.apply(base, correction)
+    item = P.Item("", "conv2d.pw", "fwd", configs[0])
+    assert fitted.price([item])[0] == pytest.approx(1.5 * base.price([item])[0])
+    other = P.Item("", "conv2d.dw", "fwd", synthetic_rows(ops=("conv2d.dw",), per_op=1)[0].config)
+    assert fitted.price([other])[0] == pytest.approx(1.5 * base.price([other])[0])
+    # cached fits keep the scales
+    again = P.FittedProfile.from_arrays(fitted.arrays())
+    assert dict(again.scales) == pytest.approx(dict(fitted.scales)) and again.default_scale == pytest.approx(1.5)
+
+
+def test_the_layers_factor_and_overhead_are_refitted_on_whole_steps(profiles):
+    from tlplan.predict import adapt
+
+    device = load_device(write_profile(profiles) / "device.json")
+    base = P.load_fitted(device)
+    base = P.FittedProfile(base.models, np.array([2.0, 0.05, 0.0, 0.0]), base.digest)
+    layers_scaled = adapt.apply(base, adapt.Correction({}, 1.2, None))
+    # GIVEN steps measured as 0.8 × the corrected layers plus an overhead of 1 ms + 0.2 ms a layer
+    true = np.array([1.0, 0.2, 0.0, 0.0])
+    steps = []
+    for scheme in ("full", "last", "bias"):
+        for res in (48, 64, 96):
+            graph, costs = mcu_costs(scheme, res)
+            plan = P.plan_items(graph, costs)
+            steps.append((plan, 0.8 * float(np.nansum(layers_scaled.price(plan.items))) + float(true @ plan.overhead_terms)))
+    scale, overhead = adapt.fit_steps(base, layers_scaled, steps)
+    fitted = adapt.apply(base, adapt.Correction({}, 1.2, overhead, step_scale=scale))
+    prior = adapt.apply(base, adapt.Correction({}, 1.2, None))
+
+    def error(profile):
+        return max(abs(float(np.nansum(profile.price(plan.items))) + profile.overhead_ms(plan) - ms) / ms
+                   for plan, ms in steps)
+
+    # THEN the refitted profile predicts the steps far better than BASE's scaled one
+    assert error(fitted) < 0.2 * error(prior) and scale < 1.0
+    assert adapt.fit_steps(base, layers_scaled, []) == (1.0, None)  # no steps: BASE's overhead × the layers' factor
+    assert prior.overhead == pytest.approx(base.overhead * 1.2)
+    again = P.FittedProfile.from_arrays(fitted.arrays())
+    assert again.layer_scale == pytest.approx(scale)
+
+
+def test_an_adapted_profile_says_where_it_comes_from(profiles):
+    folder = write_profile(profiles)
+    data = json.loads((folder / "device.json").read_text())
+    data["adapted"] = {"from": "host-x86-2c-1t", "method": "scale", "configs": 3, "rows": 9, "steps": 1,
+                       "scales": {"conv2d.pw/fwd": 2.0}, "default_scale": 1.0,
+                       "overhead_ms": {"per_step": 1.0, "per_layer": 0.01}}
+    (folder / "device.json").write_text(json.dumps(data))
+    device = load_device(folder / "device.json")
+    graph, costs = mcu_costs("full")
+    p = P.predict_latency(graph, costs, device)
+    assert p.source == "fitted on measurements, adapted from host-x86-2c-1t"
+    assert str(p.on) == "predicted for synthetic (fitted on measurements, adapted from host-x86-2c-1t)"
+    data["adapted"] = {"method": "scale"}
+    (folder / "device.json").write_text(json.dumps(data))
+    with pytest.raises(BadInputError, match="'from'"):
+        load_device(folder / "device.json")
+
+
+def test_residual_models_correct_shape_by_shape(profiles):
+    from tlplan.predict import adapt
+    from tlplan.predict.store import LayerRow
+
+    device = load_device(write_profile(profiles) / "device.json")
+    base = P.load_fitted(device)
+    # GIVEN a new machine on which small conv2d.pw layers run as on the base and large ones 2× slower
+    configs = sorted({r.config for r in synthetic_rows(ops=("conv2d.pw",), per_op=60, seed=5)},
+                     key=lambda c: macs("conv2d.pw", c))
+    cut = macs("conv2d.pw", configs[len(configs) // 2])
+
+    def slowdown(c):
+        return 2.0 if macs("conv2d.pw", c) > cut else 1.0
+
+    rows = [LayerRow("conv2d.pw", "fwd", c, "net", 0, slowdown(c) * float(base.price([P.Item("", "conv2d.pw", "fwd", c)])[0]),
+                     0.0) for c in configs]
+    correction = adapt.fit_correction(base, rows, [])
+    assert set(correction.residuals) == {("conv2d.pw", "fwd")}
+    fitted = adapt.apply(base, correction)
+    small, large = configs[2], configs[-3]
+    ratio = [float(fitted.price([P.Item("", "conv2d.pw", "fwd", c)])[0] / base.price([P.Item("", "conv2d.pw", "fwd", c)])[0])
+             for c in (small, large)]
+    # THEN the residual model follows the shape (a single scale would be about 1.4 for both)
+    assert ratio[0] == pytest.approx(1.0, abs=0.15) and ratio[1] == pytest.approx(2.0, rel=0.15)
+    # and a cached fit keeps it
+    again = P.FittedProfile.from_arrays(fitted.arrays())
+    assert again.price([P.Item("", "conv2d.pw", "fwd", large)])[0] == pytest.approx(
+        fitted.price([P.Item("", "conv2d.pw", "fwd", large)])[0])

@@ -58,11 +58,50 @@ def make(num_classes: int = 3) -> StripeNet:
     return StripeNet(num_classes)
 
 
-def pretrained(seed: int = 0, epochs: int = 3, n: int = 600) -> dict:
-    """A StripeNet trained on the colour task (plain PyTorch): the backbone to transfer."""
+class InvertedResidual(nn.Module):
+    """MobileNetV2's block: 1x1 expansion, 3x3 depthwise, 1x1 projection (a residual where shapes
+    allow). Its expanded tensors are what training its weights keeps, and what a lite residual
+    branch beside it (which keeps only the pooled block input) avoids."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, expand: int = 6):
+        super().__init__()
+        mid = c_in * expand
+        self.conv = nn.Sequential(
+            nn.Conv2d(c_in, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU6(),
+            nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False), nn.BatchNorm2d(mid), nn.ReLU6(),
+            nn.Conv2d(mid, c_out, 1, bias=False), nn.BatchNorm2d(c_out),
+        )
+        self.residual = stride == 1 and c_in == c_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x) if self.residual else self.conv(x)
+
+
+class MobileStripeNet(nn.Module):
+    """A small MobileNetV2: a stem, then inverted residual blocks (the TinyTL setting)."""
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU6())
+        self.features = nn.Sequential(stem, InvertedResidual(16, 16, 1), InvertedResidual(16, 24, 2),
+                                      InvertedResidual(24, 24, 1), InvertedResidual(24, 32, 2), InvertedResidual(32, 32, 1))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(32, num_classes)
+        self.tlplan_blocks = tuple(f"features.{i}" for i in range(1, len(self.features)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.features(x)).flatten(1))
+
+
+def make_mobile(num_classes: int = 3) -> MobileStripeNet:
+    return MobileStripeNet(num_classes)
+
+
+def pretrained(seed: int = 0, epochs: int = 3, n: int = 600, factory=None, resolution: int = RESOLUTION) -> dict:
+    """A StripeNet (or ``factory``'s net) trained on the colour task (plain PyTorch): the backbone to transfer."""
     torch.manual_seed(seed)
-    net = StripeNet(3)
-    data = stripes(n, seed + 1, "colour")
+    net = (factory or StripeNet)(3)
+    data = stripes(n, seed + 1, "colour", resolution)
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
     for _ in range(epochs):
         for i in range(0, n, 32):

@@ -48,6 +48,7 @@ class CompareReport(Tabular):
     measured: str | None  # where step times were measured
     predicted: PredictedOn | None = None  # where each scheme's step was predicted
     warnings: tuple[str, ...] = ()  # what a scheme could not do as asked (a conv it could not filter)
+    frozen_bits: int = 32  # bits each frozen parameter is counted at in peak_bytes
 
     def ratio(self, row: SchemeRow, field: str) -> float | None:
         ref = next(r for r in self.rows if r.scheme == self.reference)
@@ -62,7 +63,7 @@ class CompareReport(Tabular):
                                                                   "step_ms_predicted")}
             rows.append(d)
         return {"model": self.model, "input_shape": list(self.input_shape), "reference": self.reference,
-                "measured": self.measured, "predicted": str(self.predicted) if self.predicted else None, "schemes": rows,
+                "measured": self.measured, "predicted": str(self.predicted) if self.predicted else None, "frozen_bits": self.frozen_bits, "schemes": rows,
                 "warnings": list(self.warnings)}
 
     def _summary(self) -> str:
@@ -94,9 +95,14 @@ def compare(
     repeats: int = 3,
     device: str | Device | None = None,
     progress: Callable[[int, int], None] | None = None,
+    frozen_bits: int = 32,
 ) -> CompareReport:
     """One row per scheme: kept bytes (plain PyTorch and tlplan runtime), peak, params, MACs, ms
-    measured here and, with ``device``, predicted on that device."""
+    measured here and, with ``device``, predicted on that device. ``frozen_bits`` (8 or 32): what
+    the peak counts each frozen parameter at."""
+    from .costs.annotate import check_frozen_bits
+
+    frozen_bits = check_frozen_bits("tlplan", frozen_bits)
     if not schemes:
         raise BadInputError(f"give at least one scheme in {arg('schemes')}, e.g. full,bias,blocks:5")
     parsed = [parse_scheme(s) for s in schemes]
@@ -120,7 +126,7 @@ def compare(
         net, graph, _ = for_scheme(model, base.input_shape, scheme, base.model_name, graph=base)
         options = scheme_options(graph, scheme, notes)
         eager = annotate(graph, options, "eager")
-        costs = annotate(graph, options, "tlplan")
+        costs = annotate(graph, options, "tlplan", frozen_bits=frozen_bits)
         step_ms = None
         if measure:
             from .measure.latency import prepared_copy, time_step
@@ -143,5 +149,5 @@ def compare(
     predicted = None if pricer is None else pricer.on
     graph = base
     return CompareReport(graph.model_name, graph.input_shape, tuple(rows), "full", host_description() if measure else None,
-                         predicted, tuple(notes))
+                         predicted, tuple(notes), frozen_bits)
 

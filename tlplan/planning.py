@@ -43,6 +43,7 @@ def plan_from_scheme(
     model_name: str | None = None,
     optimizer: Optimizer | None = None,
     num_classes: int = 1000,
+    frozen_bits: int | None = None,
 ) -> Plan:
     """The plan of a named scheme (``full``, ``bias``, ``mobiletl:5``, ``sparse:FILE`` ...).
 
@@ -65,7 +66,7 @@ def plan_from_scheme(
         _, graph, lite = for_scheme(model, tuple(input_shape), parsed, model_name or type(model).__name__)
     options = scheme_options(graph, parsed)
     optimizer = optimizer or Optimizer()
-    costs = annotate(graph, options, runtime, precision)
+    costs = annotate(graph, options, runtime, precision, frozen_bits)
     precision = costs.precision  # int8 on the mcu runtime
     return Plan(
         model=model_name or graph.model_name,
@@ -79,4 +80,5 @@ def plan_from_scheme(
         predicted=MappingProxyType(predicted_costs(costs, optimizer)),
         shapes=MappingProxyType(shapes_of(graph, options)),
         lite=MappingProxyType(dict(lite)),
+        frozen_bits=costs.frozen_bits,
     )

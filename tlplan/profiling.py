@@ -126,6 +126,7 @@ def profile(
     device: str | Device | None = None,
     *,
     precision: str = "fp32",
+    frozen_bits: int | None = None,
     model_name: str | None = None,
     measure: bool = False,
     repeats: int = 5,
@@ -142,6 +143,8 @@ def profile(
         runtime: ``tlplan`` (tlplan's runtime ops), ``eager`` (plain PyTorch autograd with only
             ``requires_grad`` set) or ``mcu`` (an int8 training engine; analytic, not measurable here).
         precision: activations kept by the tlplan runtime, ``fp32`` or ``fp16``.
+        frozen_bits: bits the memory model counts each frozen parameter at, 8 or 32 (None: the
+            runtime's own, 32 on eager and tlplan, 8 on mcu); ``memory.frozen_bits`` says which.
         device: a device profile name: each layer's and the whole step's time is predicted for it
             (from its fitted measurements, or its datasheet roofline), beside what is measured here.
         measure: also time every layer and a whole training step on this machine.
@@ -159,6 +162,9 @@ def profile(
         raise BadInputError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
     if precision not in PRECISIONS:
         raise BadInputError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    from .costs.annotate import check_frozen_bits
+
+    check_frozen_bits(runtime, frozen_bits)  # before tracing: a bad value is a one-line error at once
     found = resolve_device(device) if device else None
     parsed = parse_scheme(scheme)
     from .runtime.lite import for_scheme
@@ -166,7 +172,7 @@ def profile(
     # lite schemes (and plan files with lite branches): a copy of the model with the branches
     model, graph, _ = for_scheme(model, tuple(input_shape), parsed, model_name or type(model).__name__)
     notes: list[str] = []  # what the scheme could not do as asked (a conv it could not filter): said in the report
-    costs = annotate(graph, scheme_options(graph, parsed, notes), runtime, precision)
+    costs = annotate(graph, scheme_options(graph, parsed, notes), runtime, precision, frozen_bits)
     memory = simulate_peak(costs)
     timings = None
     if measure and runtime == "mcu":
@@ -205,6 +211,8 @@ def with_prediction(report: ProfileReport, device: Any) -> ProfileReport:
                  "stand_ins": list(p.stand_ins)}
     if device.accuracy:
         predicted["accuracy"] = {k: device.accuracy[k] for k in ("mape", "within_10") if k in device.accuracy}
+    if p.drift is not None:  # times scaled by the machine's speed now against at calibration
+        predicted["drift"] = p.drift.to_json()
     sources = {**report.sources, "latency_ms_predicted": str(p.on)}
     warnings = report.warnings
     if p.unpredicted:

@@ -128,7 +128,9 @@ def _for_data(plan: Plan, num_classes: int, trust_model_code: bool = False):
     if not trainable_params(graph, plan.layers):
         raise BadInputError(f"plan for {plan.model} trains no parameter: there is nothing to fine-tune; "
                             "give its layers options (a scheme or `tlplan solve` writes them)")
-    costs = annotate(graph, plan.layers, plan.runtime, plan.precision)
+    # frozen parameters at 32 bits whatever the plan's frozen_bits: PyTorch holds their fp32 tensors
+    # here, and the prediction is set beside what is measured (the report says so)
+    costs = annotate(graph, plan.layers, plan.runtime, plan.precision, frozen_bits=32)
     shaped = replace(plan, num_classes=num_classes, predicted=MappingProxyType(predicted_costs(costs, plan.optimizer)),
                      shapes=MappingProxyType(shapes_of(graph, plan.layers)))
     return shaped, model, graph, costs

@@ -42,6 +42,9 @@ TrustOpt = Annotated[bool, typer.Option(
          "project's own model are built from a plan, since a plan may come from someone else).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No notes or warnings on stderr.")]
 OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to FILE (atomically) instead of stdout.")]
+FrozenBitsOpt = Annotated[Optional[int], typer.Option(
+    "--frozen-bits", help="Bits each frozen parameter is counted at in memory: 8 (TinyTL's quantised frozen weights) or 32.  "
+                          "[default: 32; 8 on the mcu runtime]", show_default=False)]
 
 
 @app.command()
@@ -62,6 +65,7 @@ def profile(
     out: OutputOpt = None,
     plot: Annotated[Optional[Path], typer.Option(help="Also write a PNG (or SVG/PDF by its name): bytes kept per layer, by kind, against full.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no warnings.")] = False,
+    frozen_bits: FrozenBitsOpt = None,
 ) -> None:
     """Per-layer training cost: params, MACs forward/backward, bytes kept for backward, measured ms."""
     from .. import profiling, zoo
@@ -78,7 +82,7 @@ def profile(
     net = zoo.load_model(model, num_classes=num_classes)
     with output.progress_bar("timing layers", quiet) as progress:
         report = profiling.profile(
-            net, shape, scheme=scheme, runtime=runtime, device=device, precision=precision,
+            net, shape, scheme=scheme, runtime=runtime, device=device, precision=precision, frozen_bits=frozen_bits,
             model_name=model, measure=not no_measure and runtime != "mcu", repeats=repeats, progress=progress,
         )
     if strict and report.costs is not None and report.costs.unsupported:
@@ -87,7 +91,8 @@ def profile(
         from ..report.plot import plot_kept_bytes
 
         full = report if report.scheme == "full" else profiling.profile(net, shape, scheme="full", runtime=runtime,
-                                                                         precision=precision, model_name=model)
+                                                                         precision=precision, model_name=model,
+                                                                         frozen_bits=frozen_bits)
         plot_kept_bytes(report, full, plot)
         if not quiet:
             output.stderr_console().print(f"wrote {plot}")
@@ -159,6 +164,7 @@ def compare(
     fmt: FormatOpt = Format.table,
     out: OutputOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    frozen_bits: FrozenBitsOpt = None,
 ) -> None:
     """One row per scheme: kept bytes (plain PyTorch and tlplan runtime), peak, params, MACs, ms; ratios to full."""
     from .. import comparing, zoo
@@ -173,7 +179,7 @@ def compare(
     names = [s.strip() for s in schemes.split(",") if s.strip()]
     with output.progress_bar("measuring schemes", quiet or no_measure) as progress:
         report = comparing.compare(net, shape, names, model_name=model, measure=not no_measure, repeats=repeats,
-                                   device=found, progress=progress)
+                                   device=found, progress=progress, frozen_bits=32 if frozen_bits is None else frozen_bits)
     _emit(report, reporter, fmt, out, quiet, summary=True)
 
 
@@ -196,11 +202,15 @@ def solve(
     fmt: FormatOpt = Format.table,
     out: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the plan (YAML) to FILE, atomically; with --pareto, the frontier (in --format).")] = None,
     export: Annotated[Optional[str], typer.Option(help="backward-config: solve within the 256KB paper's form and write its fields instead of a plan.")] = None,
+    reorder: Annotated[Optional[bool], typer.Option("--reorder/--no-reorder", help="mcu: apply each gradient as soon as it is computed (the 256KB paper's operator reordering), or keep every one until the update; recorded in the plan.  [default: on for mcu]", show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No notes.")] = False,
+    frozen_bits: FrozenBitsOpt = None,
 ) -> None:
     """The most important blocks, biases, channels and filter settings whose predicted peak fits --ram."""
     from .. import zoo
-    from ..costs.annotate import annotate
+    from ..costs.annotate import annotate, check_frozen_bits
+    from dataclasses import replace
+
     from ..plan.plan import OPTIMIZER_PRESETS, RUNTIMES
     from ..report import solve as reporter
     from ..report.solve import SolveReport
@@ -221,6 +231,7 @@ def solve(
         raise BadInputError(f"unknown runtime {runtime!r}; use tlplan, mcu or eager")
     if optimizer not in OPTIMIZER_PRESETS:
         raise BadInputError(f"unknown optimizer {optimizer!r}; use {', '.join(OPTIMIZER_PRESETS)}")
+    frozen_bits = check_frozen_bits(runtime, frozen_bits)
     if num_classes is None:
         num_classes = 10 if runtime == "mcu" else 1000
         if runtime == "mcu" and not quiet:
@@ -232,13 +243,23 @@ def solve(
     table = load_importance(importance) if importance is not None else None
     if export not in (None, "backward-config"):
         raise BadInputError(f"--export {export!r}: the one export is backward-config")
-    space = build_space(graph, runtime, precision, OPTIMIZER_PRESETS[optimizer], table, form=export)
+    if reorder and runtime != "mcu":
+        raise BadInputError("--reorder is for --runtime mcu: PyTorch keeps every gradient until the optimizer's step")
+    if runtime == "mcu":  # recorded in the plan: on unless --no-reorder
+        chosen_optimizer = replace(OPTIMIZER_PRESETS[optimizer], reorder=reorder is not False)
+    else:
+        chosen_optimizer = OPTIMIZER_PRESETS[optimizer]
+    space = build_space(graph, runtime, precision, chosen_optimizer, table, form=export)
     if max_step_ms is not None and not max_step_ms > 0:
         raise BadInputError(f"--max-step-ms must be a positive number of milliseconds, not {max_step_ms:g}")
     time = device_time(space, found, max_step_ms)
     if pareto:
+        from ..costs.annotate import default_frozen_bits
         from ..report import pareto as pareto_report
         from ..solve.pareto import frontier
+
+        if frozen_bits != default_frozen_bits(runtime):  # the frontier's peaks are the solver's own (32-bit frozen)
+            raise BadInputError("--frozen-bits applies to a solved plan, not to --pareto's frontier; drop one of them")
 
         _positive(points=points)
         front = frontier(space, budget, points=max(points, 2), time=time, max_step_ms=max_step_ms)
@@ -249,13 +270,20 @@ def solve(
         return
     result = solve_space(space, budget, time=time, max_step_ms=max_step_ms)
     plan = plan_of(result, space, model, num_classes, found.name if found else None)
-    report = SolveReport(plan, result, annotate(graph, plan.layers, plan.runtime, plan.precision))
+    if frozen_bits != plan.frozen_bits_in_effect:
+        # the solver counted frozen parameters at 32 bits; the plan records its costs at the bits asked
+        from dataclasses import replace
+
+        from ..planning import predicted_costs
+
+        now = predicted_costs(annotate(graph, plan.layers, plan.runtime, plan.precision, frozen_bits), plan.optimizer)
+        plan = replace(plan, frozen_bits=frozen_bits).with_predicted({**plan.predicted, **now})
+    report = SolveReport(plan, result, annotate(graph, plan.layers, plan.runtime, plan.precision, frozen_bits))
     if export is not None:
-        import yaml
+        from ..plan.backward_config import backward_config_yaml, export_backward_config
 
-        from ..plan.schemes import export_backward_config
-
-        text = yaml.safe_dump({"backward_config": export_backward_config(graph, plan.layers)}, sort_keys=False)
+        # the form the paper's training code reads (dash-joined indices and ratios)
+        text = backward_config_yaml(export_backward_config(graph, plan.layers))
         if out is None:
             sys.stdout.write(text)
             return
@@ -349,6 +377,7 @@ def check(
     trust_model_code: TrustOpt = False,
     out: OutputOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No notes.")] = False,
+    frozen_bits: Annotated[Optional[int], typer.Option("--frozen-bits", help="Count frozen parameters at 8 or 32 bits instead of the plan's frozen_bits (its recorded peak is then not compared).", show_default=False)] = None,
 ) -> None:
     """Recompute a plan's memory for the model it names; exit 1 when over budget or the plan is stale."""
     from ..checking import check_plan
@@ -370,7 +399,7 @@ def check(
     found = _device(cfg["device"], quiet)
     loaded = load_plan(plan)
     result = check_plan(loaded, str(plan), budget, device=found, trust_model_code=_trusted(loaded.model, trust_model_code),
-                        budget_source=source)
+                        budget_source=source, frozen_bits=frozen_bits)
     _emit(result, reporter, fmt, out, quiet, summary=True)
     if not result.passed:
         raise CheckFailed(reporter.status(result).removeprefix("FAIL: ") + f" ({plan})")
@@ -574,8 +603,13 @@ app.command("calibrate")(calibrate_command)
 @app.callback(invoke_without_command=True)
 def _root(
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    no_drift_correction: Annotated[bool, typer.Option("--no-drift-correction", help="Predict with a measured profile of this machine as calibrated, not scaled by how much faster or slower the machine runs now (also: TLPLAN_DRIFT_CORRECTION=0).")] = False,
 ) -> None:
     output.summary_written = False  # a new command (tests run several in one process)
+    if no_drift_correction or "tlplan.predict.drift" in sys.modules:  # not imported: at its default (torch is slow to import)
+        from ..predict import drift
+
+        drift.set_enabled(False if no_drift_correction else None)
     if version:
         from .. import __version__
 

@@ -28,7 +28,8 @@ def _progress(quiet: bool) -> Iterator[Callable | None]:
     ) as bar:
         tasks: dict[str, int] = {}
         labels = {"steps": "whole steps", "layers": "layers (s measured)", "fitting": "fitting",
-                  "measuring": "steps measured", "rechecking": "profile configs re-timed", "writing": "writing"}
+                  "measuring": "steps measured", "rechecking": "profile configs re-timed", "writing": "writing",
+                  "speed index": "speed index", "choosing": "choosing layers"}
 
         def update(p) -> None:
             if p.phase not in tasks:
@@ -63,17 +64,35 @@ def calibrate(
     threads: Annotated[Optional[int], typer.Option(help="Framework (intra-op) threads while timing, recorded in the profile (default: torch's, one per core). The profile predicts training run with as many.")] = None,
     statistic: Annotated[Optional[str], typer.Option(help="How a timing's runs are summed up: min (the fastest run: repeats best on a shared machine; the default) or median.")] = None,
     max_foreign_cpu: Annotated[float, typer.Option(help="Largest share of the CPUs other processes may use while timing (0-1); busier timings are redone.")] = 0.05,
+    quick: Annotated[bool, typer.Option("--quick", help="Instead: adapt the measured profile --from BASE to this machine in minutes (a few hundred layer configurations of --networks and a few whole steps, within --budget-s), as profile NAME.")] = False,
+    base: Annotated[Optional[str], typer.Option("--from", metavar="BASE", help="With --quick: the measured profile to adapt (e.g. host-x86-2c-1t).")] = None,
+    budget_s: Annotated[Optional[float], typer.Option("--budget-s", help="With --quick: seconds the run may take, all included.  [default: 300]", show_default=False)] = None,
+    no_drift_correction: Annotated[bool, typer.Option("--no-drift-correction", help="With --evaluate: predict without scaling by the machine's speed now against at calibration.")] = False,
     fmt: Annotated[TextFormat, typer.Option("--format", help="Output format: json for scripts.")] = TextFormat.table,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Time layer configurations and whole training steps on THIS machine into a device profile.
 
-    Run it on the device itself. Interrupted runs resume (same --name); the profile folder appears only when complete. With --evaluate NAME, measures how well profile NAME predicts networks held out of its fit. With --add, times the ops profile NAME lacks into it.
+    Run it on the device itself. Interrupted runs resume (same --name); the profile folder appears only when complete. With --evaluate NAME, measures how well profile NAME predicts networks held out of its fit. With --add, times the ops profile NAME lacks into it. With --quick --from BASE, adapts BASE to this machine in about five minutes.
     """  # noqa: E501 (typer keeps a docstring's line breaks)
     from ..predict import calibration
     from ..report import devices as report
 
     console = output.stdout_console()
+    if no_drift_correction:
+        from ..predict import drift
+
+        drift.set_enabled(False)
+    if quick or base is not None or budget_s is not None:
+        if not quick:
+            raise BadInputError("--from and --budget-s go with --quick")
+        if evaluate is not None or add or threads is not None or statistic is not None or ops is not None:
+            raise BadInputError("--quick adapts --from BASE as BASE was timed (its threads, statistic and ops): "
+                                "--evaluate, --add, --ops, --threads and --statistic do not go with it")
+        if name is None or base is None:
+            raise BadInputError("--quick needs --from BASE (a measured profile) and --name NAME (the profile to write)")
+        _quick(name, base, budget_s, networks, max_foreign_cpu, fmt, quiet, console)
+        return
     if (add or evaluate is not None) and (threads is not None or statistic is not None):
         raise BadInputError("--threads and --statistic are for a new calibration: --add and --evaluate time as the "
                             "profile was timed (its threads and statistic, in its device.json)")
@@ -115,3 +134,23 @@ def calibrate(
         sys.stdout.write(report.calibration_json(device))
     else:
         report.render_calibrated(device, console)
+
+
+def _quick(name: str, base: str, budget_s: Optional[float], networks: Optional[str], threshold: float,
+           fmt: TextFormat, quiet: bool, console) -> None:
+    from ..predict import adapt
+    from ..predict.calibration import check_name
+    from ..report import devices as report
+
+    if not 0 < threshold <= 1:
+        raise BadInputError(f"--max-foreign-cpu must be a share between 0 and 1, not {threshold}")
+    settings = adapt.QuickSettings(name=check_name(name), base=base, budget_s=300.0 if budget_s is None else budget_s,
+                                   networks=_names(networks), threshold=threshold)
+    if not settings.budget_s > 0:
+        raise BadInputError(f"--budget-s must be positive, not {settings.budget_s:g}")
+    with _progress(quiet) as progress:
+        result = adapt.quick(settings, progress=progress)
+    if fmt is TextFormat.json:
+        sys.stdout.write(report.quick_json(result))
+    else:
+        report.render_quick(result, console)

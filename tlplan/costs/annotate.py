@@ -14,6 +14,29 @@ from ..trace.graph import INPUT, LayerGraph
 ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 
 
+#: precisions a frozen parameter may be counted at (TinyTL's k-means quantised frozen weights are 8-bit)
+FROZEN_BITS = (8, 32)
+
+
+def default_frozen_bits(runtime: str) -> int:
+    """What a runtime holds a frozen parameter at: PyTorch (eager, tlplan) its fp32 tensor; the
+    ``mcu`` engine an int8 copy, in flash."""
+    return 8 if runtime == "mcu" else 32
+
+
+def check_frozen_bits(runtime: str, frozen_bits: int | None) -> int:
+    """``frozen_bits`` (None: the runtime's own), or a one-line BadInputError."""
+    from ..errors import BadInputError
+
+    if frozen_bits is None:
+        return default_frozen_bits(runtime)
+    if isinstance(frozen_bits, bool) or frozen_bits not in FROZEN_BITS:
+        raise BadInputError(f"frozen bits {frozen_bits!r}; use 8 or 32 (bits per frozen parameter)")
+    if runtime == "mcu" and frozen_bits != 8:
+        raise BadInputError("the mcu runtime is an int8 engine: its frozen weights are 8-bit, in flash (frozen bits 8)")
+    return int(frozen_bits)
+
+
 def runtime_precision(runtime: str, precision: str) -> str:
     """The precision a runtime really keeps: the ``mcu`` engine is int8 whatever was asked."""
     return "int8" if runtime == "mcu" else precision
@@ -55,6 +78,8 @@ class CostTable:
     runtime: str
     precision: str
     layers: tuple[LayerCost, ...]
+    #: bits per frozen parameter the memory model counts (8: TinyTL's quantised frozen weights)
+    frozen_bits: int = 32
 
     @cached_property
     def totals(self) -> dict[str, int]:
@@ -79,6 +104,7 @@ def annotate(
     options: Mapping[str, LayerOptions],
     runtime: str = "eager",
     precision: str = "fp32",
+    frozen_bits: int | None = None,
 ) -> CostTable:
     """Per-layer costs of training ``graph`` with per-layer ``options`` on ``runtime``.
 
@@ -92,6 +118,7 @@ def annotate(
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}")
     precision = runtime_precision(runtime, precision)
+    frozen_bits = check_frozen_bits(runtime, frozen_bits)
     element_bytes = ELEMENT_BYTES[precision]
     trainable = trainable_params(graph, options)
     requires_grad: dict[str, bool] = {INPUT: False}
@@ -144,4 +171,5 @@ def annotate(
                 supported=ops.supported(layer),
             )
         )
-    return CostTable(graph=graph, options=options, trainable=trainable, runtime=runtime, precision=precision, layers=tuple(costs))
+    return CostTable(graph=graph, options=options, trainable=trainable, runtime=runtime, precision=precision, layers=tuple(costs),
+                     frozen_bits=frozen_bits)

@@ -1,7 +1,8 @@
 """Predicted peak memory of one training step: a simulated forward + backward + optimizer timeline.
 
-What is resident through the step: the parameters (the MCU engine keeps frozen weights in flash:
-only trained parameters count), buffers, the input batch, and the optimizer state. Then, in order:
+What is resident through the step: the parameters (frozen ones at the cost table's
+``frozen_bits``: 32 as PyTorch holds them, or 8 as TinyTL counts its quantised frozen weights; the
+MCU engine keeps frozen weights in flash: only trained parameters count), buffers, the input batch, and the optimizer state. Then, in order:
 - forward: each layer allocates its output and what it keeps for backward, plus a moment of
   workspace (its op spec's); a value is freed after its last consumer unless it is kept, and
   a kept value lives until the backward of the earliest layer keeping it;
@@ -27,7 +28,7 @@ from ..trace.graph import INPUT
 @dataclass(frozen=True)
 class MemoryBreakdown:
     param_bytes: int  # parameters resident in RAM (all of them; for the MCU engine the trained ones)
-    frozen_param_bytes: int  # frozen parameters (in flash on the MCU engine, in RAM otherwise)
+    frozen_param_bytes: int  # frozen parameters at frozen_bits (in flash on the MCU engine, in RAM otherwise)
     trainable_param_bytes: int
     buffer_bytes: int  # running statistics
     grad_bytes: int  # gradients of the trained parameters
@@ -44,19 +45,26 @@ class MemoryBreakdown:
     # TinyTL's accounting: trained parameters at 32 bits, frozen ones at 8, plus the peak activation
     tinytl_bytes: int = 0
     timeline: tuple[tuple[str, int], ...] = ()  # (moment, bytes in use) through the step
+    frozen_bits: int = 32  # bits each frozen parameter is counted at (8: 1 byte an element)
 
 
 def simulate_peak(costs: CostTable, optimizer: Optimizer = Optimizer()) -> MemoryBreakdown:
     graph = costs.graph
     runtime = costs.runtime
     mcu = runtime == "mcu"
+    if mcu:  # the int8 engine plans one static arena: its own planner (operator reordering included)
+        return _arena_breakdown(costs, optimizer)
     value_bytes = (lambda name: graph.value_bytes(name, 1)) if mcu else graph.value_bytes
     setting = ops.Setting(runtime, ELEMENT_BYTES.get(costs.precision, 4))
 
     all_params = sum(p.numel * p.dtype_bytes for layer in graph.layers for p in layer.params)
     trained_full = sum(p.numel * p.dtype_bytes for layer in graph.layers for p in layer.params if p.name in costs.trainable)
     trainable_bytes = costs.totals["trainable_param_bytes"]
-    param_bytes = trainable_bytes if mcu else all_params
+    frozen_elements = sum(p.numel for layer in graph.layers for p in layer.params if p.name not in costs.trainable)
+    # 32: each frozen tensor as it is stored (fp32); 8: one byte an element (TinyTL's k-means
+    # quantised frozen weights, the MCU engine's int8 ones)
+    frozen_bytes = all_params - trained_full if costs.frozen_bits == 32 else frozen_elements * costs.frozen_bits // 8
+    param_bytes = trainable_bytes if mcu else trained_full + frozen_bytes
     buffers = 0 if mcu else sum(layer.buffer_bytes for layer in graph.layers)
     # the runtime allocates a full-size gradient even for a partially trained weight
     grad_total = 0 if mcu else trained_full
@@ -158,10 +166,9 @@ def simulate_peak(costs: CostTable, optimizer: Optimizer = Optimizer()) -> Memor
         check(resident + grad_total + step_temp, "optimizer step")
 
     saved_total = costs.totals["saved_bytes"]
-    frozen_elements = sum(p.numel for layer in graph.layers for p in layer.params if p.name not in costs.trainable)
     return MemoryBreakdown(
         param_bytes=param_bytes,
-        frozen_param_bytes=all_params - trained_full,
+        frozen_param_bytes=frozen_bytes,
         trainable_param_bytes=trainable_bytes,
         buffer_bytes=buffers,
         grad_bytes=grad_total,
@@ -173,8 +180,10 @@ def simulate_peak(costs: CostTable, optimizer: Optimizer = Optimizer()) -> Memor
         peak_bytes=peak,
         peak_at=peak_at,
         activation_peak_bytes=activation_peak,
+        # always TinyTL's 8-bit frozen weights, whatever frozen_bits the rest of the breakdown uses
         tinytl_bytes=trainable_bytes + frozen_elements + activation_peak,
         timeline=tuple(timeline),
+        frozen_bits=costs.frozen_bits,
     )
 
 
@@ -183,3 +192,38 @@ def _in_place_depthwise(layer, i: int, last_use: dict, kept_until: dict, graph) 
         return False
     src = graph.storage_root(layer.inputs[0])
     return last_use.get(src) == i and src not in kept_until
+
+
+def _arena_breakdown(costs: CostTable, optimizer: Optimizer) -> MemoryBreakdown:
+    """The mcu runtime's step: the engine's planned arena plus the trained parameters in SRAM
+    (``tlplan.memory.arena``); gradients are held (``grad_bytes``) only without reordering."""
+    from .arena import plan_arena
+
+    graph = costs.graph
+    reorder = optimizer.reorders("mcu")
+    arena = plan_arena(costs, reorder=reorder)
+    all_params = sum(p.numel * p.dtype_bytes for layer in graph.layers for p in layer.params)
+    trained_full = sum(p.numel * p.dtype_bytes for layer in graph.layers for p in layer.params if p.name in costs.trainable)
+    trainable_bytes = costs.totals["trainable_param_bytes"]
+    n = len(graph.layers)
+    forward_live = max(arena.live_bytes[:n], default=0)
+    frozen_elements = sum(p.numel for layer in graph.layers for p in layer.params if p.name not in costs.trainable)
+    frozen_bits = getattr(costs, "frozen_bits", 32)  # (in flash on the engine: counted, never resident)
+    return MemoryBreakdown(
+        frozen_bits=frozen_bits,
+        param_bytes=trainable_bytes,
+        frozen_param_bytes=all_params - trained_full if frozen_bits == 32 else frozen_elements * frozen_bits // 8,
+        trainable_param_bytes=trainable_bytes,
+        buffer_bytes=0,
+        grad_bytes=0 if reorder else arena.param_grad_bytes,
+        optimizer_bytes=0,  # SGD without momentum (QAS too): no state beyond the gradient
+        saved_bytes=costs.totals["saved_bytes"],
+        mask_bytes=sum(c.mask_bytes for c in costs.layers),
+        input_bytes=graph.value_bytes(INPUT, 1),
+        resident_bytes=trainable_bytes,
+        peak_bytes=arena.peak_bytes,
+        peak_at=arena.steps[arena.live_peak_step] if arena.steps else "start",
+        activation_peak_bytes=forward_live,
+        tinytl_bytes=trainable_bytes + frozen_elements + forward_live,
+        timeline=tuple((step, trainable_bytes + live) for step, live in zip(arena.steps, arena.live_bytes)),
+    )

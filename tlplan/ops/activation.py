@@ -17,6 +17,10 @@ from .spec import GradState, OpSpec, SavedTensor, _not_default, mask_bytes, plan
 
 class ActivationSpec(OpSpec):
     family = "activation"
+
+    def mcu_in_place(self, layer) -> bool:
+        # the engine fuses activations into the producing conv's requantisation: no buffer of their own
+        return True
     #: what PyTorch's backward reads: "output" (ReLU, sigmoid, tanh) or "input" (the others)
     keeps: ClassVar[str] = "input"
     #: calibrated under this name (None: no calibration op times it)

@@ -51,6 +51,10 @@ def weight_shape(layer: Layer) -> tuple[int, ...] | None:
 class Conv2dSpec(WeightOpSpec):
     kind = "conv2d"
     family = "conv"
+
+    def mcu_in_place(self, layer) -> bool:
+        # TinyEngine's depthwise kernels work channel by channel over their input's buffer
+        return is_depthwise(layer)
     summary = "2-d convolution: dense, grouped, depthwise (with a channel multiplier too), dilated, strided"
     modules = (nn.Conv2d,)
     functions = (F.conv2d,)

@@ -27,6 +27,10 @@ class AddSpec(ElementwiseSpec):
     functions = (operator.add, torch.add, operator.iadd)
     methods = ("add", "add_")
 
+    def mcu_in_place(self, layer) -> bool:
+        # TinyEngine's add accumulates into one operand (the residual's dead input)
+        return True
+
     def calibration(self, layer: Layer, option: LayerOptions | None) -> str | None:
         return "add"
 

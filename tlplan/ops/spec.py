@@ -141,6 +141,13 @@ class OpSpec:
     #: the runtime's module class it is swapped for (None: the runtime runs PyTorch's)
     planned_class: ClassVar[type[nn.Module] | None] = None
 
+    # ---- the int8 engine (runtime mcu) ---------------------------------------------------------
+
+    def mcu_in_place(self, layer: Any) -> bool:
+        """The int8 training engine writes this op's output over its first input's buffer, where
+        that input dies here (TinyEngine's in-place kernels). Default: no, a new buffer."""
+        return False
+
     # ---- recognition -----------------------------------------------------------------------------
 
     def module_attrs(self, module: nn.Module) -> dict[str, Any]:

@@ -28,6 +28,14 @@ class Optimizer:
     lr: float = 0.01
     momentum: float = 0.0
     weight_decay: float = 0.0
+    #: operator reordering (the 256KB paper's): each weight gradient applied as soon as it is
+    #: computed, not kept until the step's update. None: the runtime's default (on for mcu, the
+    #: one runtime that can do it; PyTorch keeps every gradient until ``optimizer.step``)
+    reorder: bool | None = None
+
+    def reorders(self, runtime: str) -> bool:
+        """Whether gradients are applied as computed on ``runtime``."""
+        return runtime == "mcu" if self.reorder is None else self.reorder
 
     @property
     def state_slots(self) -> int:
@@ -65,6 +73,15 @@ class Plan(Tabular):
     #: TinyTL lite residual branches the plan's model has, by block (``lite``, ``lite+bias``, ``lite:K``);
     #: whoever builds the model for the plan inserts them (``tlplan.runtime.lite.insert_lite``)
     lite: Mapping[str, LiteConfig] = field(default_factory=lambda: MappingProxyType({}))
+    #: bits the memory model counts each frozen parameter at: 8 (TinyTL's quantised frozen weights)
+    #: or 32; None: the runtime's own (32 on eager and tlplan, 8 on mcu). ``frozen_bits_in_effect``
+    frozen_bits: int | None = None
+
+    @property
+    def frozen_bits_in_effect(self) -> int:
+        from ..costs.annotate import default_frozen_bits
+
+        return self.frozen_bits if self.frozen_bits is not None else default_frozen_bits(self.runtime)
 
     def options(self, layer: str) -> LayerOptions:
         return self.layers.get(layer, LayerOptions())
@@ -82,6 +99,8 @@ class Plan(Tabular):
                 f"runtime {self.runtime}: {len(self.layers)} layers set ({trained} train parameters)")
         if self.lite:
             text += f", {len(self.lite)} lite residual branches"
+        if self.frozen_bits_in_effect != 32 and self.runtime != "mcu":
+            text += f", frozen weights counted at {self.frozen_bits_in_effect} bits"
         if self.budget_bytes is not None:
             text += f", budget {size(self.budget_bytes)}"
         if p.get("peak_bytes") is not None:
@@ -120,9 +139,12 @@ class Plan(Tabular):
             "input_shape": list(self.input_shape),
             "runtime": self.runtime,
             "precision": self.precision,
+            "frozen_bits": self.frozen_bits_in_effect,
             "optimizer": {
                 "name": self.optimizer.name, "lr": self.optimizer.lr,
                 "momentum": self.optimizer.momentum, "weight_decay": self.optimizer.weight_decay,
+                # written only where it was chosen: a plan without it reads as before
+                **({"reorder": self.optimizer.reorder} if self.optimizer.reorder is not None else {}),
             },
             "scheme": self.scheme,
             "budget_bytes": self.budget_bytes,
@@ -143,7 +165,7 @@ class Plan(Tabular):
         if not isinstance(data, dict):
             raise BadInputError(f"{where}: expected a mapping at the top level")
         known = {"version", "model", "num_classes", "input_shape", "runtime", "precision", "optimizer",
-                 "scheme", "budget_bytes", "device", "layers", "predicted", "shapes", "lite"}
+                 "scheme", "budget_bytes", "device", "layers", "predicted", "shapes", "lite", "frozen_bits"}
         unknown = set(data) - known
         if unknown:
             raise BadInputError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
@@ -164,9 +186,19 @@ class Plan(Tabular):
         precision = data.get("precision", "fp32")
         if precision not in PRECISIONS:
             raise BadInputError(f"{where}: precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+        frozen_bits = data.get("frozen_bits")  # absent: the runtime's own
+        if frozen_bits is not None and not (_whole(frozen_bits, 8, 32) and frozen_bits in (8, 32)):
+            raise BadInputError(f"{where}: frozen_bits {frozen_bits!r}; use 8 or 32 (bits per frozen parameter)")
+        if runtime == "mcu" and frozen_bits not in (None, 8):
+            raise BadInputError(f"{where}: frozen_bits {frozen_bits!r} on the mcu runtime, an int8 engine; use 8")
         opt = data.get("optimizer") or {}
-        if not isinstance(opt, dict) or set(opt) - {"name", "lr", "momentum", "weight_decay"}:
-            raise BadInputError(f"{where}: optimizer must be a mapping of name, lr, momentum, weight_decay")
+        if not isinstance(opt, dict) or set(opt) - {"name", "lr", "momentum", "weight_decay", "reorder"}:
+            raise BadInputError(f"{where}: optimizer must be a mapping of name, lr, momentum, weight_decay, reorder")
+        reorder = opt.get("reorder")
+        if reorder is not None and not isinstance(reorder, bool):
+            raise BadInputError(f"{where}: optimizer reorder must be true or false, not {reorder!r}")
+        if reorder and runtime != "mcu":
+            raise BadInputError(f"{where}: optimizer reorder is for the mcu runtime (PyTorch keeps gradients until the step)")
         name = opt.get("name", "sgd")
         if name not in OPTIMIZERS:
             raise BadInputError(f"{where}: optimizer {name!r}; use one of {', '.join(OPTIMIZERS)}")
@@ -178,7 +210,7 @@ class Plan(Tabular):
             raise BadInputError(f"{where}: optimizer lr must be above 0 and at most 10, not {numbers['lr']!r}")
         if not 0 <= numbers["momentum"] < 1 or not 0 <= numbers["weight_decay"] <= 1:
             raise BadInputError(f"{where}: optimizer momentum must be in [0, 1) and weight_decay in [0, 1]")
-        optimizer = Optimizer(name, float(numbers["lr"]), float(numbers["momentum"]), float(numbers["weight_decay"]))
+        optimizer = Optimizer(name, float(numbers["lr"]), float(numbers["momentum"]), float(numbers["weight_decay"]), reorder)
         layers_in = data.get("layers") or {}
         if not isinstance(layers_in, dict):
             raise BadInputError(f"{where}: 'layers' must map layer names to options")
@@ -227,6 +259,7 @@ class Plan(Tabular):
             precision=precision, optimizer=optimizer, scheme=data.get("scheme"), num_classes=num_classes,
             budget_bytes=budget, device=data.get("device"), predicted=MappingProxyType(predicted),
             shapes=MappingProxyType({str(k): tuple(v) for k, v in shapes_in.items()}),
+            frozen_bits=frozen_bits,
         )
 
 

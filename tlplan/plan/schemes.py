@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from ..errors import BadInputError, SchemeError
-from ..fileio import load_yaml, read_text
+from ..errors import SchemeError
 from ..ops import is_conv, is_norm, is_weighted, option_problem, spec_of, trained_roles
 from ..trace.graph import Layer, LayerGraph
 from .options import LayerOptions
@@ -363,96 +362,11 @@ def options_for_params(graph: LayerGraph, names: Iterable[str]) -> dict[str, Lay
     return options
 
 
-# ---- the 256KB paper's backward_config ------------------------------------------------------------
+# ---- the 256KB paper's backward_config: its own module (read and written verbatim) ----------------
 
-_CONFIG_FIELDS = {"n_bias_update", "manual_weight_idx", "weight_update_ratio", "weight_select_criteria"}
-
-
-def load_backward_config(path: str | Path) -> dict:
-    path = Path(path)
-    try:
-        data = load_yaml(read_text(path, "backward_config"), f"backward_config {path}")
-    except BadInputError as exc:
-        raise SchemeError(str(exc)) from None
-    if isinstance(data, dict) and "backward_config" in data:
-        data = data["backward_config"]
-    if not isinstance(data, dict):
-        raise SchemeError(f"backward_config {path}: expected a mapping with n_bias_update, manual_weight_idx, weight_update_ratio")
-    unknown = set(data) - _CONFIG_FIELDS - {"enable_backward_config", "freeze_fc", "train_scale", "quantize_gradient"}
-    if unknown:
-        raise SchemeError(f"backward_config {path}: unknown field(s) {', '.join(sorted(unknown))}")
-    data = dict(data)
-    data["_where"] = f"backward_config {path}"
-    return data
-
-
-def sparse_options(graph: LayerGraph, config: dict) -> dict[str, LayerOptions]:
-    """Per-layer options from a backward_config: biases of the last n convs, chosen weights at ratios."""
-    where = config.get("_where", "backward_config")
-    convs = conv_layers(graph)
-    n_bias = config.get("n_bias_update", 0)
-    if not isinstance(n_bias, int) or isinstance(n_bias, bool) or not 0 <= n_bias <= len(convs):
-        raise SchemeError(f"{where}: n_bias_update must be a whole number from 0 to {len(convs)} (the model's convs)")
-    idx = config.get("manual_weight_idx") or []
-    if isinstance(idx, int):
-        idx = [idx]
-    ratios = config.get("weight_update_ratio", 1)
-    if not isinstance(ratios, list):
-        ratios = [ratios] * len(idx)
-    if len(ratios) != len(idx):
-        raise SchemeError(f"{where}: weight_update_ratio has {len(ratios)} entries for {len(idx)} manual_weight_idx")
-    select = config.get("weight_select_criteria", "magnitude+")
-    if not isinstance(select, str):
-        raise SchemeError(f"{where}: weight_select_criteria must be magnitude+ or random, not {select!r}")
-    select = {"magnitude+": "magnitude", "random": "first", "first": "first", "magnitude": "magnitude"}.get(select)
-    if select is None:
-        raise SchemeError(f"{where}: weight_select_criteria must be magnitude+ or random")
-    options: dict[str, LayerOptions] = {}
-    for layer in convs[len(convs) - n_bias :] if n_bias else []:
-        options[layer.name] = LayerOptions(bias=_has_bias(layer))
-        if not _has_bias(layer):  # a conv without a bias: its norm's shift plays that part
-            follower = next((c for c in graph.consumers(layer.name)), None)
-            if follower and is_norm(graph.by_name[follower]):
-                options[follower] = LayerOptions(norm="shift")
-    for i, ratio in zip(idx, ratios):
-        if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < len(convs):
-            raise SchemeError(f"{where}: manual_weight_idx {i!r} is out of range: the model has convs 0 to {len(convs) - 1}")
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
-            raise SchemeError(f"{where}: weight_update_ratio {ratio!r} for conv {i} is outside (0, 1]")
-        layer = convs[i]
-        prev = options.get(layer.name, LayerOptions())
-        options[layer.name] = LayerOptions(weight=float(ratio), select=select, bias=prev.bias)
-    return options
-
-
-def export_backward_config(graph: LayerGraph, options: Mapping[str, LayerOptions]) -> dict:
-    """The 256KB paper's ``backward_config`` of a plan, when the plan has that form.
-
-    That form: biases of a run of convs ending at the last one, weights of chosen convs at input
-    channel ratios, the classifier; no norm, gradient-filter or h-swish options (ReLU masks are
-    exact, so they do not count).
-    """
-    convs = conv_layers(graph)
-    classifier = {layer.name for layer in classifier_layers(graph)}
-    index = {layer.name: i for i, layer in enumerate(convs)}
-    for name, opts in options.items():
-        layer = graph.by_name.get(name)
-        if layer is None or name in classifier or (opts.mask and spec_of(layer).mask == "exact"):
-            continue
-        if opts.norm != "frozen" or opts.grad_filter or opts.mask or name not in index:
-            raise SchemeError(
-                f"layer {name!r} uses an option a backward_config cannot say ({layer.op}); "
-                "only conv biases and conv weights at channel ratios export"
-            )
-    biased = [i for name, i in index.items() if options.get(name, LayerOptions()).bias]
-    n_bias = len(biased)
-    if biased and sorted(biased) != list(range(len(convs) - n_bias, len(convs))):
-        raise SchemeError("the plan's trained biases are not the last convs in a row; a backward_config cannot say that")
-    weights = sorted((i, options[name]) for name, i in index.items() if options.get(name, LayerOptions()).weight > 0)
-    selects = {opts.select for _, opts in weights}
-    return {
-        "n_bias_update": n_bias,
-        "manual_weight_idx": [i for i, _ in weights],
-        "weight_update_ratio": [opts.weight for _, opts in weights],
-        "weight_select_criteria": "magnitude+" if selects <= {"magnitude"} else "random",
-    }
+from .backward_config import (  # noqa: E402  (it uses this module's conv_layers)
+    BackwardConfig,
+    export_backward_config,
+    load_backward_config,
+    sparse_options,
+)

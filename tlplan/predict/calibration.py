@@ -54,7 +54,7 @@ from ..measure.latency import STATISTICS, framework_threads, summary
 from ..measure.load import LoadWindow, quiet, wait_until_quiet
 from ..measure.microbench import CALIBRATION_OPS, Config, time_config
 from ..measure.runtime_ops import RUNTIME_OPS
-from . import sampling
+from . import drift, sampling
 from .devices import Device, cpu_name, load_device, profiles_dir
 from .features import macs
 from .store import (
@@ -204,7 +204,8 @@ def framework_versions() -> dict[str, str]:
 
 def time_step(network: str, scheme: str, batch: int, resolution: int, *, threshold: float, window_s: float = 0.5,
               retries: int = 4, trainable: frozenset[str] | None = None,
-              costs: "CostTable | None" = None, statistic: str = "median") -> tuple[float, float | None, float]:
+              costs: "CostTable | None" = None, statistic: str = "median",
+              max_wait_s: float = 600.0) -> tuple[float, float | None, float]:
     """Ms of whole training steps (``step_samples_ms``, summed up by ``statistic``) of a freshly
     built model, redone while the CPU was busy.
 
@@ -247,7 +248,7 @@ def time_step(network: str, scheme: str, batch: int, resolution: int, *, thresho
     samples: list[float] = []
     spent = 0.0
     for _ in range(retries):
-        wait_until_quiet(threshold)
+        wait_until_quiet(threshold, max_wait_s=max_wait_s)
         with LoadWindow() as window:
             samples = step_samples_ms(model, x, warmup=warmup, repeats=repeats)
         share = window.share
@@ -486,6 +487,10 @@ def _calibrate(settings: Settings, root: Path, name: str, ops: Sequence[str], ne
 
     traced = StepCases()  # one trace per network and batch, shared by its schemes
     total = len(cases) * settings.step_rounds
+    if "speed_start" not in state:  # the reference workload at the start; again at the end (``_finish``)
+        report(Progress("speed index", 0, 2, "reference workload, at the start"))
+        state["speed_start"] = drift.measure_index(state["threads"], state["statistic"]).to_json()
+        partial.save_state(state)
     # --budget-minutes bounds this run: whole steps get at most half of what is left, layer
     # configurations the rest. Past it, only what any profile needs is still timed: one whole step,
     # and every op once (seconds, not the minutes the whole step list would take)
@@ -624,6 +629,7 @@ def combine_steps(rows: Sequence[StepRow], statistic: str) -> list[StepRow]:
 def _finish(root: Path, name: str, partial: _Partial, state: dict, settings: Settings, configs: int) -> Device:
     """Write the complete profile beside its final place, then rename it into place."""
     layer_rows, step_rows = partial.layer_rows(), combine_steps(partial.step_rows(), state["statistic"])
+    speed_index, speed_change = closing_index(state)
     cores = os.cpu_count() or 1
     threads = int(state["threads"])
     ram = ram_bytes()
@@ -654,15 +660,42 @@ def _finish(root: Path, name: str, partial: _Partial, state: dict, settings: Set
             "rounds": state.get("rounds", 1),
             "step_rounds": settings.step_rounds,
         },
+        "speed_index": speed_index.to_json(),
         "notes": f"Layer configurations and whole training steps timed on this machine ({state['statistic']} of "
                  "runs, fp32, CPU); runtime_overhead_bytes is the resident memory of Python with torch imported, "
                  "before any tensor. Time spent waiting for a quiet CPU is not counted in elapsed_s.",
     }
+    if speed_change is not None:
+        data["calibration"]["speed_change"] = round(speed_change, 4)
     files = {MEASUREMENTS: render(LAYER_COLUMNS, layer_rows), STEPS: render(STEP_COLUMNS, step_rows),
              "device.json": json.dumps(data, indent=2) + "\n"}
     device = _write_profile(root, name, files)
     shutil.rmtree(partial.dir, ignore_errors=True)
     return device
+
+
+def closing_index(state: dict) -> tuple[drift.SpeedIndex, float | None]:
+    """The reference workload timed again at the end of a run: the profile's speed index (each
+    pass's geometric mean of start and end, what the rows between were timed at) and the end's
+    ratio to the start (a machine that changed speed mid-run)."""
+    end = drift.measure_index(state["threads"], state["statistic"])
+    if "speed_start" not in state:
+        return end, None
+    start = drift.SpeedIndex.from_json(state["speed_start"])
+    return drift.combined(start, end), end.ratio_to(start)
+
+
+#: a speed change within this share between a run's start and end is the index's own noise
+SPEED_CHANGE_NOTED = 0.05
+
+
+def speed_change_note(change: float | None) -> str | None:
+    """A sentence where a run's machine changed speed mid-run (None where it did not)."""
+    if change is None or abs(change - 1) < SPEED_CHANGE_NOTED:
+        return None
+    how = "slower" if change > 1 else "faster"
+    return (f"the machine changed speed mid-run: the reference workload ran {100 * abs(change - 1):.0f} % {how} at "
+            "the end than at the start (measured here); timings of this run are not all alike")
 
 
 def _write_profile(root: Path, name: str, files: dict[str, str], keep_from: Path | None = None,

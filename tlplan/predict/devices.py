@@ -44,18 +44,27 @@ _OPTIONAL = {
     "anchors": list,
     # ops timed into the profile later (`tlplan calibrate --name NAME --add`), one entry a run
     "additions": list,
+    # the reference workload's ms at calibration (tlplan.predict.drift): predictions on this machine
+    # are scaled by how much slower or faster it runs now
+    "speed_index": dict,
+    # a profile adapted from another one (`tlplan calibrate --quick --from BASE`): the base, the
+    # adaptation set, its size and the correction fitted on it (tlplan.predict.adapt)
+    "adapted": dict,
 }
 #: the keys each nested object may have, and their types
 _NESTED = {
     "framework": (None, str),
     "allocator": (None, (str, int)),
     "calibration": ({"budget_s", "elapsed_s", "configs", "rows", "steps", "seed", "threshold_foreign_cpu", "rounds",
-                     "step_rounds"}, _NUMBER),
+                     "step_rounds", "speed_change"}, _NUMBER),
     "efficiency_compute": (None, _NUMBER),
     "efficiency_memory": (None, _NUMBER),
 }
-_ACCURACY_NUMBERS = {"mape", "within_10", "cases", "networks_evaluated", "seconds"}
-_ACCURACY_TEXT = {"date", "method"}
+_ACCURACY_NUMBERS = {"mape", "within_10", "cases", "networks_evaluated", "seconds", "noise_mape", "noise_within_10"}
+_ACCURACY_TEXT = {"date", "method", "networks"}
+_ADAPTED_TEXT = {"from", "method", "networks", "date", "base_date"}
+_ADAPTED_NUMBERS = {"configs", "rows", "steps", "budget_s", "elapsed_s", "default_scale", "prepare_s",
+                    "step_scale"}
 _ANCHOR_KEYS = {"model": str, "published_ms": _NUMBER, "predicted_ms": _NUMBER, "role": str, "assumption": str}
 _ADDITION_KEYS = {"ops": str, "date": str, "budget_s": _NUMBER, "elapsed_s": _NUMBER, "configs": _NUMBER,
                   "rows": _NUMBER, "time_vs_profile": _NUMBER, "rechecked_configs": _NUMBER}
@@ -92,6 +101,8 @@ class Device:
     layer_overhead_s: float | None = None
     anchors: tuple[Mapping[str, Any], ...] | None = None
     additions: tuple[Mapping[str, Any], ...] | None = None
+    speed_index: Mapping[str, Any] | None = None
+    adapted: Mapping[str, Any] | None = None
     folder: Path | None = field(default=None, compare=False)  # where device.json was read from
     origin: str = field(default="", compare=False)  # shipped, user, TLPLAN_PROFILES: which root it came from
 
@@ -230,6 +241,37 @@ def _checked_nested(path: Path, key: str, value: Any) -> Any:
                         number(fk, fv)
             else:
                 raise fail(f"unknown key {k!r}")
+        return dict(value)
+    if key == "speed_index":
+        from .drift import check_index_field
+
+        problem = check_index_field(value)
+        if problem:
+            raise fail(problem)
+        return dict(value)
+    if key == "adapted":
+        for k, v in value.items():
+            if k in _ADAPTED_NUMBERS:
+                number(k, v)
+            elif k in _ADAPTED_TEXT:
+                if not isinstance(v, str):
+                    raise fail(f"{k!r} must be text")
+            elif k == "scales":
+                if not isinstance(v, dict):
+                    raise fail("'scales' must map op/pass to a factor")
+                for sk, sv in v.items():
+                    if not number(sk, sv) > 0:
+                        raise fail(f"scale {sk!r} must be positive")
+            elif k == "overhead_ms":
+                terms = ("per_step", "per_layer", "per_backward_layer", "per_runtime_layer")
+                if not isinstance(v, dict) or set(v) - set(terms):
+                    raise fail(f"'overhead_ms' must map {', '.join(terms)} to ms")
+                for sk, sv in v.items():
+                    number(sk, sv)
+            else:
+                raise fail(f"unknown key {k!r}")
+        if not isinstance(value.get("from"), str):
+            raise fail("'from' (the base profile) is required")
         return dict(value)
     if key in _LISTS:
         what, keys = _LISTS[key]

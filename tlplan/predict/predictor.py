@@ -20,7 +20,7 @@ that produced the tensor and priced like a forward ``add`` of its size.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping, Sequence
@@ -35,6 +35,8 @@ from ..plan.options import FROZEN
 from ..trace.graph import INPUT, Layer, LayerGraph
 from . import cache
 from .devices import Device, resolve_device
+from .drift import Drift, drift_for
+from .features import feature_matrix
 from .fit import FIT_VERSION, PassModel, TreeEnsemble, fit_pass_model
 from .roofline import roofline_ms
 from .store import LayerRow, StepRow, read_layer_rows, read_step_rows, sha256_of
@@ -46,13 +48,17 @@ FORWARD = ("fwd", "fwd_nograd")
 
 @dataclass(frozen=True)
 class PredictedOn:
-    """Where a time was predicted: the device, and from what (``FITTED`` or ``DATASHEET``)."""
+    """Where a time was predicted: the device, from what (``FITTED``, ``FITTED`` adapted from
+    another profile, or ``DATASHEET``), and the drift correction applied, if any."""
 
     device: str
     source: str
+    #: the machine's speed now against at calibration, which every time was scaled by (None: not scaled)
+    drift: Drift | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
-        return f"predicted for {self.device} ({self.source})"
+        text = f"predicted for {self.device} ({self.source})"
+        return text if self.drift is None else f"{text}; {self.drift.note}"
 
 
 @dataclass(frozen=True)
@@ -77,10 +83,12 @@ class Prediction:
     #: layers the tlplan runtime runs with its own kernels, priced with the plain PyTorch op's
     #: model because the profile has no measurements of the runtime's (calibrated before them)
     stand_ins: tuple[str, ...] = ()
+    #: the drift correction every time above was multiplied by (None: none applied)
+    drift: Drift | None = None
 
     @property
     def on(self) -> PredictedOn:
-        return PredictedOn(self.device, self.source)
+        return PredictedOn(self.device, self.source, self.drift)
 
 
 # ---- what to predict -------------------------------------------------------------------------------
@@ -224,6 +232,16 @@ class FittedProfile:
     models: Mapping[tuple[str, str], PassModel]
     overhead: np.ndarray  # (4,): ms per step, per layer, per layer with a backward, per tlplan-runtime layer
     digest: str = ""
+    #: an adapted profile's correction (tlplan.predict.adapt): each (op, pass) model's times
+    #: multiplied by its factor, ``default_scale`` for a model without one
+    scales: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    default_scale: float = 1.0
+    #: an adapted profile's residual models: where an (op, pass) has one, its times are multiplied
+    #: by exp(trees(features)) instead of its scale
+    residuals: Mapping[tuple[str, str], TreeEnsemble] = field(default_factory=dict)
+    #: an adapted profile's factor on every layer time, fitted on whole steps (layers timed alone
+    #: and inside a step need not change alike from one machine to another)
+    layer_scale: float = 1.0
 
     def model_key(self, item: Item) -> tuple[str, str]:
         """The (op, pass) model that prices ``item``: its own, else the plain op's it stands in for
@@ -241,15 +259,31 @@ class FittedProfile:
             groups.setdefault(self.model_key(item), []).append(i)
         for key, idx in groups.items():
             model = self.models.get(key)
-            if model is not None:
-                out[idx] = model.predict([items[i].config for i in idx])
-        return out
+            if model is None:
+                continue
+            configs = [items[i].config for i in idx]
+            residual = self.residuals.get(key)
+            if residual is not None:
+                out[idx] = model.predict(configs) * np.exp(residual.predict(feature_matrix(model.op, configs)))
+            else:
+                out[idx] = model.predict(configs) * self.scales.get(key, self.default_scale)
+        return out * self.layer_scale if self.layer_scale != 1.0 else out
 
     def overhead_ms(self, plan: Plan) -> float:
         return float(self.overhead @ plan.overhead_terms)
 
     def arrays(self) -> dict[str, np.ndarray]:
         data: dict[str, np.ndarray] = {"overhead": self.overhead, "digest": np.array(self.digest)}
+        scaled = sorted(self.scales)
+        data["scale_keys"] = np.array(["/".join(k) for k in scaled] or [""])[: len(scaled)]
+        data["scale_values"] = np.array([self.scales[k] for k in scaled], dtype=np.float64)
+        data["default_scale"] = np.array(self.default_scale)
+        data["layer_scale"] = np.array(self.layer_scale)
+        residual_keys = sorted(self.residuals)
+        data["residual_ops"] = np.array([op for op, _ in residual_keys], dtype=str)
+        data["residual_passes"] = np.array([p for _, p in residual_keys], dtype=str)
+        for i, key in enumerate(residual_keys):
+            data.update(self.residuals[key].arrays(f"r{i}."))
         keys = sorted(self.models)
         data["ops"] = np.array([op for op, _ in keys])
         data["passes"] = np.array([p for _, p in keys])
@@ -266,7 +300,19 @@ class FittedProfile:
         for i, (op, p) in enumerate(zip(data["ops"].tolist(), data["passes"].tolist())):
             models[(op, p)] = PassModel(op, p, np.asarray(data[f"m{i}.base"]), TreeEnsemble.from_arrays(data, f"m{i}."),
                                         int(data[f"m{i}.rows"]))
-        return cls(MappingProxyType(models), np.asarray(data["overhead"]), str(data["digest"]))
+        scales = {}
+        if "scale_keys" in data:
+            for key, value in zip(data["scale_keys"].tolist(), data["scale_values"].tolist()):
+                op, _, pass_ = key.rpartition("/")
+                scales[(op, pass_)] = float(value)
+        default = float(data["default_scale"]) if "default_scale" in data else 1.0
+        residuals = {}
+        if "residual_ops" in data:
+            for i, key in enumerate(zip(data["residual_ops"].tolist(), data["residual_passes"].tolist())):
+                residuals[key] = TreeEnsemble.from_arrays(data, f"r{i}.")
+        layer_scale = float(data["layer_scale"]) if "layer_scale" in data else 1.0
+        return cls(MappingProxyType(models), np.asarray(data["overhead"]), str(data["digest"]),
+                   MappingProxyType(scales), default, MappingProxyType(residuals), layer_scale)
 
 
 class StepCases:
@@ -373,6 +419,14 @@ def load_fitted(device: Device) -> FittedProfile:
             raise BadInputError(f"profile data {path}: the file is missing (named by {device.folder}/device.json); "
                                 "run `tlplan calibrate` again")
     identity = (_identity(measurements), _identity(steps))
+    if device.adapted:  # the base's fit (its data files are copied along), with the correction in device.json
+        from . import adapt
+
+        return adapt.load_adapted(device, _cached_fit(identity, measurements, steps))
+    return _cached_fit(identity, measurements, steps)
+
+
+def _cached_fit(identity: tuple, measurements: Path, steps: Path) -> FittedProfile:
     if identity in _LOADED:
         fitted, cached, cached_identity = _LOADED[identity]
         if _identity(cached) == cached_identity:
@@ -382,18 +436,26 @@ def load_fitted(device: Device) -> FittedProfile:
     return fitted
 
 
+def cached_fit(path: Path, digest: str) -> "FittedProfile | None":
+    """The fit kept at ``path`` when it is the fit of ``digest``'s data; None when absent, stale
+    or unreadable (then the caller fits again and overwrites it)."""
+    arrays = cache.load_arrays(path)
+    if arrays is None:
+        return None
+    try:
+        fitted = FittedProfile.from_arrays(arrays)
+    except (KeyError, ValueError, TypeError):
+        return None
+    return fitted if fitted.digest == digest else None
+
+
 def _load_fitted(measurements: Path, steps: Path) -> tuple[FittedProfile, Path]:
     """The fit and its cache file: read from there when it holds this data's fit, else fitted and written."""
     digest = sha256_of(measurements, steps)
     path = cache.fit_path(digest, FIT_VERSION)
-    arrays = cache.load_arrays(path)
-    if arrays is not None:
-        try:
-            fitted = FittedProfile.from_arrays(arrays)
-            if fitted.digest == digest:
-                return fitted, path
-        except (KeyError, ValueError, TypeError):
-            pass
+    fitted = cached_fit(path, digest)
+    if fitted is not None:
+        return fitted, path
     layer_rows = read_layer_rows(measurements)
     step_rows = read_step_rows(steps)
     if not layer_rows:
@@ -412,35 +474,47 @@ class Pricer:
 
     device: Device
     fitted: FittedProfile | None  # None: the datasheet roofline
+    #: the machine's speed now against at calibration: every time is multiplied by its ratio
+    drift: Drift | None = None
 
     @classmethod
     def of(cls, device: "Device | str | Pricer", fitted: FittedProfile | None = None) -> "Pricer":
+        """What prices passes on ``device``; a measured profile of this machine with a speed index
+        is corrected for drift (``tlplan.predict.drift``) unless that is switched off."""
         if isinstance(device, Pricer):
-            return device if fitted is None else cls(device.device, fitted)
+            return device if fitted is None else cls(device.device, fitted, device.drift)
         device = resolve_device(device)  # a Device is returned as it is
         if fitted is None and not device.predicts:
             what = "measurements" if device.source == "measured" else "peak_flops_fp32"
             raise BadInputError(f"device profile {device.name} has no {what}: nothing to predict latency from")
         if fitted is None and device.source == "measured":
             fitted = load_fitted(device)
-        return cls(device, fitted)
+        drift = drift_for(device) if fitted is not None else None
+        return cls(device, fitted, drift)
 
     @property
     def source(self) -> str:
-        return FITTED if self.fitted is not None else DATASHEET
+        if self.fitted is None:
+            return DATASHEET
+        base = (self.device.adapted or {}).get("from")
+        return f"{FITTED}, adapted from {base}" if base else FITTED
+
+    @property
+    def scale(self) -> float:
+        return self.drift.ratio if self.drift is not None else 1.0
 
     @property
     def on(self) -> PredictedOn:
-        return PredictedOn(self.device.name, self.source)
+        return PredictedOn(self.device.name, self.source, self.drift)
 
     def price(self, items: Sequence[Item]) -> np.ndarray:
-        """ms of each item; NaN where a fitted profile has no model for it."""
+        """ms of each item (drift-corrected); NaN where a fitted profile has no model for it."""
         if self.fitted is not None:
-            return self.fitted.price(items)
+            return self.fitted.price(items) * self.scale
         return np.array([roofline_ms(self.device, it.op, it.pass_, it.config, it.weight_ratio) for it in items])
 
     def overhead_ms(self, plan: Plan) -> float:
-        return self.fitted.overhead_ms(plan) if self.fitted is not None else 0.0
+        return self.fitted.overhead_ms(plan) * self.scale if self.fitted is not None else 0.0
 
     def stands_in(self, item: Item) -> bool:
         """Whether ``item`` is priced with its plain op's model (a profile without the runtime's ops)."""
@@ -497,4 +571,4 @@ def predict_latency(graph: LayerGraph, costs: CostTable, device: "Device | str |
     unpredicted = tuple(dict.fromkeys([*plan.unpredicted, *sorted(missing)]))
     stand_ins = tuple(dict.fromkeys(item.layer for item in plan.items if pricer.stands_in(item)))
     return Prediction(pricer.device.name, source, MappingProxyType(layers), fwd, bwd, overhead, fwd + bwd + overhead,
-                      unpredicted, stand_ins)
+                      unpredicted, stand_ins, pricer.drift)

@@ -31,7 +31,8 @@ def _align(cols: list[str]) -> str:
 
 
 def note(report: CompareReport) -> str:
-    return NOTE + (f"; ms/step on the device: {report.predicted}, tlplan runtime" if report.predicted else "")
+    bits = f"; peak counts frozen parameters at {report.frozen_bits} bits" if report.frozen_bits != 32 else ""
+    return NOTE + bits + (f"; ms/step on the device: {report.predicted}, tlplan runtime" if report.predicted else "")
 
 
 def rows(report: CompareReport) -> list[list[str]]:

@@ -25,7 +25,7 @@ def devices_rows(devices: Sequence, roots: Sequence[tuple[str, str]]) -> Rows:
     where = "; ".join(f"{origin}: {folder}" for origin, folder in roots)
     columns = ("name", "source", "from", "RAM", "usable RAM", "peak fp32 GFLOPS", "date", "accuracy", "description")
     cells = tuple((
-        d.name, d.source, d.origin or "-", units.human_bytes(d.ram_bytes), units.human_bytes(d.usable_ram_bytes),
+        d.name, d.source + (f", adapted from {d.adapted['from']}" if d.adapted else ""), d.origin or "-", units.human_bytes(d.ram_bytes), units.human_bytes(d.usable_ram_bytes),
         f"{d.peak_flops_fp32 / 1e9:,.2f}" if d.peak_flops_fp32 else "-", d.date or "-", _accuracy(d), d.description,
     ) for d in devices)
     records = tuple({
@@ -49,8 +49,62 @@ def render_calibrated(device, console: Console) -> None:
                   f"{c.get('elapsed_s', 0) / 60:.1f} min of measuring (measured here)", highlight=False)
     console.print(f"runtime overhead before any tensor: {units.human_bytes(device.runtime_overhead_bytes)} "
                   f"(measured here); usable RAM {units.human_bytes(device.usable_ram_bytes)}", highlight=False)
+    _speed_change(c.get("speed_change"), console)
     console.print(f"next: tlplan calibrate --evaluate {device.name}  (how well it predicts networks it never saw)",
                   highlight=False)
+
+
+def _speed_change(change, console: Console) -> None:
+    from ..predict.calibration import speed_change_note
+
+    note = speed_change_note(change)
+    if note:
+        console.print(f"[bold]note[/bold]: {escape(note)}", highlight=False)
+
+
+#: fewer layer configurations than this in a quick adaptation: too few to trust (a busy machine)
+FEW_CONFIGS = 100
+
+
+def render_quick(result, console: Console) -> None:
+    """``calibrate --quick``: what was timed, in how long, and the correction fitted on it."""
+    d, r = result.device, result.record
+    console.print(f"[bold]wrote[/bold] {escape(str(d.folder))}: {escape(r['from'])}'s models adapted to this machine "
+                  f"on {r['configs']:,} layer configurations ({r['rows']:,} timed passes) and {r['steps']} whole steps "
+                  f"of {escape(r['networks'])}, measured here in {r['elapsed_s']:.0f} s of a {r['budget_s']:.0f} s budget",
+                  highlight=False)
+    scales = sorted(r.get("scales", {}).values())
+    spread = f", per op and pass {scales[0]:.2f}-{scales[-1]:.2f}" if scales else ""
+    overhead = r.get("overhead_ms")
+    refitted = (f"per-step overhead refitted on the steps: {overhead['per_step']:+.2f} ms a step, "
+                f"{1000 * overhead['per_layer']:+.0f} µs a layer" if overhead else "per-step overhead scaled alike")
+    console.print(f"correction (fitted, adapted from {escape(r['from'])}): residual models where 8 rows or more, "
+                  f"else layer times × {r['default_scale']:.2f} (median{spread}); {refitted}", highlight=False)
+    console.print(f"speed index stored: predictions with {escape(d.name)} on this machine are scaled by its speed then "
+                  "(drift correction)", highlight=False)
+    _speed_change(result.speed_change, console)
+    if r["configs"] < FEW_CONFIGS:
+        console.print(f"[bold]note[/bold]: only {r['configs']} layer configurations and {r['steps']} whole steps were "
+                      "timed: the budget went on waiting for a quiet CPU; run it again when the machine is quieter, or "
+                      "with a larger --budget-s", highlight=False)
+    console.print(f"next: tlplan calibrate --evaluate {escape(d.name)} --networks YOUR_NETWORKS  (networks outside "
+                  "the adaptation set)", highlight=False)
+
+
+def quick_json(result) -> str:
+    """``calibrate --quick --format json`` (``schema``: ``tlplan.calibration/1``)."""
+    from . import tables
+
+    d = result.device
+    adapted = dict(result.record)
+    # a list of records (not an object keyed by op/pass): every field has a fixed name to document
+    adapted["scales"] = [{"op": key.rpartition("/")[0], "pass": key.rpartition("/")[2], "scale": value}
+                         for key, value in adapted.get("scales", {}).items()]
+    return tables.json_text({
+        "profile": d.name, "folder": str(d.folder) if d.folder else None, "adapted": adapted,
+        "speed_change": result.speed_change, "runtime_overhead_bytes": d.runtime_overhead_bytes,
+        "usable_ram_bytes": d.usable_ram_bytes,
+    }, "tlplan.calibration/1")
 
 
 def render_added(device, record: dict, dropped: bool, console: Console) -> None:
@@ -70,7 +124,8 @@ def render_added(device, record: dict, dropped: bool, console: Console) -> None:
 def render_evaluation(evaluation, console: Console) -> None:
     """Per held-out network and overall: MAPE and share within ±10 % of the measured step."""
     table = Table(title=f"{evaluation.device}: whole training step, predicted without the network vs measured here",
-                  caption="leave-one-network-out: each network's samples and steps left out of the fit that predicts it")
+                  caption=" and ".join(evaluation.held_out) + ": each network's samples and steps left out of the fit "
+                          "that predicts it, or never in it")
     for col in ("held-out network", "cases", "MAPE %", "within ±10 %", "worst error %"):
         table.add_column(col, justify="left" if col == "held-out network" else "right")
     for net, figures in evaluation.per_network.items():
@@ -87,9 +142,22 @@ def render_evaluation(evaluation, console: Console) -> None:
                           f"{figures['within_10']:.0f}%", f"{100 * worst.error:+.1f}")
     table.add_row("all", str(overall["cases"]), f"{overall['mape']:.1f}", f"{overall['within_10']:.0f}%", "", style="bold")
     console.print(table)
+    how = " and ".join(evaluation.held_out)
     console.print(f"MAPE {overall['mape']:.1f}%, {overall['within_10']:.0f}% of {overall['cases']} predictions within ±10% "
-                  f"(predicted from a profile fitted without the held-out network; measured here), "
-                  f"{evaluation.seconds / 60:.1f} min", highlight=False)
+                  f"(predicted, {how}; measured here), {evaluation.seconds / 60:.1f} min", highlight=False)
+    noise = evaluation.noise
+    if noise is not None:
+        console.print(f"noise floor: two measurements of the same step, minutes apart, agree to MAPE {noise['mape']:.1f}%, "
+                      f"{noise['within_10']:.0f}% within ±10% (measured here, {noise['cases']} steps)", highlight=False)
+    if evaluation.drift_ratios:
+        low, high = min(evaluation.drift_ratios), max(evaluation.drift_ratios)
+        scaled = f"{low:.2f}" if high - low < 0.005 else f"{low:.2f}-{high:.2f}"
+        console.print(f"drift-corrected: predicted times scaled by {scaled} (the machine's speed now against at "
+                      "calibration)", highlight=False)
+    _speed_change(evaluation.speed_change, console)
+    if evaluation.skipped:
+        console.print(f"left out: {len(evaluation.skipped)} case(s) whose scheme does not apply, e.g. "
+                      f"{escape(evaluation.skipped[0])}", highlight=False)
 
 
 def calibration_json(device, added: dict | None = None, accuracy_dropped: bool = False) -> str:
@@ -116,5 +184,8 @@ def evaluation_json(evaluation, device) -> str:
         "device": evaluation.device, "folder": str(device.folder) if device.folder else None,
         "seconds": round(evaluation.seconds, 1), "accuracy": evaluation.accuracy_field(),
         "per_network": evaluation.per_network, "per_runtime": evaluation.per_runtime,
+        "noise": evaluation.noise, "held_out": list(evaluation.held_out),
+        "drift_ratios": list(evaluation.drift_ratios), "speed_change": evaluation.speed_change,
+        "skipped": list(evaluation.skipped),
         "cases": [{**asdict(c), "error": c.error} for c in evaluation.cases],
     }, "tlplan.evaluation/1")

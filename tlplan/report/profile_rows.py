@@ -126,6 +126,8 @@ def _param_note(report: ProfileReport) -> str:
     m = report.memory
     if report.runtime == "mcu":
         return f"trained, in SRAM; frozen {units.human_bytes(m.frozen_param_bytes)} in flash"
+    if m.frozen_bits != 32:  # --frozen-bits 8: said where the figure is, PyTorch itself holds 32
+        return f"trained {units.human_bytes(m.trainable_param_bytes)}, frozen {units.human_bytes(m.frozen_param_bytes)} at {m.frozen_bits} bits"
     return f"trained {units.human_bytes(m.trainable_param_bytes)}"
 
 
@@ -177,6 +179,10 @@ def predicted_line(report: ProfileReport) -> tuple[str, str, str]:
     value += f", per-step overhead {units.ms(p.get('overhead_ms'))} ms"
     acc = p.get("accuracy")
     how = f"predicted from a profile fitted on measurements made on {p.get('device')}"
+    if "adapted from" in str(p.get("source")):
+        how = f"predicted from a profile {p.get('source')}"
+    if p.get("drift"):
+        how += f"; {p['drift']['note']}"
     if acc:
         how += f"; held-out networks: MAPE {acc.get('mape')}%, {acc.get('within_10')}% within ±10%"
     return (f"time on {p.get('device')}", value, how)

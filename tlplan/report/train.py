@@ -30,6 +30,10 @@ def _compare_rows(result: TrainResult) -> list[list[str]]:
 def note(result: TrainResult) -> str:
     extra = (f"; ms per step: {result.predicted_here['on']}, forward and backward (the optimizer step is measured, "
              "not predicted)") if result.predicted_here else ""
+    if result.plan.frozen_bits_in_effect != 32:
+        # PyTorch holds every frozen parameter as its fp32 tensor: predicted like that, to compare like for like
+        extra += (f"; the plan counts frozen parameters at {result.plan.frozen_bits_in_effect} bits, PyTorch holds them "
+                  "at 32 here: predicted at 32")
     return NOTE + extra
 
 
