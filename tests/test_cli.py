@@ -478,3 +478,22 @@ def test_device_prefix_says_which(run):
     code, out, err = run("profile", MCU, "--no-measure", "--format", "json", "--device", "rpi")
     assert code == 0, err
     assert json.loads(out)["device"] == "rpi4" and "device 'rpi' is rpi4" in err
+
+
+def test_profile_on_mcu_plans_a_ten_class_task_as_solve_does(run, tmp_path) -> None:
+    """A profile of what solve planned shows solve's figures: both default to the 256KB paper's
+    10-class tasks on the mcu runtime (a 1000-class head alone is 160 KB of int8 weights)."""
+    plan = tmp_path / "plan.yaml"
+    code, _, _ = run("solve", "mcunet-5fps", "--ram", "256KB", "--runtime", "mcu", "-o", str(plan), "--quiet")
+    assert code == 0
+    import yaml
+
+    solved = yaml.safe_load(plan.read_text())
+    assert solved["num_classes"] == 10
+    code, out, err = run("profile", "mcunet-5fps", "--scheme", "bias", "--runtime", "mcu", "--no-measure", "--format", "json")
+    assert code == 0 and "10-class" in err
+    classifier = next(row for row in json.loads(out)["layers"] if row["name"] == "classifier")
+    assert classifier["params"] == 160 * 10 + 10
+    code, out, _ = run("profile", "mcunet-5fps", "--scheme", "bias", "--runtime", "mcu", "--no-measure",
+                       "--num-classes", "1000", "--format", "json")
+    assert next(row for row in json.loads(out)["layers"] if row["name"] == "classifier")["params"] == 160 * 1000 + 1000

@@ -52,7 +52,7 @@ def profile(
     model: ModelArg = None,
     resolution: Annotated[Optional[int], typer.Option(help="Input height and width (default: the model's own, 224 or 128).")] = None,
     batch: Annotated[Optional[int], typer.Option(help="Batch size.  [default: 1]", show_default=False)] = None,
-    num_classes: Annotated[Optional[int], typer.Option(help="Classes of the classifier.  [default: 1000]", show_default=False)] = None,
+    num_classes: Annotated[Optional[int], typer.Option(help="Classes of the classifier (default 1000; 10 on the mcu runtime, as solve).", show_default=False)] = None,
     scheme: Annotated[Optional[str], typer.Option(help="What to train: full, last, bias, norm+last, blocks:K, mobiletl:K, layers:K, gradfilter:K:R, sparse:FILE, lite, lite+bias, lite:K, or a plan file.  [default: full]", show_default=False)] = None,
     runtime: Annotated[Optional[str], typer.Option(help="Memory accounting: tlplan (tlplan's runtime ops), eager (plain PyTorch autograd), mcu (an int8 engine).  [default: tlplan]", show_default=False)] = None,
     precision: Annotated[Optional[str], typer.Option(help="Activations the tlplan runtime keeps: fp32 or fp16.  [default: fp32]", show_default=False)] = None,
@@ -73,9 +73,15 @@ def profile(
     from ..report import text
 
     cfg = _resolve(model=model, resolution=resolution, batch=batch, num_classes=num_classes, scheme=scheme,
-                   runtime=runtime, precision=precision, device=device)
+                   runtime=runtime, precision=precision, device=device,
+                   defaults={"num_classes": None})  # none given: the runtime's default below
     model, scheme, runtime, precision, num_classes = cfg["model"], cfg["scheme"], cfg["runtime"], cfg["precision"], cfg["num_classes"]
     shape = _input_shape(model, cfg["resolution"], cfg["batch"])
+    if num_classes is None:  # as solve: the 256KB paper's tasks are 10-class, and a 1000-class head
+        # alone would fill an MCU's SRAM, so a profile of solve's plan would not show solve's figures
+        num_classes = 10 if runtime == "mcu" else 1000
+        if runtime == "mcu" and not quiet:
+            output.stderr_console().print("note: mcu runtime: profiling for a 10-class task (--num-classes to change)")
     _positive(repeats=repeats, num_classes=num_classes)
     device = _device(cfg["device"], quiet)
     chosen = _columns(columns)
