@@ -48,7 +48,8 @@ def trace_with_hooks(model: nn.Module, input_shape: tuple[int, ...], model_name:
         for h in handles:
             h.remove()
         for m, flag in flags.items():
-            m.train(flag)
+            # each module's own flag: m.train(flag) would also reset every child, n² over the tree
+            m.training = flag
 
     producers: dict[int, str] = {x.data_ptr(): INPUT}
     seen_params: set[str] = set()

@@ -79,9 +79,17 @@ def structure_key(model: nn.Module) -> tuple:
                 for tensor_name, tensor in value.items():
                     parts.append((attr, tensor_name, None if tensor is None else
                                   (tuple(tensor.shape), tensor.dtype, tensor.device.type)))
+            elif attr in _FORWARD_HOOKS:
+                if value:  # which functions, in which order (a hook may reshape an output)
+                    parts.append((attr, tuple(map(id, value.values()))))
+            elif attr.startswith("_") and isinstance(value, (dict, set)):
+                continue  # torch's bookkeeping: state-dict and backward hooks, buffer sets; no shape depends on them
             else:
                 parts.append((attr, _attribute_key(value)))
     return tuple(parts)
+
+
+_FORWARD_HOOKS = frozenset({"_forward_hooks", "_forward_pre_hooks"})
 
 
 def _attribute_key(value: Any) -> Any:
@@ -158,7 +166,8 @@ def _propagate_shapes(gm: torch.fx.GraphModule, input_shape: tuple[int, ...]) ->
         ) from None
     finally:
         for m, flag in flags.items():
-            m.train(flag)
+            # each module's own flag: m.train(flag) would also reset every child, n² over the tree
+            m.training = flag
     metas = {}
     for name, two in at_two.metas.items():
         one = at_one.metas.get(name)
