@@ -28,16 +28,14 @@ import os
 import sys
 import time
 
-import numpy as np
 
 import tlplan
 from tlplan.costs.annotate import annotate
 from tlplan.errors import CheckFailed
 from tlplan.memory.timeline import simulate_peak
-from tlplan.plan.options import LayerOptions
 from tlplan.solve import build_space, solve_space
 from tlplan.solve.evolution import evolve_plan
-from tlplan.solve.solver import _quiet_stdout
+from tlplan.solve.solver import _assemble, _knapsack
 from tlplan.trace import trace_model
 from tlplan.zoo import ZOO, zoo_names
 
@@ -49,42 +47,13 @@ INFEASIBLE = 0.9  # × the cheapest plan's peak
 
 
 def _old_knapsack(space, depth: int, capacity: int):
-    from scipy.optimize import Bounds, LinearConstraint, milp
-
-    if capacity < 0:
-        return None
-    layers = space.choices[depth:]
-    sizes = [len(c.candidates) for c in layers]
-    n = sum(sizes)
-    values = np.concatenate([[c.importance for c in ch.candidates] for ch in layers])
-    costs = np.concatenate([[c.cost_bytes for c in ch.candidates] for ch in layers]).astype(float)
-    rows, start = [], 0
-    for s in sizes:
-        row = np.zeros(n)
-        row[start : start + s] = 1
-        rows.append(row)
-        start += s
-    with _quiet_stdout():  # HiGHS prints internal notes on its own, below Python
-        res = milp(-values, integrality=np.ones(n), bounds=Bounds(0, 1),
-                   constraints=[LinearConstraint(np.array(rows), 1, 1), LinearConstraint(costs.reshape(1, -1), -np.inf, float(capacity))],
-                   options={"mip_rel_gap": 0.0, "disp": False})
-    if res.status != 0 or res.x is None:
-        return None
-    chosen, start = [], 0
-    for s in sizes:
-        chosen.append(int(np.argmax(res.x[start : start + s])))
-        start += s
-    return chosen
+    """One depth's MILP, as the old solver posed it (the new solver keeps it for --max-step-ms)."""
+    found = _knapsack(space, depth, capacity)
+    return None if found is None else found[0]
 
 
 def _old_assemble(space, depth, chosen):
-    options = dict(space.base_options)
-    importance = 0.0
-    for ch, k in zip(space.choices[depth:], chosen):
-        cand = ch.candidates[k]
-        if cand.options != LayerOptions():
-            options[ch.layer] = cand.options
-        importance += cand.importance
+    options, importance, _ = _assemble(space, depth, chosen)
     return options, importance
 
 

@@ -31,11 +31,12 @@ def vgg_small(num_classes: int = 1000) -> nn.Module:
     return nn.Sequential(*layers, *_head(c_in, num_classes))
 
 
-class _Basic(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int):
+class _Residual(nn.Module):
+    """``body(x) + short(x)`` then ReLU; the shortcut projects where the shape changes."""
+
+    def __init__(self, body: nn.Module, c_in: int, c_out: int, stride: int):
         super().__init__()
-        self.body = nn.Sequential(*_cbr(c_in, c_out, 3, stride), nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False),
-                                  nn.BatchNorm2d(c_out))
+        self.body = body
         self.short = (nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
                       if stride != 1 or c_in != c_out else nn.Identity())
         self.act = nn.ReLU(inplace=True)
@@ -44,17 +45,15 @@ class _Basic(nn.Module):
         return self.act(self.body(x) + self.short(x))
 
 
-class _Bottle(nn.Module):
-    def __init__(self, c_in: int, mid: int, c_out: int, stride: int):
-        super().__init__()
-        self.body = nn.Sequential(*_cbr(c_in, mid, 1), *_cbr(mid, mid, 3, stride), nn.Conv2d(mid, c_out, 1, bias=False),
-                                  nn.BatchNorm2d(c_out))
-        self.short = (nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
-                      if stride != 1 or c_in != c_out else nn.Identity())
-        self.act = nn.ReLU(inplace=True)
+def _basic(c_in: int, c_out: int, stride: int) -> nn.Module:
+    body = nn.Sequential(*_cbr(c_in, c_out, 3, stride), nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out))
+    return _Residual(body, c_in, c_out, stride)
 
-    def forward(self, x):
-        return self.act(self.body(x) + self.short(x))
+
+def _bottleneck(c_in: int, mid: int, c_out: int, stride: int) -> nn.Module:
+    body = nn.Sequential(*_cbr(c_in, mid, 1), *_cbr(mid, mid, 3, stride), nn.Conv2d(mid, c_out, 1, bias=False),
+                         nn.BatchNorm2d(c_out))
+    return _Residual(body, c_in, c_out, stride)
 
 
 def _resnet(blocks: list[nn.Module], stem: int, c_last: int, num_classes: int) -> nn.Module:
@@ -66,7 +65,7 @@ def resnet_narrow(num_classes: int = 1000) -> nn.Module:
     blocks, c = [], 32
     for width, repeats, stride in ((32, 1, 1), (64, 2, 2), (128, 2, 2), (256, 1, 2)):
         for i in range(repeats):
-            blocks.append(_Basic(c, width, stride if i == 0 else 1))
+            blocks.append(_basic(c, width, stride if i == 0 else 1))
             c = width
     return _resnet(blocks, 32, c, num_classes)
 
@@ -76,7 +75,7 @@ def resnet_bottleneck_small(num_classes: int = 1000) -> nn.Module:
     blocks, c = [], 24
     for mid, repeats, stride in ((24, 2, 1), (48, 2, 2), (96, 2, 2), (192, 2, 2)):
         for i in range(repeats):
-            blocks.append(_Bottle(c, mid, 4 * mid, stride if i == 0 else 1))
+            blocks.append(_bottleneck(c, mid, 4 * mid, stride if i == 0 else 1))
             c = 4 * mid
     return _resnet(blocks, 24, c, num_classes)
 

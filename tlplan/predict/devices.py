@@ -210,6 +210,17 @@ def _checked_nested(path: Path, key: str, value: Any) -> Any:
             raise fail(f"{k!r} must be a finite number, not {v!r}")
         return v
 
+    def scalar(k: str, v: Any, numbers: set[str], texts: set[str]) -> bool:
+        """Checks ``k`` if it is one of the object's number or text keys; False when it is neither."""
+        if k in numbers:
+            number(k, v)
+        elif k in texts:
+            if not isinstance(v, str):
+                raise fail(f"{k!r} must be text")
+        else:
+            return False
+        return True
+
     if isinstance(value, (int, float)) and not isinstance(value, bool) and not _finite(value):
         raise fail("not a finite number")
     if key in _NESTED:
@@ -226,12 +237,9 @@ def _checked_nested(path: Path, key: str, value: Any) -> Any:
         return dict(value)
     if key == "accuracy":
         for k, v in value.items():
-            if k in _ACCURACY_NUMBERS:
-                number(k, v)
-            elif k in _ACCURACY_TEXT:
-                if not isinstance(v, str):
-                    raise fail(f"{k!r} must be text")
-            elif k in ("per_network", "per_runtime"):
+            if scalar(k, v, _ACCURACY_NUMBERS, _ACCURACY_TEXT):
+                continue
+            if k in ("per_network", "per_runtime"):
                 if not isinstance(v, dict) or not all(isinstance(n, dict) for n in v.values()):
                     raise fail(f"{k!r} must map names to objects")
                 for figures in v.values():
@@ -251,12 +259,9 @@ def _checked_nested(path: Path, key: str, value: Any) -> Any:
         return dict(value)
     if key == "adapted":
         for k, v in value.items():
-            if k in _ADAPTED_NUMBERS:
-                number(k, v)
-            elif k in _ADAPTED_TEXT:
-                if not isinstance(v, str):
-                    raise fail(f"{k!r} must be text")
-            elif k == "scales":
+            if scalar(k, v, _ADAPTED_NUMBERS, _ADAPTED_TEXT):
+                continue
+            if k == "scales":
                 if not isinstance(v, dict):
                     raise fail("'scales' must map op/pass to a factor")
                 for sk, sv in v.items():
