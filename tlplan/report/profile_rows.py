@@ -171,7 +171,8 @@ def summary_lines(report: ProfileReport) -> list[tuple[str, str, str]]:
 def predicted_line(report: ProfileReport) -> tuple[str, str, str]:
     t, p = report.totals, report.predicted or {}
     lat = t.get("latency_ms_predicted", {})
-    value = (f"training step {units.ms(t.get('predicted_step_ms'))} ms on {p.get('device')}: layers forward "
+    # the label names the device: the value does not repeat it
+    value = (f"training step {units.ms(t.get('predicted_step_ms'))} ms; layers forward "
              f"{units.ms(lat.get('fwd'))} ms, backward {units.ms(lat.get('bwd'))} ms")
     if p.get("device_source") == "datasheet":
         return (f"time on {p.get('device')}", value, f"derived from the {p.get('device')} datasheet: a roofline, "
