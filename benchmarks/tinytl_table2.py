@@ -1,7 +1,8 @@
-"""tlplan beside TinyTL's Table 2 (ProxylessNAS-Mobile, 224x224, batch 8), under TinyTL's convention.
+"""tlplan beside TinyTL's Table 2 (ProxylessNAS-Mobile, batch 8), under TinyTL's convention.
 
-The first of ``tinytl_tables.py``'s tables, alone (that script also prints TinyTL's Table 3 and the
-gradient-filter paper's memory rows, and says what each column is).
+The first of ``tinytl_tables.py``'s tables, alone (that script also prints Figure 3's resolution
+sweep, Table 3 and the gradient-filter paper's memory rows, and says what each column is and how
+the network is made to match the paper's).
 
 Run by hand: ``.venv/bin/python benchmarks/tinytl_table2.py``.
 """

@@ -146,10 +146,13 @@ def summary_lines(report: ProfileReport) -> list[tuple[str, str, str]]:
          f"grads {units.human_bytes(m.grad_bytes)}, optimizer {units.human_bytes(m.optimizer_bytes)}, "
          f"buffers {units.human_bytes(m.buffer_bytes)}, input {units.human_bytes(m.input_bytes)}",
          "counted"),
-        ("peak memory", f"{units.human_bytes(m.peak_bytes)} at {m.peak_at}", "predicted by a simulated timeline"),
-        ("TinyTL's convention", f"{units.human_bytes(m.tinytl_bytes)} = model {units.human_bytes(m.tinytl_bytes - m.activation_peak_bytes)} "
-         f"(frozen weights 8-bit, trained 32-bit) + peak activation {units.human_bytes(m.activation_peak_bytes)}",
-         "derived: TinyTL's accounting, to set beside its tables; not what this runtime allocates"),
+        ("peak memory", f"{units.human_bytes(m.peak_bytes)} at {m.peak_at}",
+         "predicted by a simulated timeline" + (", as the CUDA caching allocator counts it, cuDNN workspace included (cuda)"
+                                                if "CUDA" in report.sources.get("peak_bytes", "") else "")),
+        ("TinyTL's convention", f"{units.human_bytes(m.tinytl_bytes)} = model {units.human_bytes(m.tinytl_bytes - m.tinytl_activation_bytes)} "
+         f"(frozen weights 8-bit, trained 32-bit) + peak activation {units.human_bytes(m.tinytl_activation_bytes)}"
+         + (f" at {m.tinytl_peak_at}" if m.tinytl_peak_at else ""),
+         "derived: TinyTL's own arithmetic, to set beside its tables; not what this runtime allocates"),
     ]
     if report.measured:
         lat = t.get("latency_ms", {})
