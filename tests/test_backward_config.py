@@ -127,3 +127,21 @@ def test_cli_profiles_a_released_config_and_refuses_a_bad_one(run, tmp_path) -> 
     bad.write_text("backward_config:\n  n_bias_update: 4\n  manual_weight_idx: 30-39\n")
     code, out, err = run("profile", "mcunet-5fps", "--no-measure", "--scheme", f"sparse:{bad}")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "n_bias_update" in err
+
+
+def test_export_names_the_optimizer_as_the_papers_training_code_does(tmp_path) -> None:
+    from tlplan.plan.backward_config import optimizer_name
+    from tlplan.plan.plan import OPTIMIZER_PRESETS, Optimizer
+
+    # tiny-training's optimizer_entry: sgd (momentum 0.9), sgd_nomom, sgd_scale_nomom (QAS), adam
+    assert [optimizer_name(OPTIMIZER_PRESETS[k]) for k in ("sgd", "momentum", "qas", "adam")] == \
+        ["sgd_nomom", "sgd", "sgd_scale_nomom", "adam"]
+    with pytest.raises(SchemeError, match="momentum 0.5"):
+        optimizer_name(Optimizer("sgd", momentum=0.5))
+    graph = graph_of("mcunet-5fps")
+    config = load_backward_config(DATA / "mcunet-5fps-99kb.yaml")
+    out = tmp_path / "bc.yaml"
+    out.write_text(backward_config_yaml(export_backward_config(graph, sparse_options(graph, config)), OPTIMIZER_PRESETS["qas"]))
+    assert yaml.safe_load(out.read_text())["run_config"] == {"optimizer_name": "sgd_scale_nomom"}
+    # a training config with its run_config reads as its backward_config section
+    assert sparse_options(graph, load_backward_config(out)) == sparse_options(graph, config)

@@ -40,6 +40,7 @@ class CheckResult(Displayed):
     notes: tuple[str, ...] = ()  # what could not be checked, and why
     budget_source: str = "the plan"  # where the budget in effect came from
     frozen_bits: int = 32  # bits each frozen parameter is counted at in ``predicted``
+    reorder: bool | None = None  # mcu: whether ``predicted`` applies each gradient as computed (None: not mcu)
 
     @property
     def fits(self) -> bool:
@@ -65,7 +66,7 @@ class CheckResult(Displayed):
                 "budget_source": self.budget_source, "fits": self.fits if self.predicted else None, "fast_enough": self.fast_enough, "stale": list(self.stale), "passed": self.passed,
                 "predicted": self.predicted, "stored": self.stored, "step_ms": self.step_ms,
                 "step_ms_source": str(self.step_on) if self.step_on else None, "max_step_ms": self.max_step_ms, "notes": list(self.notes),
-                "frozen_bits": self.frozen_bits}
+                "frozen_bits": self.frozen_bits, "reorder": self.reorder}
 
     def _summary(self) -> str:
         reasons = [why for why, failed in (("over budget", not self.fits), ("too slow", not self.fast_enough),
@@ -81,19 +82,29 @@ class CheckResult(Displayed):
 
 def check_plan(plan: Plan, plan_path: str, budget_bytes: int | None = None, model=None,
                device: str | Device | None = None, trust_model_code: bool = False,
-               budget_source: str = "the caller", frozen_bits: int | None = None) -> CheckResult:
+               budget_source: str = "the caller", frozen_bits: int | None = None,
+               reorder: bool | None = None) -> CheckResult:
     """Recompute ``plan``'s costs; the budget is ``budget_bytes`` or the one the plan was solved for.
 
     On ``device`` (else the plan's own, where it names one with a latency model) the step time is
     predicted too, and held to the plan's ``max_step_ms`` where it has one. A plan naming model code
     (``package.module:factory``) is built only with ``trust_model_code`` (or pass ``model``).
     ``frozen_bits`` (8 or 32) counts frozen parameters at other bits than the plan's ``frozen_bits``;
-    the plan's recorded memory was for its own, so it is then not held against the recomputed one."""
+    the plan's recorded memory was for its own, so it is then not held against the recomputed one.
+    ``reorder`` (mcu plans only) likewise overrides the plan's operator reordering: its recorded
+    peak and gradient bytes are then not compared where the choice differs."""
+    from dataclasses import replace
+
     from .costs.annotate import check_frozen_bits
     from .zoo import load_model
 
     bits = check_frozen_bits(plan.runtime, frozen_bits if frozen_bits is not None else plan.frozen_bits_in_effect)
     overridden = bits != plan.frozen_bits_in_effect
+    if reorder is not None and plan.runtime != "mcu":
+        raise BadInputError(f"{arg('reorder')} is for plans on the mcu runtime (this one is {plan.runtime}): "
+                            "PyTorch keeps every gradient until the optimizer's step")
+    optimizer = plan.optimizer if reorder is None else replace(plan.optimizer, reorder=reorder)
+    reordered = reorder is not None and reorder != plan.optimizer.reorders(plan.runtime)
 
     budget = budget_bytes if budget_bytes is not None else plan.budget_bytes
     if budget is None:
@@ -113,10 +124,12 @@ def check_plan(plan: Plan, plan_path: str, budget_bytes: int | None = None, mode
                            budget_source=budget_source if budget_bytes is not None else "the plan", frozen_bits=bits)
     validate_options(graph, plan.layers, f"plan {plan_path}", plan.runtime)
     costs = annotate(graph, plan.layers, plan.runtime, plan.precision, bits)
-    now = predicted_costs(costs, plan.optimizer)
+    now = predicted_costs(costs, optimizer)
     stored = dict(plan.predicted)
-    # frozen parameters counted at other bits change the peak by design, not because the plan is stale
-    checked = tuple(k for k in CHECKED if not (overridden and k == "peak_bytes"))
+    # frozen parameters counted at other bits (or gradients held otherwise) change the peak by
+    # design, not because the plan is stale
+    checked = tuple(k for k in CHECKED if not (overridden and k == "peak_bytes")
+                    and not (reordered and k in ("peak_bytes", "grad_bytes")))
     stale = tuple(k for k in checked if k in stored and stored[k] != now[k])
     step_ms = source = limit = None  # source: a PredictedOn
     notes: list[str] = []
@@ -125,6 +138,9 @@ def check_plan(plan: Plan, plan_path: str, budget_bytes: int | None = None, mode
                      "its recorded peak is not compared")
     elif bits != 32 and plan.runtime != "mcu":
         notes.append(f"the plan counts frozen parameters at {bits} bits; this PyTorch runtime holds them at 32")
+    if reordered:
+        notes.append(f"operator reordering {'on' if reorder else 'off'}, the plan's "
+                     f"{'on' if plan.optimizer.reorders('mcu') else 'off'}: its recorded peak and gradient bytes are not compared")
     found = _device_for(plan, device, notes)
     if found is not None:
         from .predict.predictor import predict_latency
@@ -137,7 +153,8 @@ def check_plan(plan: Plan, plan_path: str, budget_bytes: int | None = None, mode
     elif isinstance(stored.get("max_step_ms"), (int, float)):
         notes.append(f"the plan's step-time limit ({stored['max_step_ms']:g} ms) was not checked: no device to predict on")
     return CheckResult(plan_path, plan.model, plan.runtime, budget, now, stored, stale, step_ms, source, limit, tuple(notes),
-                       budget_source if budget_bytes is not None else "the plan", bits)
+                       budget_source if budget_bytes is not None else "the plan", bits,
+                       optimizer.reorders("mcu") if plan.runtime == "mcu" else None)
 
 
 def _device_for(plan: Plan, device: str | Device | None, notes: list[str]):

@@ -25,7 +25,7 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "device": (str, "device profile"),
     "ram": ((str, int), "default budget, e.g. 256KB"),
     "scheme": (str, "default scheme of profile"),
-    "optimizer": (str, "sgd, momentum or adam"),
+    "optimizer": (str, "sgd, momentum, adam or qas"),
 }
 
 

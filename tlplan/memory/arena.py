@@ -3,10 +3,13 @@
 The engine (TinyEngine, compiled from the fused forward + backward graph) knows every tensor's
 lifetime at compile time and places all of them in one SRAM arena before it runs, biggest first,
 each at the lowest address free for its whole lifetime (TinyEngine's ``GeneralMemoryScheduler``,
-TFLite Micro's greedy-by-size planner). The predicted peak is that arena's size plus what stays
-in SRAM for the whole step: the trained weights (int8, the trained channels) and biases (int32).
-Frozen weights stay in flash. What it models, step by step over the schedule (forward layer i at
-step i, backward of layer i at step 2N-1-i, the update at step 2N):
+TFLite Micro's greedy-by-size planner). Beside the arena it keeps two kernel buffers (im2col /
+runtime and a 16-bit kernel copy), each as big as the most one op of the step asks (the op specs'
+``mcu_scratch``). TinyEngine reports arena + kernel buffers as its peak (``engine_peak_bytes``);
+the trained weights (int8, the trained channels) and biases (int32) are kept outside it, and
+``peak_bytes`` adds them: the SRAM the step needs. Frozen weights stay in flash. What it models,
+step by step over the schedule (forward layer i at step i, backward of layer i at step 2N-1-i,
+the update at step 2N):
 
 * int8 activations (1 byte per element). An op the engine runs in place (its spec's
   ``mcu_in_place``: depthwise convs, activations fused into the conv, adds) writes over its first
@@ -17,12 +20,15 @@ step i, backward of layer i at step 2N-1-i, the update at step 2N):
   Masks are stored at ``mask_bits`` per element: 1 as the paper's analytic rule counts them;
 * gradients of activations in fp32 (4 bytes per element, as the paper's compiled graphs compute
   them), from the backward step that makes one to the backward of the layer that consumes it;
-* gradients of trained weights and biases in fp32: with operator reordering (``reorder``) each is
-  applied as soon as it is computed and lives one step; without it every one lives until the
-  update at the end (the paper's "full" and "sparse" columns).
+* gradients of trained weights and biases in fp32. With operator reordering (``reorder``) the
+  weight gradient's kernel (an output-stationary group conv) writes each element into the int8
+  weight as it computes it, so no weight gradient is ever a buffer, and a bias gradient lives
+  one step; without it every one lives until the update at the end (the paper's "full" and
+  "sparse" columns).
 
-Not modelled: the engine's small per-kernel buffers (im2col, a depthwise kernel's line buffer), a
-few KB. Deterministic: ties in the placement are broken by start step, then by name.
+Not modelled: the engine's clamp masks of residual adds (a byte per element, in the trained
+part only), its planner's own quirks (docs/mcu.md). Deterministic: ties in the placement are
+broken by start step, then by name.
 """
 
 from __future__ import annotations
@@ -61,10 +67,20 @@ class ArenaPlan:
     param_grad_bytes: int  # weight and bias gradients (fp32), all of them
     steps: tuple[str, ...]  # what runs at each step
     live_bytes: tuple[int, ...]  # bytes alive at each step
+    #: the engine's two kernel buffers (im2col / runtime, 16-bit kernel copy), each as big as the
+    #: most one op of the step asks, outside the arena (the op specs' ``mcu_scratch``)
+    scratch_bytes: int = 0
+
+    @property
+    def engine_peak_bytes(self) -> int:
+        """The peak as TinyEngine's planner reports it: the tensor arena plus its kernel buffers;
+        the trained weights and biases are kept outside it (its code generator's accounting)."""
+        return self.arena_bytes + self.scratch_bytes
 
     @property
     def peak_bytes(self) -> int:
-        return self.arena_bytes + self.static_bytes
+        """The SRAM the step needs: the engine's peak and the trained weights and biases."""
+        return self.engine_peak_bytes + self.static_bytes
 
 
 def plan_arena(costs: CostTable, reorder: bool = True, mask_bits: int = 1) -> ArenaPlan:
@@ -141,16 +157,19 @@ def plan_arena(costs: CostTable, reorder: bool = True, mask_bits: int = 1) -> Ar
             src_root = graph.storage_root(src)
             if needs and src_root != root and src_root not in grad_born:
                 grad_born[src_root] = back[i]
-        grads = 0
+        grads = held = 0
         for p in layer.params:
             if p.name not in costs.trainable:
                 continue
             weighted = p.role == "weight" and ops.is_weighted(layer)
             share = ops.spec_of(layer).weight_fraction(layer, cost.state.options, "mcu") if weighted else 1.0
             grads += round(p.numel * share) * PARAM_GRAD_BYTES
-        if grads:
-            param_grad_total += grads
-            blocks.append(Block(f"gradient of {layer.name}'s parameters", grads, back[i],
+            # reordered, the weight gradient's kernel writes each element into the weight as it
+            # computes it (TinyEngine's in-place SGD): no buffer; a bias gradient is a buffer first
+            held += 0 if reorder and weighted else round(p.numel * share) * PARAM_GRAD_BYTES
+        param_grad_total += grads
+        if held:
+            blocks.append(Block(f"gradient of {layer.name}'s parameters", held, back[i],
                                 back[i] if reorder else update_step, "param_grad"))
     for root, born in grad_born.items():
         if root == INPUT:
@@ -160,6 +179,7 @@ def plan_arena(costs: CostTable, reorder: bool = True, mask_bits: int = 1) -> Ar
 
     blocks = [b for b in blocks if b.size_bytes > 0]
     offsets, arena = _place(blocks)
+    scratch = _scratch(costs)
     steps = tuple([f"forward {layer.name}" for layer in layers] + [f"backward {layers[i].name}" for i in range(n - 1, -1, -1)]
                   + ["update"])
     live = [0] * len(steps)
@@ -169,7 +189,27 @@ def plan_arena(costs: CostTable, reorder: bool = True, mask_bits: int = 1) -> Ar
     peak_step = max(range(len(live)), key=lambda s: (live[s], -s)) if live else 0
     static = costs.totals["trainable_param_bytes"]
     return ArenaPlan(tuple(blocks), tuple(offsets), arena, live[peak_step] if live else 0, peak_step, static,
-                     param_grad_total, steps, tuple(live))
+                     param_grad_total, steps, tuple(live), scratch)
+
+
+def _scratch(costs: CostTable) -> int:
+    """The engine's kernel buffers: the largest im2col / runtime buffer plus the largest kernel
+    copy any op of the step asks (every forward; the backward of recorded layers: the input
+    gradient where one is needed, the weight gradient where the weight trains)."""
+    im2col = kernel = 0
+    for layer, cost in zip(costs.graph.layers, costs.layers):
+        spec = ops.spec_of(layer)
+        phases = ["forward"]
+        if cost.state.recorded:
+            if any(cost.state.inputs_require_grad[:1]):
+                phases.append("input_grad")
+            weight = layer.param("weight")
+            if weight is not None and weight.name in costs.trainable and weight in layer.params:
+                phases.append("weight_grad")
+        for phase in phases:
+            a, b = spec.mcu_scratch(layer, phase)
+            im2col, kernel = max(im2col, a), max(kernel, b)
+    return im2col + kernel
 
 
 def _place(blocks: list[Block]) -> tuple[list[int], int]:

@@ -55,6 +55,35 @@ class Conv2dSpec(WeightOpSpec):
     def mcu_in_place(self, layer) -> bool:
         # TinyEngine's depthwise kernels work channel by channel over their input's buffer
         return is_depthwise(layer)
+
+    def mcu_scratch(self, layer, phase: str) -> tuple[int, int]:
+        # TinyEngine's kernels (code_generator/operators): the int8 forward's im2col (two 16-bit
+        # columns) and 16-bit weight copy for k>1, the in-place depthwise kernel's 16-bit padded
+        # plane; backward in fp32: the depthwise input gradient (a transposed conv) keeps a padded
+        # fp32 plane, the weight gradient is a group conv whose kernel is the output gradient's
+        # plane (H_out x W_out): 80 (48) bytes per kernel element where C_out is a multiple of 16 (8)
+        shape = weight_shape(layer)
+        if shape is None or len(layer.input_shapes[0]) != 4 or len(layer.output_shape) != 4:
+            return 0, 0
+        _, c_in, h_in, w_in = layer.input_shapes[0]
+        c_out, h_out, w_out = layer.output_shape[1:]
+        kh, kw = shape[2], shape[3]
+        pad = layer.attrs.get("numeric_padding") or (0, 0)
+        ph, pw = (pad, pad) if isinstance(pad, int) else tuple(pad[:2])
+        depthwise = is_depthwise(layer)
+        if phase == "forward":
+            if depthwise:
+                return 2 * (h_in + 2 * ph) * (w_in + 2 * pw), 0
+            weights = c_out * shape[1] * kh * kw
+            return kh * kw * c_in * 4, (2 * weights if kh > 1 else 0)
+        if phase == "input_grad":
+            return ((h_in + kh - 1) * (w_in + kw - 1) * 4 if depthwise else 0), 0
+        if phase == "weight_grad":
+            if depthwise:
+                return (h_in + 2 * ph) * (w_in + 2 * pw) * 4 + h_out * w_out * c_in * 4, 0
+            per = 80 if c_out % 16 == 0 else 48 if c_out % 8 == 0 else 0
+            return h_out * w_out * per, 0
+        return 0, 0
     summary = "2-d convolution: dense, grouped, depthwise (with a channel multiplier too), dilated, strided"
     modules = (nn.Conv2d,)
     functions = (F.conv2d,)

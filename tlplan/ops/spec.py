@@ -148,6 +148,14 @@ class OpSpec:
         that input dies here (TinyEngine's in-place kernels). Default: no, a new buffer."""
         return False
 
+    def mcu_scratch(self, layer: Any, phase: str) -> tuple[int, int]:
+        """Bytes of the engine's two kernel buffers this op needs in ``phase`` (``forward``,
+        ``input_grad``: its input's gradient, ``weight_grad``: its weight's): the im2col /
+        runtime buffer and the 16-bit kernel copy. TinyEngine keeps one buffer of each, outside
+        the tensor arena, as big as the most any op of the step asks (its ``get_sbuf_size`` and
+        ``get_kbuf_size``). Default: none."""
+        return 0, 0
+
     # ---- recognition -----------------------------------------------------------------------------
 
     def module_attrs(self, module: nn.Module) -> dict[str, Any]:

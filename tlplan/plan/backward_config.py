@@ -20,7 +20,9 @@ meaning that code gives it:
   nothing at all, not what is kept: read, kept and written back as they were (``passthrough``).
 
 A field the paper's config does not have is refused (a misspelt one would otherwise be silently
-ignored); so is any value its code would refuse.
+ignored); so is any value its code would refuse. A training config's other sections (``run_config``
+...) are not read; ``backward_config_yaml`` writes the plan's optimizer there
+(``run_config.optimizer_name``: ``sgd_scale_nomom`` for QAS).
 """
 
 from __future__ import annotations
@@ -294,13 +296,32 @@ def _ratio_text(share: float) -> str:
     return format(share, ".12g")
 
 
-def backward_config_yaml(config: Mapping[str, Any]) -> str:
+def backward_config_yaml(config: Mapping[str, Any], optimizer: Any = None) -> str:
     """The text of a backward_config file: the fields under ``backward_config:``, as the paper's
-    training code loads a config (``configs/transfer.yaml`` merged over ``default.yaml``)."""
+    training code loads a config (``configs/transfer.yaml`` merged over ``default.yaml``).
+
+    ``optimizer`` (a plan's ``Optimizer``): also ``run_config.optimizer_name``, the name the
+    paper's ``build_optimizer`` knows it by (``optimizer_name``): QAS is ``sgd_scale_nomom``."""
     import yaml
 
-    return yaml.safe_dump({"backward_config": dict(config)}, sort_keys=False, default_flow_style=False)
+    data: dict[str, Any] = {"backward_config": dict(config)}
+    if optimizer is not None:
+        data["run_config"] = {"optimizer_name": optimizer_name(optimizer)}
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+
+
+def optimizer_name(optimizer: Any) -> str:
+    """A plan's optimizer as the paper's training code names it (``core/optimizer/optimizer_entry.py``):
+    ``sgd_scale_nomom`` (QAS), ``sgd_nomom``, ``sgd`` (its momentum is 0.9), ``adam``."""
+    if optimizer.name == "qas":
+        return "sgd_scale_nomom"
+    if optimizer.name == "adam":
+        return "adam"
+    if optimizer.momentum and optimizer.momentum != 0.9:
+        raise SchemeError(f"SGD with momentum {optimizer.momentum:g}: the paper's training code has SGD with momentum 0.9 "
+                          "or none (sgd, sgd_nomom)")
+    return "sgd" if optimizer.momentum else "sgd_nomom"
 
 
 __all__ = ["FIELDS", "PASSTHROUGH", "BackwardConfig", "Resolved", "backward_config_yaml", "export_backward_config",
-           "load_backward_config", "resolve", "sparse_options"]
+           "load_backward_config", "optimizer_name", "resolve", "sparse_options"]

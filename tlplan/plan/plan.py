@@ -19,11 +19,15 @@ from .options import LayerOptions
 PLAN_VERSION = 1
 RUNTIMES = ("eager", "tlplan", "mcu")
 PRECISIONS = ("fp32", "fp16", "int8")
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam", "qas")
 
 
 @dataclass(frozen=True)
 class Optimizer:
+    """The optimizer a plan trains with. ``qas``: the 256KB paper's quantization-aware scaling,
+    SGD without momentum whose gradient of each tensor is scaled by the inverse square of that
+    tensor's quantization scale (``tlplan.runtime.qas.QAS``); no state beyond the gradient."""
+
     name: str = "sgd"
     lr: float = 0.01
     momentum: float = 0.0
@@ -33,20 +37,36 @@ class Optimizer:
     #: one runtime that can do it; PyTorch keeps every gradient until ``optimizer.step``)
     reorder: bool | None = None
 
+    def __post_init__(self) -> None:
+        problem = self.problem()
+        if problem:
+            raise BadInputError(problem)
+
+    def problem(self) -> str | None:
+        """Why this optimizer makes no sense (None: it does)."""
+        if self.name not in OPTIMIZERS:
+            return f"optimizer {self.name!r}; use one of {', '.join(OPTIMIZERS)}"
+        if self.name == "qas" and self.momentum:
+            return (f"optimizer qas with momentum {self.momentum:g}: quantization-aware scaling is SGD without "
+                    "momentum (the 256KB paper's sgd_scale_nomom); use momentum 0 or the sgd optimizer")
+        return None
+
     def reorders(self, runtime: str) -> bool:
         """Whether gradients are applied as computed on ``runtime``."""
         return runtime == "mcu" if self.reorder is None else self.reorder
 
     @property
     def state_slots(self) -> int:
-        """Optimizer state tensors kept per trained parameter (momentum buffer; Adam's two moments)."""
+        """Optimizer state tensors kept per trained parameter (momentum buffer; Adam's two moments;
+        none for QAS: its per-tensor scale is the quantized model's own, one number a tensor)."""
         if self.name == "adam":
             return 2
         return 1 if self.momentum else 0
 
 
 #: the optimizers a command line names: their state counts in the memory a plan needs
-OPTIMIZER_PRESETS = {"sgd": Optimizer(), "momentum": Optimizer("sgd", 0.01, 0.9), "adam": Optimizer("adam", 0.001)}
+OPTIMIZER_PRESETS = {"sgd": Optimizer(), "momentum": Optimizer("sgd", 0.01, 0.9), "adam": Optimizer("adam", 0.001),
+                     "qas": Optimizer("qas", 0.01)}
 
 
 @dataclass(frozen=True, repr=False)  # repr: a line (Tabular's), not every layer's options
@@ -210,6 +230,9 @@ class Plan(Tabular):
             raise BadInputError(f"{where}: optimizer lr must be above 0 and at most 10, not {numbers['lr']!r}")
         if not 0 <= numbers["momentum"] < 1 or not 0 <= numbers["weight_decay"] <= 1:
             raise BadInputError(f"{where}: optimizer momentum must be in [0, 1) and weight_decay in [0, 1]")
+        if name == "qas" and numbers["momentum"]:
+            raise BadInputError(f"{where}: optimizer qas with momentum {numbers['momentum']!r}: quantization-aware scaling is SGD "
+                                "without momentum (the 256KB paper's sgd_scale_nomom); use momentum 0")
         optimizer = Optimizer(name, float(numbers["lr"]), float(numbers["momentum"]), float(numbers["weight_decay"]), reorder)
         layers_in = data.get("layers") or {}
         if not isinstance(layers_in, dict):
