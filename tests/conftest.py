@@ -34,17 +34,26 @@ def own_user_profiles(monkeypatch, tmp_path_factory):
 
 @pytest.fixture
 def run(monkeypatch, capsys):
-    """Run the ``tlplan`` command in-process: ``run(*args) -> (exit code, stdout, stderr)``."""
+    """Run the ``tlplan`` command in-process: ``run(*args) -> (exit code, stdout, stderr)``.
+
+    An exception escaping ``main()`` is what a user sees as a traceback and exit status 1, so it is
+    turned into exactly that (the traceback appended to stderr) rather than erroring the test.
+    """
+    import traceback
+
     from tlplan.cli import main
 
-    def _run(*args):
+    def _run(*args: str) -> tuple[int, str, str]:
         monkeypatch.setattr(sys, "argv", ["tlplan", *args])
+        tb = ""
         try:
             main()
             code = 0
         except SystemExit as exc:
-            code = exc.code or 0
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except Exception:  # noqa: BLE001 - the interpreter would print it and exit 1
+            code, tb = 1, traceback.format_exc()
         out, err = capsys.readouterr()
-        return code, out, err
+        return code, out, err + tb
 
     return _run

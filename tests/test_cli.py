@@ -10,14 +10,11 @@ import csv
 import io
 import json
 import re
-import sys
-import traceback
 from functools import lru_cache
 
 import pytest
 
 import tlplan
-from tlplan.cli import main
 
 MCU = "mcunet-5fps"
 MCU_PARAMS = 630_224  # mcunet-5fps with 1000 classes
@@ -29,30 +26,6 @@ TOP_FIELDS = {"model", "input_shape", "runtime", "scheme", "device", "layers", "
 
 # fvcore traces with torch.jit, which recent torch marks deprecated.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
-
-
-@pytest.fixture
-def run(monkeypatch, capsys):
-    """``run(*args) -> (exit code, stdout, stderr)``, as the ``tlplan`` process would give them.
-
-    An exception escaping ``main()`` is what a user sees as a traceback and exit status 1, so it is
-    turned into exactly that rather than erroring the test.
-    """
-
-    def _run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["tlplan", *args])
-        tb = ""
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        except Exception:  # noqa: BLE001 - the interpreter would print it and exit 1
-            code, tb = 1, traceback.format_exc()
-        out, err = capsys.readouterr()
-        return code, out, err + tb
-
-    return _run
 
 
 def run_json(run, *args: str) -> dict:

@@ -37,6 +37,10 @@ MIN_COMMANDS = 27
 #: costs, timed here once in-process (2-core AMD EPYC, quiet machine; "busy": with another test run
 #: beside it), and the test that covers what it does at a smaller size.
 SLOW: dict[str, str] = {
+    "tlplan calibrate --accelerator cuda --name my-board --budget-minutes 20":
+        "needs a CUDA GPU, and runs for its --budget-minutes (not timed); without a GPU it is a one-line error, "
+        "exit 2 (tests/test_accelerator.py::test_cli_cuda_without_cuda_is_one_line_and_exit_2); "
+        "tests/test_accelerator.py::test_calibrate_on_a_gpu_records_it calibrates on a fake GPU",
     "tlplan calibrate --name my-board --budget-minutes 20":
         "runs for its --budget-minutes: 20 min (not timed); tests/test_calibrate.py::test_calibrate_cli "
         "calibrates with a tiny budget",

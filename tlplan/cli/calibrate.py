@@ -68,6 +68,7 @@ def calibrate(
     base: Annotated[Optional[str], typer.Option("--from", metavar="BASE", help="With --quick: the measured profile to adapt (e.g. host-x86-2c-1t).")] = None,
     budget_s: Annotated[Optional[float], typer.Option("--budget-s", help="With --quick: seconds the run may take, all included.  [default: 300]", show_default=False)] = None,
     no_drift_correction: Annotated[bool, typer.Option("--no-drift-correction", help="With --evaluate: predict without scaling by the machine's speed now against at calibration.")] = False,
+    accelerator: Annotated[str, typer.Option("--accelerator", metavar="auto|cpu|cuda", help="Time on the CPU or on a CUDA GPU (CUDA events after synchronisation; the profile records accelerator cuda and the GPU). auto: cpu; --add and --evaluate time on the profile's own.")] = "auto",
     fmt: Annotated[TextFormat, typer.Option("--format", help="Output format: json for scripts.")] = TextFormat.table,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -78,7 +79,16 @@ def calibrate(
     from ..predict import calibration
     from ..report import devices as report
 
+    from ..measure.accelerator import select_accelerator
+
     console = output.stdout_console()
+    wanted = accelerator.strip().lower()
+    if wanted != "auto":
+        chosen = select_accelerator(wanted)  # an unknown name, or cuda without CUDA: exit 2 before anything runs
+        if quick or add or evaluate is not None:
+            raise BadInputError("--accelerator is for a new calibration: --add and --evaluate time on the accelerator "
+                                "the profile was timed on (its device.json), and --quick adapts on the CPU")
+        wanted = chosen.kind
     if no_drift_correction:
         from ..predict import drift
 
@@ -119,7 +129,7 @@ def calibrate(
         raise BadInputError(f"--budget-minutes must be positive, not {budget_minutes}")
     settings = calibration.Settings(name=calibration.check_name(name), budget_s=budget_minutes * 60, ops=_names(ops),
                                     networks=_names(networks), seed=seed, threshold=max_foreign_cpu, threads=threads,
-                                    statistic=statistic or "min")
+                                    statistic=statistic or "min", accelerator="cpu" if wanted == "auto" else wanted)
     if add:
         with _progress(quiet) as progress:
             device, record, dropped = calibration.add_ops(settings, progress=progress)
@@ -144,6 +154,11 @@ def _quick(name: str, base: str, budget_s: Optional[float], networks: Optional[s
 
     if not 0 < threshold <= 1:
         raise BadInputError(f"--max-foreign-cpu must be a share between 0 and 1, not {threshold}")
+    from ..predict.devices import resolve_device
+
+    if getattr(resolve_device(base), "accelerator", "cpu") == "cuda":
+        raise BadInputError(f"--from {base}: a profile timed on a GPU; --quick adapts CPU profiles only (calibrate the "
+                            "GPU with --accelerator cuda instead)")
     settings = adapt.QuickSettings(name=check_name(name), base=base, budget_s=300.0 if budget_s is None else budget_s,
                                    networks=_names(networks), threshold=threshold)
     if not settings.budget_s > 0:

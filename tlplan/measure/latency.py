@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import statistics
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
@@ -16,6 +15,7 @@ import torch.nn.functional as F
 
 from ..costs.annotate import CostTable
 from ..trace.ops import symbolic_trace
+from .accelerator import CPU, Accelerator
 from .allocator import keep_freed_memory
 from .saved import set_trainable
 
@@ -32,6 +32,8 @@ class Timings:
     step_ms: float  # one whole training step: forward, loss, backward
     repeats: int
     threads: int
+    accelerator: str = "cpu"  # where they were timed: "cpu" or "cuda"
+    where: str = ""  # the CPU (and threads) or the GPU, in words
 
 
 Progress = Callable[[int, int], None]  # (done, total)
@@ -60,15 +62,18 @@ def framework_threads(threads: int | None) -> Iterator[int]:
             torch.set_num_threads(before)
 
 
-def _samples_ms(fn: Callable[[], Any], warmup: int, repeats: int) -> list[float]:
+def _samples_ms(fn: Callable[[], Any], warmup: int, repeats: int, accelerator: Accelerator = CPU) -> list[float]:
     keep_freed_memory()  # every timing under the same allocator settings (see tlplan.measure.allocator)
     for _ in range(warmup):
         fn()
     samples = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        accelerator.synchronize()  # nothing queued before the run is counted in it
+        timer = accelerator.timer()
+        timer.start()
         fn()
-        samples.append((time.perf_counter() - t0) * 1e3)
+        timer.stop()
+        samples.append(timer.ms())  # on a GPU: once the stream has run the queued work
     return samples
 
 
@@ -76,39 +81,49 @@ Prepared = tuple[Callable[[], torch.Tensor], Sequence[Sequence[torch.Tensor]]]
 
 
 def time_passes(prepare: Callable[[], Prepared], *, warmup: int, repeats: int,
-                statistic: str = "median") -> tuple[float, tuple[float, ...]]:
+                statistic: str = "median", accelerator: Accelerator = CPU) -> tuple[float, tuple[float, ...]]:
     """Ms (the ``statistic`` of the runs) of a forward and of each backward group computed on its graph.
 
     ``prepare()`` (not timed) returns ``(forward, groups)``: a thunk running the op with autograd
     recording, and the tensor groups to differentiate for, one ``torch.autograd.grad`` call each,
     in order, on the same graph (kept between calls). An empty ``groups`` times the forward only.
+    Each pass is timed by ``accelerator``'s stopwatch (host clock; CUDA events on a GPU), read
+    once the run's queued work is done.
     """
     keep_freed_memory()
     fwd: list[float] = []
     bwd: list[list[float]] = []
     for i in range(warmup + repeats):
         forward, groups = prepare()
-        t0 = time.perf_counter()
+        accelerator.synchronize()  # preparing (copies of the inputs) is not timed
+        forward_timer = accelerator.timer()
+        forward_timer.start()
         out = forward()
-        t1 = time.perf_counter()
-        times = []
+        forward_timer.stop()
+        timers = []
         if groups:
             grad = torch.randn_like(out)
             for j, group in enumerate(groups):
-                t2 = time.perf_counter()
+                accelerator.synchronize()
+                timer = accelerator.timer()
+                timer.start()
                 torch.autograd.grad(out, list(group), grad, retain_graph=j < len(groups) - 1, allow_unused=True)
-                times.append((time.perf_counter() - t2) * 1e3)
+                timer.stop()
+                timers.append(timer)
+        accelerator.synchronize()
         if i >= warmup:
-            fwd.append((t1 - t0) * 1e3)
-            bwd.append(times)
+            fwd.append(forward_timer.ms())
+            bwd.append([timer.ms() for timer in timers])
     return summary(fwd, statistic), tuple(summary(column, statistic) for column in zip(*bwd))
 
 
 class _LayerBench(torch.fx.Interpreter):
     """Runs the model node by node; times each costed node on copies of its real arguments."""
 
-    def __init__(self, gm: torch.fx.GraphModule, costs: CostTable, warmup: int, repeats: int, progress: Progress | None):
+    def __init__(self, gm: torch.fx.GraphModule, costs: CostTable, warmup: int, repeats: int, progress: Progress | None,
+                 accelerator: Accelerator = CPU):
         super().__init__(gm)
+        self.accelerator = accelerator
         self.by_node = {layer.fx_node: (layer, cost) for layer, cost in zip(costs.graph.layers, costs.layers)}
         self.warmup, self.repeats, self.progress = warmup, repeats, progress
         self.timings: dict[str, LayerTiming] = {}
@@ -156,7 +171,7 @@ class _LayerBench(torch.fx.Interpreter):
             a, k = build()
             return (lambda: call(a, k)), ([leaves + params] if has_backward else [])
 
-        fwd_ms, bwd_ms = time_passes(prepare, warmup=self.warmup, repeats=self.repeats)
+        fwd_ms, bwd_ms = time_passes(prepare, warmup=self.warmup, repeats=self.repeats, accelerator=self.accelerator)
         return LayerTiming(fwd_ms, bwd_ms[0] if has_backward else None)
 
 
@@ -181,32 +196,39 @@ def measure_latency(
     warmup: int = 2,
     repeats: int = 5,
     progress: Progress | None = None,
+    accelerator: Accelerator = CPU,
 ) -> Timings:
     """Time every layer alone (median of ``repeats`` after ``warmup``) and a whole training step.
 
     Layers are timed on copies of their real inputs, with the scheme's ``requires_grad`` set, so a
     frozen layer's backward computes only the input gradient. Needs an fx-traceable model.
+    ``accelerator``: where (``tlplan.measure.accelerator``; the model's copy is moved there).
     """
-    model = prepared_copy(model, costs)
+    from .accelerator import describe
+
+    model = prepared_copy(model, costs).to(accelerator.device)
     model.train()
-    x = torch.randn(costs.graph.input_shape)
+    x = torch.randn(costs.graph.input_shape, device=accelerator.device)
     layers: dict[str, LayerTiming] = {}
     if costs.graph.traced_by == "fx":
         gm = symbolic_trace(model)
-        bench = _LayerBench(gm, costs, warmup, repeats, progress)
+        bench = _LayerBench(gm, costs, warmup, repeats, progress, accelerator)
         bench.run(x)
         layers = bench.timings
 
-    samples = step_samples_ms(model, x, warmup=1, repeats=max(3, repeats // 2))
-    return Timings(layers=layers, step_ms=statistics.median(samples), repeats=repeats, threads=torch.get_num_threads())
+    samples = step_samples_ms(model, x, warmup=1, repeats=max(3, repeats // 2), accelerator=accelerator)
+    return Timings(layers=layers, step_ms=statistics.median(samples), repeats=repeats, threads=torch.get_num_threads(),
+                   accelerator=accelerator.kind, where=describe(accelerator))
 
 
-def step_samples_ms(model: nn.Module, x: torch.Tensor, *, warmup: int, repeats: int) -> list[float]:
+def step_samples_ms(model: nn.Module, x: torch.Tensor, *, warmup: int, repeats: int,
+                    accelerator: Accelerator = CPU) -> list[float]:
     """Times (ms) of whole training steps: forward, cross-entropy, backward, gradients dropped.
 
-    The model is used as it is (its ``requires_grad`` flags and train mode): callers prepare a copy.
+    The model is used as it is (its ``requires_grad`` flags and train mode, on ``x``'s device):
+    callers prepare a copy.
     """
-    target = torch.zeros(x.shape[0], dtype=torch.long)
+    target = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
     trainable_any = any(p.requires_grad for p in model.parameters())
 
     def step() -> None:
@@ -215,10 +237,12 @@ def step_samples_ms(model: nn.Module, x: torch.Tensor, *, warmup: int, repeats: 
             F.cross_entropy(out, target).backward()
             model.zero_grad(set_to_none=True)
 
-    return _samples_ms(step, warmup, repeats)
+    return _samples_ms(step, warmup, repeats, accelerator)
 
 
-def time_step(model: nn.Module, input_shape: tuple[int, ...], *, repeats: int = 3) -> float:
-    """Median ms of a training step of a model set up to train."""
+def time_step(model: nn.Module, input_shape: tuple[int, ...], *, repeats: int = 3, accelerator: Accelerator = CPU) -> float:
+    """Median ms of a training step of a model set up to train (moved to ``accelerator``)."""
+    model = model.to(accelerator.device)
     model.train()
-    return statistics.median(step_samples_ms(model, torch.randn(input_shape), warmup=1, repeats=repeats))
+    x = torch.randn(input_shape, device=accelerator.device)
+    return statistics.median(step_samples_ms(model, x, warmup=1, repeats=repeats, accelerator=accelerator))

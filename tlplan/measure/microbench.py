@@ -25,6 +25,7 @@ import torch.nn as nn
 
 from ..ops import spec_of
 from ..trace.graph import Layer
+from .accelerator import CPU, Accelerator, placed
 from .latency import Prepared, time_passes
 from .load import LoadWindow
 
@@ -388,17 +389,19 @@ class Measurement:
 
 
 def time_config(entry: CalibrationOp, config: Config, *, target_s: float = 0.08, max_repeats: int = 25,
-                min_repeats: int = 3, statistic: str = "median") -> Measurement:
+                min_repeats: int = 3, statistic: str = "median", accelerator: Accelerator = CPU) -> Measurement:
     """Time ``config`` of ``entry``: every pass its op has, on one graph per run (see ``time_passes``).
 
     The number of runs adapts to the op's speed: enough to fill about ``target_s`` seconds, between
     ``min_repeats`` and ``max_repeats``, after one warm-up run that also sizes it; each pass's runs
-    summed up by ``statistic`` (``tlplan.measure.latency.STATISTICS``).
+    summed up by ``statistic`` (``tlplan.measure.latency.STATISTICS``). The op is built on
+    ``accelerator``'s device (its tensors and parameters created there) and timed by its stopwatch.
     """
     torch.manual_seed(0)
-    bench = entry.build(config)
+    with placed(accelerator):
+        bench = entry.build(config)
     if bench.graph_per_pass:
-        return _time_per_pass(bench, target_s, max_repeats, min_repeats, statistic)
+        return _time_per_pass(bench, target_s, max_repeats, min_repeats, statistic, accelerator)
     backward = list(bench.backward_groups(bench.inputs))
 
     def prepare() -> Prepared:
@@ -416,12 +419,12 @@ def time_config(entry: CalibrationOp, config: Config, *, target_s: float = 0.08,
         return forward, []
 
     t0 = time.perf_counter()
-    time_passes(prepare, warmup=0, repeats=1)
+    time_passes(prepare, warmup=0, repeats=1, accelerator=accelerator)
     once = time.perf_counter() - t0
     repeats = int(min(max_repeats, max(min_repeats, target_s / max(once, 1e-6))))
     with LoadWindow() as window:
-        fwd, bwd = time_passes(prepare, warmup=1, repeats=repeats, statistic=statistic)
-        fwd_nograd, _ = time_passes(prepare_nograd, warmup=1, repeats=repeats, statistic=statistic)
+        fwd, bwd = time_passes(prepare, warmup=1, repeats=repeats, statistic=statistic, accelerator=accelerator)
+        fwd_nograd, _ = time_passes(prepare_nograd, warmup=1, repeats=repeats, statistic=statistic, accelerator=accelerator)
     ms = {"fwd": fwd, "fwd_nograd": fwd_nograd, **dict(zip(backward, bwd))}
     return Measurement(ms=ms, foreign_cpu=window.share)
 
@@ -436,7 +439,8 @@ def _requiring(bench: Bench, needs: tuple[str, ...]) -> list[torch.Tensor]:
     return [t.clone().requires_grad_(bench.grad_inputs and "input" in needs) for t in bench.inputs]
 
 
-def _time_per_pass(bench: Bench, target_s: float, max_repeats: int, min_repeats: int, statistic: str) -> Measurement:
+def _time_per_pass(bench: Bench, target_s: float, max_repeats: int, min_repeats: int, statistic: str,
+                   accelerator: Accelerator = CPU) -> Measurement:
     """``time_config`` for a custom autograd Function (``Bench.graph_per_pass``).
 
     ``fwd``: recorded with every tensor requiring grad (the forward keeps what a trained weight
@@ -464,12 +468,12 @@ def _time_per_pass(bench: Bench, target_s: float, max_repeats: int, min_repeats:
         return forward, []
 
     t0 = time.perf_counter()
-    time_passes(prepare_for(every), warmup=0, repeats=1)
+    time_passes(prepare_for(every), warmup=0, repeats=1, accelerator=accelerator)
     once = time.perf_counter() - t0
     repeats = int(min(max_repeats, max(min_repeats, target_s / max(once, 1e-6) / (1 + len(passes)))))
     try:
         with LoadWindow() as window:
-            timed = functools.partial(time_passes, warmup=1, repeats=repeats, statistic=statistic)
+            timed = functools.partial(time_passes, warmup=1, repeats=repeats, statistic=statistic, accelerator=accelerator)
             ms = {"fwd": timed(prepare_for(every))[0], "fwd_nograd": timed(prepare_nograd)[0]}
             for name in passes:
                 ms[name] = timed(prepare_for(BACKWARD_GROUPS[name], name))[1][0]

@@ -1,4 +1,5 @@
-"""Measured peak memory of one training step on CPU, from torch.profiler's memory events."""
+"""Measured peak memory of one training step: on the CPU from torch.profiler's memory events; on a
+GPU from the CUDA caching allocator's own statistics (``torch.cuda.max_memory_allocated``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from ..plan.plan import Optimizer
+from .accelerator import CPU, Accelerator
 
 
 @dataclass(frozen=True)
@@ -22,11 +24,14 @@ class PeakMeasurement:
     resident_bytes: int  # before the step: parameters, buffers, the input batch, optimizer state (not the labels)
     step_peak_bytes: int  # the most the step allocated on top of that at any moment
     peak_bytes: int  # resident + step peak
+    accelerator: str = "cpu"  # where it was measured: "cpu" or "cuda"
 
 
 def make_optimizer(params: list[torch.nn.Parameter], spec: Optimizer) -> torch.optim.Optimizer:
     if spec.name == "adam":
         return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    # SGD, and QAS measured as SGD without momentum: the same memory (neither keeps state); QAS's
+    # own update (tlplan.runtime.qas) is what training runs
     return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
 
 
@@ -39,15 +44,22 @@ def _storage_bytes(tensors) -> int:
     return sum(seen.values())
 
 
-def measure_peak(model: nn.Module, input_shape: tuple[int, ...], optimizer: Optimizer = Optimizer()) -> PeakMeasurement:
+def measure_peak(model: nn.Module, input_shape: tuple[int, ...], optimizer: Optimizer = Optimizer(),
+                 accelerator: Accelerator = CPU) -> PeakMeasurement:
     """Peak bytes of a training step (forward, cross-entropy, backward, optimizer step, zero_grad).
 
-    ``model`` is used as it is (apply a plan first). A first step runs unprofiled, so the optimizer
-    state exists; the second step is profiled and every allocation and free is replayed in order.
+    ``model`` is used as it is (apply a plan first; it is moved to ``accelerator``'s device). A
+    first step runs unmeasured, so the optimizer state exists. On the CPU the second step is
+    profiled and every allocation and free is replayed in order. On a GPU the caching allocator
+    counts: resident is what it has allocated before the second step (parameters, buffers, the
+    input and labels, optimizer state, and what libraries keep, such as cuBLAS's workspace), the
+    peak its ``max_memory_allocated`` over that step; both count blocks as the allocator rounds
+    them (``tlplan.memory.cuda``).
     """
+    model.to(accelerator.device)
     model.train()
-    x = torch.randn(input_shape)
-    target = torch.zeros(input_shape[0], dtype=torch.long)
+    x = torch.randn(input_shape, device=accelerator.device)
+    target = torch.zeros(input_shape[0], dtype=torch.long, device=accelerator.device)
     trained = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(trained, optimizer) if trained else None
 
@@ -60,6 +72,13 @@ def measure_peak(model: nn.Module, input_shape: tuple[int, ...], optimizer: Opti
             opt.zero_grad(set_to_none=True)
 
     step()
+    if accelerator.kind != "cpu":  # the allocator's own statistics
+        resident = accelerator.allocated_bytes() or 0
+        accelerator.reset_peak()
+        step()
+        peak = accelerator.max_allocated_bytes() or 0
+        return PeakMeasurement(resident_bytes=resident, step_peak_bytes=max(peak - resident, 0), peak_bytes=max(peak, resident),
+                               accelerator=accelerator.kind)
     state = [t for s in (opt.state.values() if opt else []) for t in s.values() if isinstance(t, torch.Tensor)]
     resident = _storage_bytes([*model.parameters(), *model.buffers(), x, *state])
     with _without_kineto_log(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:

@@ -48,7 +48,8 @@ def measure_saved_bytes(
             storages[ptr] = storage.nbytes()
         return t
 
-    x = torch.randn(input_shape)
+    first = next(iter([*model.parameters(), *model.buffers()]), None)
+    x = torch.randn(input_shape, device=first.device if first is not None else "cpu")  # where the model is (a GPU too)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = model(x)
     del out

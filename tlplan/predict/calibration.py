@@ -49,6 +49,7 @@ import numpy as np
 
 from ..errors import BadInputError
 from ..fileio import exclusive, write_atomic
+from ..measure.accelerator import CPU, Accelerator, for_profile, select_accelerator
 from ..measure.allocator import keep_freed_memory
 from ..measure.latency import STATISTICS, framework_threads, summary
 from ..measure.load import LoadWindow, quiet, wait_until_quiet
@@ -132,8 +133,12 @@ class Settings:
     #: how a timing's runs are summed up (a key of ``tlplan.measure.latency.STATISTICS``)
     statistic: str = "min"
     threads: int | None = None  # framework (intra-op) threads while timing; None: as set (torch's default)
+    #: where layers and steps are timed: ``cpu`` or ``cuda`` (CUDA events; the profile records it)
+    accelerator: str = "cpu"
 
     def __post_init__(self) -> None:
+        if self.accelerator not in ("cpu", "cuda"):
+            raise BadInputError(f"unknown accelerator {self.accelerator!r}; use cpu or cuda")
         if self.statistic not in STATISTICS:
             raise BadInputError(f"unknown timing statistic {self.statistic!r}; use one of {', '.join(STATISTICS)}")
         if self.threads is not None and not 1 <= self.threads <= 4 * (os.cpu_count() or 1):
@@ -159,6 +164,27 @@ def check_name(name: str) -> str:
 
 
 # ---- the machine ----------------------------------------------------------------------------------
+
+
+def gpu_overhead_bytes(accelerator: Accelerator) -> int:
+    """GPU memory a fresh Python takes by creating its CUDA context (and what else holds the GPU now)."""
+    index = getattr(accelerator, "index", 0)
+    code = ("import torch, sys\n"
+            f"torch.zeros(1, device='cuda:{index}')\n"
+            f"free, total = torch.cuda.mem_get_info({index})\n"
+            "print(total - free)\n")
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+        return int(out.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return 0
+
+
+def gpu_memory_bytes(accelerator: Accelerator) -> int:
+    """The GPU's memory (on a Jetson: the memory it shares with the CPU)."""
+    import torch
+
+    return int(torch.cuda.get_device_properties(getattr(accelerator, "index", 0)).total_memory)
 
 
 def framework_overhead_bytes() -> int:
@@ -205,7 +231,7 @@ def framework_versions() -> dict[str, str]:
 def time_step(network: str, scheme: str, batch: int, resolution: int, *, threshold: float, window_s: float = 0.5,
               retries: int = 4, trainable: frozenset[str] | None = None,
               costs: "CostTable | None" = None, statistic: str = "median",
-              max_wait_s: float = 600.0) -> tuple[float, float | None, float]:
+              max_wait_s: float = 600.0, accelerator: Accelerator = CPU) -> tuple[float, float | None, float]:
     """Ms of whole training steps (``step_samples_ms``, summed up by ``statistic``) of a freshly
     built model, redone while the CPU was busy.
 
@@ -217,7 +243,7 @@ def time_step(network: str, scheme: str, batch: int, resolution: int, *, thresho
 
     As many steps as fill ``window_s`` (5 to 30; 3 to 30 for the fastest run): enough samples for a
     stable figure, and a window long enough for ``LoadWindow`` to see whether anything else ran
-    meanwhile.
+    meanwhile. ``accelerator``: where the step runs and how it is timed (CUDA events on a GPU).
     """
     import torch
 
@@ -238,9 +264,10 @@ def time_step(network: str, scheme: str, batch: int, resolution: int, *, thresho
 
             trainable = StepCases().costs(network, scheme, batch, resolution).trainable
         set_trainable(model, trainable)
+    model.to(accelerator.device)
     model.train()
-    x = torch.randn(batch, 3, resolution, resolution)
-    once = max(step_samples_ms(model, x, warmup=1, repeats=1)[0], 1e-3)  # also the warm-up
+    x = torch.randn(batch, 3, resolution, resolution, device=accelerator.device)
+    once = max(step_samples_ms(model, x, warmup=1, repeats=1, accelerator=accelerator)[0], 1e-3)  # also the warm-up
     # the fastest of a few runs (over every round) repeats well; a median needs more runs
     fewest, warmup = (3, 0) if statistic == "min" else (5, 1)
     repeats = int(min(30, max(fewest, math.ceil(window_s * 1e3 / once))))
@@ -250,7 +277,7 @@ def time_step(network: str, scheme: str, batch: int, resolution: int, *, thresho
     for _ in range(retries):
         wait_until_quiet(threshold, max_wait_s=max_wait_s)
         with LoadWindow() as window:
-            samples = step_samples_ms(model, x, warmup=warmup, repeats=repeats)
+            samples = step_samples_ms(model, x, warmup=warmup, repeats=repeats, accelerator=accelerator)
         share = window.share
         spent += window.wall_s
         if quiet(share, threshold):
@@ -442,11 +469,13 @@ def _locked_calibrate(settings: Settings, root: Path, name: str, ops: Sequence[s
         raise BadInputError(f"cannot write the profile under {root}: {exc.strerror or exc}") from None
     report = progress or (lambda p: None)
     _keep_timing(state, settings, partial.dir)
+    accelerator = select_accelerator(settings.accelerator)  # cuda where PyTorch has none: an error, before any timing
     if "runtime_overhead_bytes" not in state:
-        state["runtime_overhead_bytes"] = framework_overhead_bytes()
+        state["runtime_overhead_bytes"] = (gpu_overhead_bytes(accelerator) if accelerator.kind == "cuda"
+                                           else framework_overhead_bytes())
     partial.save_state(state)
     with framework_threads(state["threads"]):
-        return _calibrate(settings, root, name, ops, networks, partial, state, report)
+        return _calibrate(settings, root, name, ops, networks, partial, state, report, accelerator)
 
 
 def _check_networks(networks: Sequence[str]) -> None:
@@ -466,15 +495,18 @@ def _keep_timing(state: dict, settings: Settings, folder: Path) -> None:
 
     if "statistic" not in state and state.get("measured_s", 0.0) > 0:
         state["statistic"] = "median"  # timed by a tlplan from before the option: the median
-    wanted = {"statistic": settings.statistic, "threads": settings.threads or torch.get_num_threads()}
+    if "accelerator" not in state and state.get("measured_s", 0.0) > 0:
+        state["accelerator"] = "cpu"  # timed by a tlplan from before the option: the CPU
+    wanted = {"statistic": settings.statistic, "threads": settings.threads or torch.get_num_threads(),
+              "accelerator": settings.accelerator}
     for key, value in wanted.items():
-        if state.setdefault(key, value) != value and (key == "statistic" or settings.threads is not None):
+        if state.setdefault(key, value) != value and (key != "threads" or settings.threads is not None):
             raise BadInputError(f"the interrupted run in {folder} timed with {key} {state[key]}, not {value}: run it "
                                 f"again with --{key} {state[key]}, or remove that folder to start afresh")
 
 
 def _calibrate(settings: Settings, root: Path, name: str, ops: Sequence[str], networks: Sequence[str],
-               partial: "_Partial", state: dict, report: ProgressFn) -> Device:
+               partial: "_Partial", state: dict, report: ProgressFn, accelerator: Accelerator = CPU) -> Device:
     # whole steps: a fixed list, timed once per round (each round in its own order); the partial
     # file has a row per timing, so an interrupted run knows how many rounds each step has
     timings = Counter(r.key for r in partial.step_rows())
@@ -487,7 +519,9 @@ def _calibrate(settings: Settings, root: Path, name: str, ops: Sequence[str], ne
 
     traced = StepCases()  # one trace per network and batch, shared by its schemes
     total = len(cases) * settings.step_rounds
-    if "speed_start" not in state:  # the reference workload at the start; again at the end (``_finish``)
+    # the reference workload at the start; again at the end (``_finish``). A CPU workload: a GPU
+    # profile has none (its predictions are not drift-corrected)
+    if "speed_start" not in state and accelerator.kind == "cpu":
         report(Progress("speed index", 0, 2, "reference workload, at the start"))
         state["speed_start"] = drift.measure_index(state["threads"], state["statistic"]).to_json()
         partial.save_state(state)
@@ -505,7 +539,7 @@ def _calibrate(settings: Settings, root: Path, name: str, ops: Sequence[str], ne
                 and sum(timings.values()):
             break
         ms, share, spent = time_step(*case[:4], threshold=settings.threshold, costs=traced.costs(*case),
-                                     statistic=state["statistic"])
+                                     statistic=state["statistic"], accelerator=accelerator)
         net, scheme, batch, res, runtime = case
         partial.append(partial.steps_path, [StepRow(net, scheme, batch, res, ms, share, runtime)])
         timings[case] += 1
@@ -517,11 +551,11 @@ def _calibrate(settings: Settings, root: Path, name: str, ops: Sequence[str], ne
     prior = sampling.priors_by_op(ops, sampling.shape_prior(networks))
     steps_s = state["measured_s"] - state.get("layers_s", 0.0)
     configs = _measure_layers(settings, tuple(ops), prior, partial, state, max(settings.budget_s - steps_s, 0.0), report,
-                              deadline)
+                              deadline, accelerator)
     _enough(partial, ops, settings)
 
     report(Progress("writing", 0, 1))
-    device = _finish(root, name, partial, state, settings, configs)
+    device = _finish(root, name, partial, state, settings, configs, accelerator)
     report(Progress("writing", 1, 1))
     return device
 
@@ -539,7 +573,8 @@ def _enough(partial: "_Partial", ops: Sequence[str], settings: Settings) -> None
 
 
 def _measure_layers(settings: Settings, ops: tuple[str, ...], prior: dict[str, list[sampling.Sample]], partial: "_Partial",
-                    state: dict, layer_budget: float, report: ProgressFn, deadline: float = math.inf) -> int:
+                    state: dict, layer_budget: float, report: ProgressFn, deadline: float = math.inf,
+                    accelerator: Accelerator = CPU) -> int:
     """Time layer configurations of ``ops`` in adaptive rounds until ``layer_budget`` seconds of
     measuring are spent, or the ``deadline`` (``time.monotonic()``) passes, appending them to the
     partial folder; returns how many configurations it holds."""
@@ -566,7 +601,8 @@ def _measure_layers(settings: Settings, ops: tuple[str, ...], prior: dict[str, l
         with LoadWindow() as window:
             while True:
                 sample = sampling.Sample(missing[0], _smallest(missing.pop(0), prior), "random") if missing else sampler.draw()
-                m = time_config(CALIBRATION_OPS[sample.op], sample.config, statistic=state["statistic"])
+                m = time_config(CALIBRATION_OPS[sample.op], sample.config, statistic=state["statistic"],
+                                accelerator=accelerator)
                 chunk.append(sample)
                 chunk_rows += [LayerRow(sample.op, p, sample.config, sample.origin, current_round, ms, None)
                                for p, ms in m.ms.items()]
@@ -626,17 +662,21 @@ def combine_steps(rows: Sequence[StepRow], statistic: str) -> list[StepRow]:
     return out
 
 
-def _finish(root: Path, name: str, partial: _Partial, state: dict, settings: Settings, configs: int) -> Device:
+def _finish(root: Path, name: str, partial: _Partial, state: dict, settings: Settings, configs: int,
+            accelerator: Accelerator = CPU) -> Device:
     """Write the complete profile beside its final place, then rename it into place."""
     layer_rows, step_rows = partial.layer_rows(), combine_steps(partial.step_rows(), state["statistic"])
-    speed_index, speed_change = closing_index(state)
+    on_gpu = accelerator.kind == "cuda"
+    speed_index, speed_change = closing_index(state) if not on_gpu else (None, None)
     cores = os.cpu_count() or 1
     threads = int(state["threads"])
-    ram = ram_bytes()
+    ram = gpu_memory_bytes(accelerator) if on_gpu else ram_bytes()
+    host = f"{cpu_name()}, {cores} cores, {threads} framework thread{'s' if threads > 1 else ''}"
     data = {
         "name": name,
-        "description": f"{cpu_name()}, {cores} cores, {ram / 2**30:.1f} GiB RAM, {threads} framework "
-                       f"thread{'s' if threads > 1 else ''} (measured by tlplan calibrate)",
+        "description": (f"{accelerator.name} (cuda), {ram / 2**30:.1f} GiB; host {host} (measured by tlplan calibrate)"
+                        if on_gpu else f"{cpu_name()}, {cores} cores, {ram / 2**30:.1f} GiB RAM, {threads} framework "
+                        f"thread{'s' if threads > 1 else ''} (measured by tlplan calibrate)"),
         "source": "measured",
         "ram_bytes": ram,
         "runtime_overhead_bytes": int(state.get("runtime_overhead_bytes", 0)),
@@ -644,6 +684,7 @@ def _finish(root: Path, name: str, partial: _Partial, state: dict, settings: Set
         "cores": cores,
         "threads": threads,
         "statistic": state["statistic"],
+        "accelerator": accelerator.kind,
         "framework": framework_versions(),
         "allocator": dict(keep_freed_memory()),
         "date": _dt.date.today().isoformat(),
@@ -660,11 +701,20 @@ def _finish(root: Path, name: str, partial: _Partial, state: dict, settings: Set
             "rounds": state.get("rounds", 1),
             "step_rounds": settings.step_rounds,
         },
-        "speed_index": speed_index.to_json(),
         "notes": f"Layer configurations and whole training steps timed on this machine ({state['statistic']} of "
                  "runs, fp32, CPU); runtime_overhead_bytes is the resident memory of Python with torch imported, "
                  "before any tensor. Time spent waiting for a quiet CPU is not counted in elapsed_s.",
     }
+    if on_gpu:
+        data["gpu"] = accelerator.name
+        data["framework"]["cuda"] = str(_torch_cuda_version())
+        data["notes"] = (f"Layer configurations and whole training steps timed on the GPU {accelerator.name} with CUDA "
+                         f"events after synchronisation ({state['statistic']} of runs, fp32); ram_bytes is the GPU's "
+                         "memory, runtime_overhead_bytes the GPU memory in use once a fresh Python has made its CUDA "
+                         "context. No speed index: drift correction is for CPU profiles. Time spent waiting for a "
+                         "quiet CPU is not counted in elapsed_s.")
+    else:
+        data["speed_index"] = speed_index.to_json()
     if speed_change is not None:
         data["calibration"]["speed_change"] = round(speed_change, 4)
     files = {MEASUREMENTS: render(LAYER_COLUMNS, layer_rows), STEPS: render(STEP_COLUMNS, step_rows),
@@ -672,6 +722,12 @@ def _finish(root: Path, name: str, partial: _Partial, state: dict, settings: Set
     device = _write_profile(root, name, files)
     shutil.rmtree(partial.dir, ignore_errors=True)
     return device
+
+
+def _torch_cuda_version() -> str | None:
+    import torch
+
+    return torch.version.cuda
 
 
 def closing_index(state: dict) -> tuple[drift.SpeedIndex, float | None]:
@@ -778,14 +834,15 @@ def add_ops(settings: Settings, *, root: Path | None = None,
     state["ops"] = list(ops)
     # timed as the profile was: its statistic, its framework threads
     state["statistic"], state["threads"] = device.statistic, device.threads
+    accelerator = for_profile(device)  # where the profile was timed
     with framework_threads(device.threads):
         if "time_vs_profile" not in state:
             state["time_vs_profile"], state["rechecked_configs"] = _recheck(existing, ops, settings, device.statistic,
-                                                                            report)
+                                                                            report, accelerator)
             partial.save_state(state)
         prior = sampling.priors_by_op(ops, sampling.shape_prior(settings.networks or sampling.CALIBRATION_NETWORKS))
         configs = _measure_layers(settings, ops, prior, partial, state, settings.budget_s, report,
-                                  time.monotonic() + max(settings.budget_s - state.get("layers_s", 0.0), 0.0))
+                                  time.monotonic() + max(settings.budget_s - state.get("layers_s", 0.0), 0.0), accelerator)
 
     report(Progress("writing", 0, 1))
     added = partial.layer_rows()
@@ -810,7 +867,7 @@ def add_ops(settings: Settings, *, root: Path | None = None,
 
 
 def _recheck(existing: Sequence[LayerRow], ops: Sequence[str], settings: Settings, statistic: str,
-             report: ProgressFn) -> tuple[float | None, int]:
+             report: ProgressFn, accelerator: Accelerator = CPU) -> tuple[float | None, int]:
     """Median (ms now / ms in the profile) over a sample of the profile's configurations of other ops."""
     by_config: dict[tuple[str, Config], dict[str, float]] = {}
     for r in existing:
@@ -824,7 +881,7 @@ def _recheck(existing: Sequence[LayerRow], ops: Sequence[str], settings: Setting
         report(Progress("rechecking", i, len(keys), op))
         for _ in range(3):  # redone, as calibration's chunks are, while other processes use the CPU
             wait_until_quiet(settings.threshold)
-            measured = time_config(CALIBRATION_OPS[op], config, statistic=statistic)
+            measured = time_config(CALIBRATION_OPS[op], config, statistic=statistic, accelerator=accelerator)
             if quiet(measured.foreign_cpu, settings.threshold):
                 break
         now = measured.ms

@@ -13,6 +13,7 @@ from ..errors import BadInputError, TlplanError, UnknownDeviceError
 from ..fileio import read_text
 
 SOURCES = ("measured", "datasheet")
+ACCELERATORS = ("cpu", "cuda")  # where a measured profile may have been timed
 _NUMBER = (int, float)
 _REQUIRED = {"name": str, "description": str, "source": str, "ram_bytes": int}
 _OPTIONAL = {
@@ -27,6 +28,9 @@ _OPTIONAL = {
     "cpu": str,
     "cores": int,
     "threads": int,
+    # where a measured profile was timed: "cpu" (absent: cpu) or "cuda", and the GPU's name
+    "accelerator": str,
+    "gpu": str,
     "statistic": str,  # how a timing's runs were summed up: "min" or "median" (absent: median)
     "framework": dict,  # {"python": "3.11.9", "torch": "2.13.0", ...}
     "allocator": dict,  # how malloc was set while timing (tlplan.measure.allocator)
@@ -89,6 +93,8 @@ class Device:
     cores: int | None = None
     threads: int | None = None
     statistic: str = "median"  # of a timing's runs (tlplan.measure.latency.STATISTICS)
+    accelerator: str = "cpu"  # where a measured profile was timed: "cpu" or "cuda" (tlplan.measure.accelerator)
+    gpu: str | None = None  # the GPU it was timed on (accelerator cuda)
     framework: Mapping[str, str] | None = None
     allocator: Mapping[str, Any] | None = None
     measurements: str | None = None  # file name of the layer measurements CSV, in ``folder``
@@ -173,6 +179,9 @@ def load_device(path: Path) -> Device:
         raise BadInputError(f"device profile {path}: ram_bytes must be positive")
     if fields.get("statistic", "median") not in ("median", "min"):
         raise BadInputError(f"device profile {path}: statistic must be median or min, not {fields['statistic']!r}")
+    if fields.get("accelerator", "cpu") not in ACCELERATORS:
+        raise BadInputError(f"device profile {path}: accelerator must be one of {', '.join(ACCELERATORS)}, "
+                            f"not {fields['accelerator']!r}")
     if fields.get("threads", 1) < 1:
         raise BadInputError(f"device profile {path}: threads must be at least 1")
     for key in ("peak_flops_fp32", "peak_flops_fp16", "memory_bandwidth_bytes_per_s", "bytes_per_element", "cores"):
@@ -333,17 +342,24 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def this_machine(root: Path | None = None) -> Device | None:
-    """A measured profile of the machine tlplan runs on (same CPU, cores and framework threads), if one exists."""
+def this_machine(root: Path | None = None, accelerator: Any = None) -> Device | None:
+    """A measured profile of the machine tlplan runs on, if one exists: timed on the CPU with the same
+    CPU, cores and framework threads; or, where ``accelerator`` is a GPU (``tlplan.measure.accelerator``),
+    timed on a GPU of the same name."""
     import torch
 
     cpu, cores, threads = cpu_name(), os.cpu_count(), torch.get_num_threads()
+    kind = getattr(accelerator, "kind", "cpu")
     try:
         devices = list_devices(root)
     except TlplanError:  # a damaged profile elsewhere is not this call's business
         return None
     for device in devices:
-        if device.source == "measured" and device.predicts and (device.cpu, device.cores, device.threads) == (cpu, cores, threads):
+        if device.source != "measured" or not device.predicts or device.accelerator != kind:
+            continue
+        if kind == "cuda" and device.gpu == accelerator.name:
+            return device
+        if kind == "cpu" and (device.cpu, device.cores, device.threads) == (cpu, cores, threads):
             return device
     return None
 

@@ -32,6 +32,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import BadInputError
+from ..measure.accelerator import CPU, Accelerator, for_profile
 from ..measure.latency import framework_threads, summary
 from ..measure.runtime_ops import RUNTIME_OPS
 from .calibration import (
@@ -166,7 +167,8 @@ def measure_cases(cases: Sequence[CaseKey], *, rounds: int = 3, threshold: float
                   seed: int = 0, progress: ProgressFn | None = None,
                   traced: StepCases | None = None, statistic: str = "median",
                   before_first: Callable[[CaseKey], None] | None = None,
-                  between: Callable[[], None] | None = None) -> dict[CaseKey, list[float]]:
+                  between: Callable[[], None] | None = None,
+                  accelerator: Accelerator = CPU) -> dict[CaseKey, list[float]]:
     """Every timing of every case over interleaved rounds (each timing's runs summed up by
     ``statistic``); disagreeing cases timed once more. ``before_first(case)`` is called right
     before a case's first timing (to predict it in the same time window), ``between()`` before
@@ -181,7 +183,8 @@ def measure_cases(cases: Sequence[CaseKey], *, rounds: int = 3, threshold: float
     def timed(case: CaseKey) -> float:
         if between is not None:
             between()
-        return time_step(*case[:4], threshold=threshold, costs=traced.costs(*case), statistic=statistic)[0]
+        return time_step(*case[:4], threshold=threshold, costs=traced.costs(*case), statistic=statistic,
+                         accelerator=accelerator)[0]
 
     total = len(cases) * rounds
     for done, (_, case) in enumerate(interleaved_rounds(cases, rounds, seed)):
@@ -292,7 +295,8 @@ def evaluate(device: Device, *, networks: Sequence[str] | None = None, schemes: 
     if measured is None:
         with framework_threads(device.threads):
             timings = measure_cases(cases, rounds=rounds, threshold=threshold, progress=progress, traced=traced,
-                                    statistic=device.statistic, before_first=predict)
+                                    statistic=device.statistic, before_first=predict,
+                                    accelerator=for_profile(device))  # where it was calibrated
         values = {case: summary(v, device.statistic) for case, v in timings.items()}
     else:
         timings = {case: [] for case in cases}
