@@ -10,8 +10,11 @@ Times are the least of ``--repeats`` runs (the machine is shared: the least is t
 disturbed). What each column means:
 - ``space s``: the search space's per-depth fixed costs and cheapest plan (one simulated step per
   depth), computed once per space and shared by both searches: not in either's time below.
-- ``solver s``: ``SolveResult.seconds``, the solve `tlplan solve` reports (next better plan included).
-- ``evo s``: the evolutionary search, 5000 samples; ``solver/evo``: the ratio of the two.
+- ``solver s``: ``SolveResult.seconds``, finding the plan, as `tlplan solve` reports it;
+  ``next s``: ``SolveResult.next_seconds``, then finding the next better plan (the hint `tlplan
+  solve` prints after the plan; the evolutionary search has no counterpart).
+- ``evo s``: the evolutionary search, 5000 samples; ``solver/evo``: the ratio of the plan's search
+  to it (like for like: one plan each); ``+next/evo``: the same with the next better plan's time.
 - ``imp``: the solver's importance; ``vs old``: divided by the old solver's; ``vs evo``: by the
   evolutionary search's (whose plan is on the additive model only: ``evo fits`` says whether its
   simulated peak fits the budget, as every solver plan does).
@@ -125,9 +128,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-old", action="store_true", help="skip the old solver (minutes)")
     args = parser.parse_args(argv)
     print(f"# {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores; least of {args.repeats} runs")
-    print(f"{'model':20s} {'runtime':7s} {'budget':>6s} {'space s':>7s} {'solver s':>8s} {'evo s':>6s} {'solver/evo':>10s} "
-          f"{'imp':>8s} {'vs old':>7s} {'vs evo':>7s} {'evo fits':>8s} {'gap':>5s} {'old s':>6s}")
-    worst = {"ratio": 0.0, "seconds": 0.0, "vs_old": float("inf"), "infeasible": 0.0}
+    print(f"{'model':20s} {'runtime':7s} {'budget':>6s} {'space s':>7s} {'solver s':>8s} {'next s':>6s} {'evo s':>6s} {'solver/evo':>10s} "
+          f"{'+next/evo':>9s} {'imp':>8s} {'vs old':>7s} {'vs evo':>7s} {'evo fits':>8s} {'gap':>5s} {'old s':>6s}")
+    worst = {"ratio": 0.0, "seconds": 0.0, "vs_old": float("inf"), "infeasible": 0.0, "within": 0, "cases": 0}
     for name in args.models:
         mcu = ZOO[name].factory.__module__.endswith(".mcu")
         runtime, classes = ("mcu", 10) if mcu else ("tlplan", 1000)
@@ -143,6 +146,7 @@ def main(argv: list[str] | None = None) -> None:
             results = [solve_space(space, budget) for _ in range(args.repeats)]
             result = results[0]
             t_solver = min(r.seconds for r in results)
+            t_next = min(r.next_seconds for r in results)
             (evo, depth, picks), t_evo = _least(lambda: evolve_plan(space, budget, samples=5000), args.repeats)
             fits = _evolution_fits(space, budget, depth, picks)
             imp = result.best.importance
@@ -154,10 +158,13 @@ def main(argv: list[str] | None = None) -> None:
                 worst["vs_old"] = min(worst["vs_old"], ratio_old)
                 vs_old, t_old = f"{ratio_old:7.3f}", f"{t_old_s:6.2f}"
             vs_evo = f"{imp / evo:7.3f}" if evo > 0 else f"{'-':>7s}"
-            worst["ratio"] = max(worst["ratio"], t_solver / t_evo)
-            worst["seconds"] = max(worst["seconds"], t_solver)
-            print(f"{name:20s} {runtime:7s} {f'{factor}x':>6s} {t_space:7.3f} {t_solver:8.3f} {t_evo:6.3f} {t_solver / t_evo:10.2f} "
-                  f"{imp:8.3f} {vs_old:>7s} {vs_evo} {'yes' if fits else 'no':>8s} {result.best.gap:5.3f} {t_old:>6s}", flush=True)
+            ratio = t_solver / max(t_evo, 1e-4)  # no depth fits: the search returns at once (< 0.1 ms)
+            worst["ratio"] = max(worst["ratio"], ratio)
+            worst["within"] += ratio <= 2
+            worst["cases"] += 1
+            worst["seconds"] = max(worst["seconds"], t_solver + t_next)
+            print(f"{name:20s} {runtime:7s} {f'{factor}x':>6s} {t_space:7.3f} {t_solver:8.3f} {t_next:6.3f} {t_evo:6.3f} {ratio:10.2f} "
+                  f"{(t_solver + t_next) / max(t_evo, 1e-4):9.2f} {imp:8.3f} {vs_old:>7s} {vs_evo} {'yes' if fits else 'no':>8s} {result.best.gap:5.3f} {t_old:>6s}", flush=True)
         below = int(minimum * INFEASIBLE)
 
         def infeasible() -> bool:
@@ -171,8 +178,9 @@ def main(argv: list[str] | None = None) -> None:
         worst["infeasible"] = max(worst["infeasible"], t_inf)
         print(f"{name:20s} {runtime:7s} {f'{INFEASIBLE}x':>6s} {'':7s} {t_inf:8.4f} {'':6s} {'':10s} "
               f"{'raises' if raised else 'NO RAISE':>8s}", flush=True)
-    print(f"# worst: solver {worst['seconds']:.3f} s, solver/evo {worst['ratio']:.2f}, importance vs old "
-          f"{worst['vs_old']:.3f}, infeasible answered in {worst['infeasible']:.4f} s")
+    print(f"# worst: solver {worst['seconds']:.3f} s (next better plan included), solver/evo {worst['ratio']:.2f} "
+          f"({worst['within']} of {worst['cases']} within 2x), importance vs old {worst['vs_old']:.3f}, "
+          f"infeasible answered in {worst['infeasible']:.4f} s")
 
 
 if __name__ == "__main__":

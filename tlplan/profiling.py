@@ -12,6 +12,7 @@ from .costs.annotate import CostTable, annotate
 from .display import Tabular, approx_count, clip, shape_text, size
 from .errors import BadInputError, arg
 from .memory.timeline import MemoryBreakdown, simulate_peak
+from .plan.plan import Optimizer
 from .plan.schemes import parse_scheme, scheme_options
 from .predict.devices import Device, resolve_device
 from .trace import LayerGraph, trace_model
@@ -27,6 +28,9 @@ SOURCES = {
     "peak_bytes": "predicted by a simulated forward+backward timeline",
     "latency_ms": "measured here",
 }
+#: the peak's source where the step is predicted for a GPU (``accelerator`` cuda)
+CUDA_PEAK_SOURCE = ("predicted by a simulated forward+backward timeline, counted as the CUDA caching allocator's blocks "
+                    "(512-byte rounding), with cuDNN workspace per convolution (cuda)")
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,8 @@ def profile(
     measure: bool = False,
     repeats: int = 5,
     progress: Callable[[int, int], None] | None = None,
+    reorder: bool | None = None,
+    accelerator: Any = "auto",
 ) -> ProfileReport:
     """Profile training ``model`` on inputs of ``input_shape`` under ``scheme``.
 
@@ -148,6 +154,13 @@ def profile(
         device: a device profile name: each layer's and the whole step's time is predicted for it
             (from its fitted measurements, or its datasheet roofline), beside what is measured here.
         measure: also time every layer and a whole training step on this machine.
+        accelerator: ``cpu``, ``cuda`` or ``auto`` (cuda when the model is on a GPU, or ``device`` is
+            a profile calibrated on cuda; see ``tlplan.measure.accelerator``): where ``measure``
+            times, and, on cuda, the peak is predicted as the CUDA caching allocator counts it
+            (``tlplan.memory.cuda``). Measuring on cuda needs a GPU; predicting for one does not.
+        reorder: the mcu runtime only: apply each gradient as soon as it is computed (the 256KB
+            paper's operator reordering) or hold every one until the update (False). None: a plan
+            file's own choice, else on; ``memory.reorder`` says which.
 
     Returns:
         A ProfileReport whose ``layers`` and ``totals`` carry the JSON contract's fields.
@@ -165,7 +178,18 @@ def profile(
     from .costs.annotate import check_frozen_bits
 
     check_frozen_bits(runtime, frozen_bits)  # before tracing: a bad value is a one-line error at once
+    if reorder is not None and runtime != "mcu":
+        raise BadInputError(f"{arg('reorder')} is for the mcu runtime: PyTorch keeps every gradient until the optimizer's step")
     found = resolve_device(device) if device else None
+    from .measure.accelerator import accelerator_kind, model_on_cuda, select_accelerator
+
+    # where it is measured (a GPU must be there) or, measuring nothing, what the peak is predicted for
+    chosen = select_accelerator(accelerator, model=model, device=found) if measure and runtime != "mcu" else None
+    kind = chosen.kind if chosen is not None else accelerator_kind(accelerator, model=model, device=found)
+    if model_on_cuda(model) is not None:  # traced and costed on the CPU; timed on the GPU from a copy
+        import copy
+
+        model = copy.deepcopy(model).to("cpu")
     parsed = parse_scheme(scheme)
     from .runtime.lite import for_scheme
 
@@ -173,15 +197,27 @@ def profile(
     model, graph, _ = for_scheme(model, tuple(input_shape), parsed, model_name or type(model).__name__)
     notes: list[str] = []  # what the scheme could not do as asked (a conv it could not filter): said in the report
     costs = annotate(graph, scheme_options(graph, parsed, notes), runtime, precision, frozen_bits)
-    memory = simulate_peak(costs)
+    if reorder is None and runtime == "mcu" and parsed.kind == "plan":  # the plan's own choice
+        from .plan.plan import load_plan
+
+        reorder = load_plan(parsed.path).optimizer.reorders("mcu")
+    memory = simulate_peak(costs, Optimizer(reorder=reorder))
+    if kind == "cuda":  # as the CUDA caching allocator counts it (tlplan.memory.cuda)
+        from .memory.cuda import cuda_breakdown
+
+        memory = cuda_breakdown(costs, memory)
     timings = None
     if measure and runtime == "mcu":
         raise BadInputError(f"the mcu runtime is an int8 engine's accounting and cannot be timed here; give {arg('measure=False')}")
     if measure:
         from .measure.latency import measure_latency
 
-        timings = measure_latency(model, costs, repeats=repeats, progress=progress)
+        timings = measure_latency(model, costs, repeats=repeats, progress=progress, accelerator=chosen)
     report = _report(graph, costs, memory, parsed.text, found.name if found else None, timings)
+    if kind == "cuda":
+        from dataclasses import replace
+
+        report = replace(report, sources={**report.sources, "peak_bytes": CUDA_PEAK_SOURCE})
     if notes:
         from dataclasses import replace
 
@@ -271,7 +307,8 @@ def _report(graph: LayerGraph, costs: CostTable, memory: MemoryBreakdown, scheme
         }
         totals["measured_step_ms"] = round(timings.step_ms, 3)
         measured = {
-            "host": host_description(),
+            "host": timings.where if timings.accelerator != "cpu" else host_description(),
+            "accelerator": timings.accelerator,
             "threads": timings.threads,
             "repeats": timings.repeats,
             "statistic": "median after warm-up",

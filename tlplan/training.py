@@ -29,14 +29,16 @@ from .data import Data
 from .display import Tabular, clip, size
 from .errors import BadInputError, arg
 from .fileio import exclusive, write_atomic, write_atomic_with
+from .measure.accelerator import CPU, Accelerator, select_accelerator
 from .measure.allocator import keep_freed_memory
-from .measure.peak import make_optimizer, measure_peak
+from .measure.peak import measure_peak
 from .measure.saved import measure_saved_bytes
 from .plan.plan import Plan
 from .plan.schemes import classifier_layers, trainable_params
 from .plan.validate import shapes_of, validate_options, validate_shapes
 from .planning import predicted_costs
 from .runtime import apply_plan
+from .runtime.qas import make_optimizer  # QAS, or torch's SGD and Adam
 from .trace import LayerGraph, trace_model
 
 if TYPE_CHECKING:
@@ -164,13 +166,15 @@ def _split(data: Data, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return order[n_val:], order[:n_val]
 
 
-def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int) -> float:
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int,
+             on: torch.device | str = "cpu") -> float:
     was = model.training
     model.eval()
     correct = 0
     with torch.no_grad():
         for i in range(0, len(labels), batch):
-            correct += int((model(images[i : i + batch]).argmax(1) == labels[i : i + batch]).sum())
+            predicted = model(images[i : i + batch].to(on)).argmax(1).cpu()
+            correct += int((predicted == labels[i : i + batch]).sum())
     model.train(was)
     return correct / max(1, len(labels))
 
@@ -188,11 +192,24 @@ def train(
     measure: bool = True,
     device: str | Device | None = None,
     trust_model_code: bool = False,
+    accelerator: str | Accelerator | None = "auto",
 ) -> TrainResult:
-    """Train as ``plan`` says; see the module docstring."""
+    """Train as ``plan`` says; see the module docstring.
+
+    ``accelerator``: ``cpu``, ``cuda`` or ``auto`` (cuda where ``device`` names a profile
+    calibrated on cuda and this PyTorch can use CUDA; ``tlplan.measure.accelerator``): the model
+    and each batch are placed there, steps are timed with its stopwatch, the peak is its own
+    (on a GPU the caching allocator's), and the predicted peak is counted as it counts memory.
+    """
     check_out_dir(out_dir)  # before seconds of setup
+    found = None
+    if device is not None:
+        from .predict.devices import resolve_device
+
+        found = resolve_device(device)
+    chosen = select_accelerator(accelerator, device=found)  # cuda without CUDA: an error before any setup
     prepared = _for_data(plan, data.num_classes, trust_model_code)
-    here = _profile_here(device) if measure else None  # before training: a wrong --device fails now
+    here = _profile_here(found, chosen) if measure else None  # before training: a wrong --device fails now
     try:
         Path(out_dir).mkdir(parents=True, exist_ok=True)  # only once the run can start
     except OSError as exc:
@@ -200,12 +217,14 @@ def train(
     with exclusive(Path(out_dir) / ".lock",
                    f"another tlplan train is running in {out_dir}; wait for it or give another {arg('out')}"):
         return _train(prepared, here, data, out_dir=Path(out_dir), weights=weights, epochs=epochs, steps=steps,
-                      progress=progress, seed=seed, measure=measure)
+                      progress=progress, seed=seed, measure=measure, accelerator=chosen)
 
 
 def _train(prepared: tuple, here, data: Data, *, out_dir: Path, weights: dict | None, epochs: int | None,
-           steps: int | None, progress: Progress | None, seed: int, measure: bool) -> TrainResult:
+           steps: int | None, progress: Progress | None, seed: int, measure: bool,
+           accelerator: Accelerator = CPU) -> TrainResult:
     plan, model, graph, costs = prepared
+    on = accelerator.device
     if weights is not None:
         own = model.state_dict()
         model.load_state_dict({k: v for k, v in weights.items() if k in own and v.shape == own[k].shape}, strict=False)
@@ -218,6 +237,7 @@ def _train(prepared: tuple, here, data: Data, *, out_dir: Path, weights: dict | 
         epochs = -(-steps // per_epoch)
     epochs = epochs or 1
     apply_plan(model, plan, graph=graph)
+    model.to(on)
     model.train()
     trained = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(trained, plan.optimizer)
@@ -247,21 +267,24 @@ def _train(prepared: tuple, here, data: Data, *, out_dir: Path, weights: dict | 
             if steps is not None and done_steps >= steps:
                 break
             idx = order[i * batch : (i + 1) * batch]
-            x, y = data.images[idx], data.labels[idx]
-            t0 = time.perf_counter()
+            x, y = data.images[idx].to(on), data.labels[idx].to(on)
+            accelerator.synchronize()
+            timer = accelerator.timer()  # the host's clock; CUDA events on a GPU
+            timer.start()
             out = model(x)
             loss = F.cross_entropy(out, y)
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-            step_times.append((time.perf_counter() - t0) * 1e3)
+            timer.stop()
+            step_times.append(timer.ms())
             losses.append(loss.detach().item())
             correct += int((out.argmax(1) == y).sum())
             seen += len(y)
             done_steps += 1
             if progress:
                 progress(epoch, i + 1, per_epoch, losses[-1])
-        val = accuracy(model, data.images[val_idx], data.labels[val_idx], batch) if len(val_idx) else None
+        val = accuracy(model, data.images[val_idx], data.labels[val_idx], batch, on) if len(val_idx) else None
         history.append(EpochStats(epoch + 1, statistics.fmean(losses) if losses else float("nan"), correct / max(1, seen), val,
                                   seen / max(1e-9, time.perf_counter() - t_epoch)))
         _save_checkpoint(ckpt, {
@@ -272,17 +295,23 @@ def _train(prepared: tuple, here, data: Data, *, out_dir: Path, weights: dict | 
     if measure:
         shape = plan.input_shape
         measured["saved_bytes"] = measure_saved_bytes(model, shape, None, copy_model=True).saved_bytes
-        measured["peak_bytes"] = measure_peak(copy.deepcopy(model), shape, plan.optimizer).peak_bytes
+        measured["peak_bytes"] = measure_peak(copy.deepcopy(model), shape, plan.optimizer, accelerator).peak_bytes
         if step_times:
             measured["step_ms"] = round(statistics.median(step_times), 3)
-    environment = _environment(data, done_steps - start * per_epoch, time.perf_counter() - t_run)
-    result = TrainResult(plan, tuple(history), resumed, dict(plan.predicted), measured,
+    environment = _environment(data, done_steps - start * per_epoch, time.perf_counter() - t_run, accelerator)
+    predicted = dict(plan.predicted)
+    if accelerator.kind == "cuda" and "peak_bytes" in predicted:  # as the caching allocator counts it
+        from .memory.cuda import cuda_breakdown
+        from .memory.timeline import simulate_peak
+
+        predicted["peak_bytes"] = cuda_breakdown(costs, simulate_peak(costs, plan.optimizer), plan.optimizer).peak_bytes
+    result = TrainResult(plan, tuple(history), resumed, predicted, measured,
                          _predicted_here(graph, costs, here) if measure else {}, environment)
     write_atomic(out_dir / RUN_RECORD, json.dumps({"schema": RUN_SCHEMA, **result.to_dict()}, indent=2) + "\n")
     return result
 
 
-def _environment(data: Data, steps_run: int, seconds: float) -> dict:
+def _environment(data: Data, steps_run: int, seconds: float, accelerator: Accelerator = CPU) -> dict:
     """Where and how the run's measured numbers were taken: they hold for this machine only."""
     import platform
     import sys
@@ -296,16 +325,18 @@ def _environment(data: Data, steps_run: int, seconds: float) -> dict:
         "data": data.source, "images": len(data.labels), "classes": data.num_classes,
         "steps_run": steps_run, "seconds": round(seconds, 3),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "accelerator": accelerator.kind,
+        **({"gpu": accelerator.name} if accelerator.kind == "cuda" else {}),
     }
 
 
-def _profile_here(device: str | Device | None):
+def _profile_here(device: str | Device | None, accelerator: Accelerator = CPU):
     """The profile to predict this machine's step time with: ``device`` (a measured profile), else
-    a measured profile of this machine (same CPU, cores, threads) where one exists."""
+    a measured profile of this machine (same CPU, cores, threads; on a GPU, same GPU) where one exists."""
     from .predict.devices import resolve_device, this_machine
 
     if device is None:
-        return this_machine()
+        return this_machine(accelerator=accelerator)
     found = resolve_device(device)
     if found.source != "measured":
         raise BadInputError(f"{arg('device')} {found.name} is a datasheet profile: training runs here, so its step time can only be "

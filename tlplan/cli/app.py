@@ -47,6 +47,16 @@ FrozenBitsOpt = Annotated[Optional[int], typer.Option(
                           "[default: 32; 8 on the mcu runtime]", show_default=False)]
 
 
+ReorderOpt = Annotated[Optional[bool], typer.Option(
+    "--reorder/--no-reorder", help="mcu: apply each gradient as soon as it is computed (the 256KB paper's operator "
+                                   "reordering), or keep every one until the update.  [default: on for mcu; a plan's own]",
+    show_default=False)]
+AcceleratorOpt = Annotated[str, typer.Option(
+    "--accelerator", metavar="auto|cpu|cuda",
+    help="Where to time and measure: cpu, cuda (a GPU: CUDA events, the caching allocator's peak, the GPU's memory "
+         "model), or auto (cuda when --device names a profile calibrated on cuda and a GPU is here; else cpu).")]
+
+
 @app.command()
 def profile(
     model: ModelArg = None,
@@ -66,6 +76,8 @@ def profile(
     plot: Annotated[Optional[Path], typer.Option(help="Also write a PNG (or SVG/PDF by its name): bytes kept per layer, by kind, against full.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no warnings.")] = False,
     frozen_bits: FrozenBitsOpt = None,
+    reorder: ReorderOpt = None,
+    accelerator: AcceleratorOpt = "auto",
 ) -> None:
     """Per-layer training cost: params, MACs forward/backward, bytes kept for backward, measured ms."""
     from .. import profiling, zoo
@@ -90,6 +102,7 @@ def profile(
         report = profiling.profile(
             net, shape, scheme=scheme, runtime=runtime, device=device, precision=precision, frozen_bits=frozen_bits,
             model_name=model, measure=not no_measure and runtime != "mcu", repeats=repeats, progress=progress,
+            reorder=reorder, accelerator=accelerator,
         )
     if strict and report.costs is not None and report.costs.unsupported:
         raise UnsupportedOpError(f"no cost rule for: {', '.join(report.costs.unsupported)} (drop --strict to count them as zero)")
@@ -198,7 +211,7 @@ def solve(
     num_classes: Annotated[Optional[int], typer.Option(help="Classes of your task (default 1000; 10 on the mcu runtime).")] = None,
     runtime: Annotated[Optional[str], typer.Option(help="tlplan (runs here), mcu (an int8 engine's accounting) or eager.  [default: tlplan]", show_default=False)] = None,
     precision: Annotated[Optional[str], typer.Option(help="Activations the tlplan runtime keeps: fp32 or fp16.  [default: fp32]", show_default=False)] = None,
-    optimizer: Annotated[Optional[str], typer.Option(help="sgd, momentum (SGD 0.9) or adam: their state counts.  [default: sgd]", show_default=False)] = None,
+    optimizer: Annotated[Optional[str], typer.Option(help="sgd, momentum (SGD 0.9), adam (their state counts) or qas (the 256KB paper's quantization-aware scaling: SGD without momentum, no state).  [default: sgd]", show_default=False)] = None,
     importance: Annotated[Optional[Path], typer.Option(help="Your contribution table: CSV layer,option,importance.")] = None,
     device: Annotated[Optional[str], typer.Option(help="Device profile (name or unique prefix): the plan's step time is predicted on it and recorded in the plan.")] = None,
     max_step_ms: Annotated[Optional[float], typer.Option(help="With --device: only plans whose training step is predicted to take at most this many ms there.")] = None,
@@ -208,7 +221,7 @@ def solve(
     fmt: FormatOpt = Format.table,
     out: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the plan (YAML) to FILE, atomically; with --pareto, the frontier (in --format).")] = None,
     export: Annotated[Optional[str], typer.Option(help="backward-config: solve within the 256KB paper's form and write its fields instead of a plan.")] = None,
-    reorder: Annotated[Optional[bool], typer.Option("--reorder/--no-reorder", help="mcu: apply each gradient as soon as it is computed (the 256KB paper's operator reordering), or keep every one until the update; recorded in the plan.  [default: on for mcu]", show_default=False)] = None,
+    reorder: ReorderOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No notes.")] = False,
     frozen_bits: FrozenBitsOpt = None,
 ) -> None:
@@ -289,7 +302,7 @@ def solve(
         from ..plan.backward_config import backward_config_yaml, export_backward_config
 
         # the form the paper's training code reads (dash-joined indices and ratios)
-        text = backward_config_yaml(export_backward_config(graph, plan.layers))
+        text = backward_config_yaml(export_backward_config(graph, plan.layers), plan.optimizer)
         if out is None:
             sys.stdout.write(text)
             return
@@ -384,6 +397,7 @@ def check(
     out: OutputOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No notes.")] = False,
     frozen_bits: Annotated[Optional[int], typer.Option("--frozen-bits", help="Count frozen parameters at 8 or 32 bits instead of the plan's frozen_bits (its recorded peak is then not compared).", show_default=False)] = None,
+    reorder: Annotated[Optional[bool], typer.Option("--reorder/--no-reorder", help="mcu plans: recompute with operator reordering on or off instead of the plan's optimizer.reorder (its recorded peak and gradient bytes are then not compared where it differs).", show_default=False)] = None,
 ) -> None:
     """Recompute a plan's memory for the model it names; exit 1 when over budget or the plan is stale."""
     from ..checking import check_plan
@@ -405,7 +419,7 @@ def check(
     found = _device(cfg["device"], quiet)
     loaded = load_plan(plan)
     result = check_plan(loaded, str(plan), budget, device=found, trust_model_code=_trusted(loaded.model, trust_model_code),
-                        budget_source=source, frozen_bits=frozen_bits)
+                        budget_source=source, frozen_bits=frozen_bits, reorder=reorder)
     _emit(result, reporter, fmt, out, quiet, summary=True)
     if not result.passed:
         raise CheckFailed(reporter.status(result).removeprefix("FAIL: ") + f" ({plan})")
@@ -493,6 +507,7 @@ def train(
     out: OutputOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no notes.")] = False,
     trust_model_code: TrustOpt = False,
+    accelerator: AcceleratorOpt = "auto",
 ) -> None:
     """Fine-tune the model exactly as planned; then measured vs predicted memory and time."""
     from .. import training
@@ -505,6 +520,10 @@ def train(
     if epochs is not None and steps is not None:
         raise BadInputError("give --epochs or --steps, not both")
     _positive(**{k: v for k, v in (("epochs", epochs), ("steps", steps)) if v is not None})
+    if accelerator.strip().lower() != "auto":  # a wrong --accelerator (cuda without CUDA) fails before any data is read
+        from ..measure.accelerator import select_accelerator
+
+        select_accelerator(accelerator)
     loaded = load_plan(plan)
     trusted = _trusted(loaded.model, trust_model_code)
     training.check_out_dir(run_dir)
@@ -528,7 +547,7 @@ def train(
             def progress(epoch: int, step: int, total: int, loss: float) -> None:
                 bar(epoch * total + step, (epochs or 1) * total if steps is None else steps)
         result = training.train(loaded, found, out_dir=run_dir, weights=state, epochs=epochs, steps=steps, progress=progress,
-                                device=_device(device, quiet), trust_model_code=trusted)
+                                device=_device(device, quiet), trust_model_code=trusted, accelerator=accelerator)
     if result.resumed_from and not quiet:
         output.stderr_console().print(f"resumed from the checkpoint after epoch {result.resumed_from} in {run_dir}")
     _emit(result, reporter, fmt, out, quiet, summary=True)
@@ -628,6 +647,7 @@ FLAGS = {
     "ram_bytes": "--ram", "max_step_ms": "--max-step-ms", "device": "--device", "runtime": "--runtime",
     "input_shape": "--batch / --resolution", "measure=False": "--no-measure", "schemes": "--schemes",
     "out": "--run-dir", "trust_model_code": "--trust-model-code", "weights_partial": "--weights-partial",
+    "reorder": "--reorder/--no-reorder", "accelerator": "--accelerator",
 }
 
 

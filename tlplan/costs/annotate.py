@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Mapping
 
@@ -60,6 +60,10 @@ class LayerCost:
     saved: tuple[SavedTensor, ...]  # what the layer keeps (before deduplication)
     state: GradState
     supported: bool
+    # bytes the op allocates for a moment beyond its output (forward) and its input gradients
+    # (backward), its spec's rule on this runtime
+    workspace_fwd_bytes: int = 0
+    workspace_bwd_bytes: int = 0
 
     @property
     def macs_bwd(self) -> int:
@@ -99,6 +103,46 @@ class CostTable:
         return [c.name for c in self.layers if not c.supported]
 
 
+def _layer_cost(graph: LayerGraph, layer, state: GradState, owned: tuple[bool, ...], runtime: str,
+                element_bytes: int) -> LayerCost:
+    """One layer's costs in ``state`` (``owned``: which of its own parameters are trained), its
+    ``saved_bytes`` not yet deduplicated against the layers before it (0 here)."""
+    spec = ops.spec_of(layer)
+    opts = state.options
+    saved = tuple(ops.saved(layer, state, runtime, element_bytes))
+    trained = state.trained
+    weight_fraction = spec.weight_fraction(layer, opts, runtime) if "weight" in trained and ops.is_weighted(layer) else 1.0
+    trainable_count = 0
+    trainable_bytes = 0
+    for p, is_trained in zip(layer.params, owned):
+        if not is_trained:
+            continue
+        count = round(p.numel * weight_fraction) if p.role == "weight" else p.numel
+        trainable_count += count
+        # the MCU engine updates an int8 copy of a weight and 32-bit biases
+        trainable_bytes += count * (1 if runtime == "mcu" and p.role == "weight" else p.dtype_bytes)
+    macs_x, macs_w = spec.macs_bwd(layer, state, runtime)
+    cost = LayerCost(
+        name=layer.name,
+        op=layer.op,
+        block=layer.block,
+        output_shape=layer.output_shape,
+        params=layer.param_count,
+        trainable_params=trainable_count,
+        trainable_param_bytes=trainable_bytes,
+        macs_fwd=spec.macs_fwd(layer),
+        macs_bwd_input=macs_x,
+        macs_bwd_weight=macs_w,
+        saved_bytes=0,
+        saved=saved,
+        state=state,
+        supported=ops.supported(layer),
+    )
+    setting = ops.Setting(runtime, element_bytes)
+    return replace(cost, workspace_fwd_bytes=spec.forward_workspace(layer, cost, setting),
+                   workspace_bwd_bytes=spec.backward_workspace(layer, cost, setting))
+
+
 def annotate(
     graph: LayerGraph,
     options: Mapping[str, LayerOptions],
@@ -121,19 +165,27 @@ def annotate(
     frozen_bits = check_frozen_bits(runtime, frozen_bits)
     element_bytes = ELEMENT_BYTES[precision]
     trainable = trainable_params(graph, options)
+    # a layer's costs depend on its state alone: kept across the plans costed of one graph
+    # (a solver costs hundreds); the registry's generation keys out specs registered since
+    memo = graph.memo.setdefault(("annotate", runtime, element_bytes, ops.REGISTRY.generation), {})
     requires_grad: dict[str, bool] = {INPUT: False}
     seen_storages: set[str] = set()
     costs: list[LayerCost] = []
-    for layer in graph.layers:
+    for i, layer in enumerate(graph.layers):
         opts = options.get(layer.name, LayerOptions())
         trained = frozenset(p.role for p in layer.all_params if p.name in trainable)
         state = GradState(tuple(requires_grad.get(src, False) for src in layer.inputs), trained, opts)
         requires_grad[layer.name] = state.recorded
-        spec = ops.spec_of(layer)
-        macs_fwd = spec.macs_fwd(layer)
-        saved = tuple(ops.saved(layer, state, runtime, element_bytes))
+        owned = tuple(p.name in trainable for p in layer.params)
+        key = (i, state, owned)
+        variants = memo.get(key)  # saved_bytes -> the layer's costs with it
+        if variants is None:
+            part = _layer_cost(graph, layer, state, owned, runtime, element_bytes)
+            variants = memo[key] = {part.saved_bytes: part}
+        else:
+            part = next(iter(variants.values()))
         saved_bytes = 0
-        for t in saved:
+        for t in part.saved:
             if t.value is None:
                 saved_bytes += t.private_bytes
                 continue
@@ -142,34 +194,9 @@ def annotate(
                 seen_storages.add(root)
                 # PyTorch keeps shared values as they are; the MCU engine's activations are int8
                 saved_bytes += graph.value_bytes(root, element_bytes if runtime == "mcu" else None)
-        weight_fraction = spec.weight_fraction(layer, opts, runtime) if "weight" in trained and ops.is_weighted(layer) else 1.0
-        trainable_count = 0
-        trainable_bytes = 0
-        for p in layer.params:
-            if p.name not in trainable:
-                continue
-            count = round(p.numel * weight_fraction) if p.role == "weight" else p.numel
-            trainable_count += count
-            # the MCU engine updates an int8 copy of a weight and 32-bit biases
-            trainable_bytes += count * (1 if runtime == "mcu" and p.role == "weight" else p.dtype_bytes)
-        macs_x, macs_w = spec.macs_bwd(layer, state, runtime)
-        costs.append(
-            LayerCost(
-                name=layer.name,
-                op=layer.op,
-                block=layer.block,
-                output_shape=layer.output_shape,
-                params=layer.param_count,
-                trainable_params=trainable_count,
-                trainable_param_bytes=trainable_bytes,
-                macs_fwd=macs_fwd,
-                macs_bwd_input=macs_x,
-                macs_bwd_weight=macs_w,
-                saved_bytes=saved_bytes,
-                saved=saved,
-                state=state,
-                supported=ops.supported(layer),
-            )
-        )
+        cost = variants.get(saved_bytes)
+        if cost is None:
+            cost = variants[saved_bytes] = replace(part, saved_bytes=saved_bytes)
+        costs.append(cost)
     return CostTable(graph=graph, options=options, trainable=trainable, runtime=runtime, precision=precision, layers=tuple(costs),
                      frozen_bits=frozen_bits)

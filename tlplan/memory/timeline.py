@@ -23,6 +23,7 @@ from ..costs.annotate import ELEMENT_BYTES, CostTable
 from ..ops.conv import is_depthwise
 from ..plan.plan import Optimizer
 from ..trace.graph import INPUT
+from .tinytl import tinytl_activation
 
 
 @dataclass(frozen=True)
@@ -40,57 +41,53 @@ class MemoryBreakdown:
     peak_bytes: int  # the simulated peak, everything above included at that moment
     peak_at: str  # where it happens: "forward <layer>", "backward <layer>" or "optimizer step"
     # the most the forward holds above parameters, buffers and optimizer state: the input, values
-    # kept so far, live values and the running layer's transients (TinyTL's "peak activation")
+    # kept so far, live values and the running layer's transients (tlplan's timeline; TinyTL's own
+    # figure, by its arithmetic, is ``tinytl_activation_bytes``)
     activation_peak_bytes: int = 0
-    # TinyTL's accounting: trained parameters at 32 bits, frozen ones at 8, plus the peak activation
+    # TinyTL's accounting: trained parameters at 32 bits, frozen ones at 8, plus TinyTL's own peak
+    # activation (``tinytl_activation_bytes``, its released arithmetic: ``tlplan.memory.tinytl``)
     tinytl_bytes: int = 0
     timeline: tuple[tuple[str, int], ...] = ()  # (moment, bytes in use) through the step
     frozen_bits: int = 32  # bits each frozen parameter is counted at (8: 1 byte an element)
+    tinytl_activation_bytes: int = 0  # TinyTL's peak activation (its arithmetic, not this timeline)
+    tinytl_peak_at: str = ""  # the layer at which TinyTL's peak activation falls
+    reorder: bool | None = None  # mcu: each gradient applied as computed (operator reordering); None elsewhere
+    #: mcu: the peak as TinyEngine's planner reports it (tensor arena and kernel buffers; the
+    #: trained weights and biases outside it), the 256KB paper's convention; None elsewhere
+    engine_peak_bytes: int | None = None
 
 
-def simulate_peak(costs: CostTable, optimizer: Optimizer = Optimizer()) -> MemoryBreakdown:
+def simulate_peak(costs: CostTable, optimizer: Optimizer = Optimizer(), *, detail: bool = True) -> MemoryBreakdown:
+    """The step's memory under ``costs``. ``detail=False``: the same totals and peak without the
+    timeline (what a solver checking hundreds of plans needs; the timeline is most of the work)."""
     graph = costs.graph
     runtime = costs.runtime
     mcu = runtime == "mcu"
     if mcu:  # the int8 engine plans one static arena: its own planner (operator reordering included)
         return _arena_breakdown(costs, optimizer)
     value_bytes = (lambda name: graph.value_bytes(name, 1)) if mcu else graph.value_bytes
-    setting = ops.Setting(runtime, ELEMENT_BYTES.get(costs.precision, 4))
 
-    all_params = sum(p.numel * p.dtype_bytes for layer in graph.layers for p in layer.params)
-    trained_full = sum(p.numel * p.dtype_bytes for layer in graph.layers for p in layer.params if p.name in costs.trainable)
+    walk = _walk(graph)
+    all_params = walk.param_bytes
+    trained = [p for p in walk.params if p.name in costs.trainable]
+    trained_full = sum(p.numel * p.dtype_bytes for p in trained)
     trainable_bytes = costs.totals["trainable_param_bytes"]
-    frozen_elements = sum(p.numel for layer in graph.layers for p in layer.params if p.name not in costs.trainable)
+    frozen_elements = walk.param_numel - sum(p.numel for p in trained)
     # 32: each frozen tensor as it is stored (fp32); 8: one byte an element (TinyTL's k-means
     # quantised frozen weights, the MCU engine's int8 ones)
     frozen_bytes = all_params - trained_full if costs.frozen_bits == 32 else frozen_elements * costs.frozen_bits // 8
     param_bytes = trainable_bytes if mcu else trained_full + frozen_bytes
-    buffers = 0 if mcu else sum(layer.buffer_bytes for layer in graph.layers)
+    buffers = 0 if mcu else walk.buffer_bytes
     # the runtime allocates a full-size gradient even for a partially trained weight
     grad_total = 0 if mcu else trained_full
-    trained_tensors = sum(1 for layer in graph.layers for p in layer.params if p.name in costs.trainable)
     # momentum buffers / Adam's two moments, plus Adam's step count (a float per parameter tensor)
-    optimizer_bytes = 0 if mcu else optimizer.state_slots * trained_full + (4 * trained_tensors if optimizer.name == "adam" else 0)
+    optimizer_bytes = 0 if mcu else optimizer.state_slots * trained_full + (4 * len(trained) if optimizer.name == "adam" else 0)
     input_bytes = value_bytes(INPUT)
     # PyTorch: the caller holds the input batch through the step. The MCU engine frees the image
     # buffer once nothing needs it, so there it is a live value like any other.
     resident = param_bytes + buffers + optimizer_bytes + (0 if mcu else input_bytes)
 
-    # a block's forward holds its argument until it returns (Python keeps the reference), so a
-    # value entering a block lives at least to the block's last layer
-    block_end = {layer.block: i for i, layer in enumerate(graph.layers) if layer.block}
-    producer_block = {layer.name: layer.block for layer in graph.layers}
-    last_use: dict[str, int] = {}
-    for i, layer in enumerate(graph.layers):
-        for src in layer.inputs:
-            end = i
-            if layer.block and producer_block.get(src) != layer.block:
-                end = max(end, block_end[layer.block])
-            root = graph.storage_root(src)
-            last_use[root] = max(last_use.get(root, end), end)
-    release_after: dict[int, list[str]] = {}
-    for root, i in last_use.items():
-        release_after.setdefault(i, []).append(root)
+    last_use, release_after, roots = walk.last_use, walk.release_after, walk.roots
     kept_until: dict[str, int] = {}  # storage root -> earliest layer keeping it (its backward frees it)
     private: dict[int, int] = {}
     for i, cost in enumerate(costs.layers):
@@ -100,42 +97,51 @@ def simulate_peak(costs: CostTable, optimizer: Optimizer = Optimizer()) -> Memor
             else:
                 root = graph.storage_root(t.value)
                 kept_until[root] = min(kept_until.get(root, i), i)
+    freed_by: dict[int, list[str]] = {}  # layer -> the kept values its backward frees
+    for root, first in kept_until.items():
+        freed_by.setdefault(first, []).append(root)
 
     peak, peak_at = resident, "start"
     timeline: list[tuple[str, int]] = []
     activation_peak = 0
 
-    def check(now: int, where: str) -> None:
+    def check(now: int, moment: str, layer: str | None = None) -> None:
         nonlocal peak, peak_at
-        timeline.append((where, now))
+        if detail:
+            timeline.append((moment if layer is None else f"{moment} {layer}", now))
         if now > peak:
-            peak, peak_at = now, where
+            peak, peak_at = now, (moment, layer)  # named at the end: most moments are no peak
 
-    # ---- forward
+    # ---- forward (``live`` and its running total ``live_bytes``: values alive now)
     live: dict[str, int] = {INPUT: input_bytes} if mcu else {}
+    live_bytes = sum(live.values())
     private_live = 0
-    out_root = graph.storage_root(graph.layers[-1].name) if graph.layers else INPUT
+    out_root = walk.out_root
     for i, (layer, cost) in enumerate(zip(graph.layers, costs.layers)):
-        root = graph.storage_root(layer.name)
+        root = roots[i]
         if mcu and _in_place_depthwise(layer, i, last_use, kept_until, graph):
             # the MCU engine runs depthwise convs in place: the output takes over the input's buffer
             src = graph.storage_root(layer.inputs[0])
-            live[root] = max(live.pop(src, 0), value_bytes(layer.name))
+            taken = live.pop(src, 0)
+            live[root] = max(taken, value_bytes(layer.name))
+            live_bytes += live[root] - taken
         elif root != INPUT and root not in live:
             live[root] = value_bytes(layer.name)
+            live_bytes += live[root]
         private_live += private.get(i, 0)
-        ws = ops.spec_of(layer).forward_workspace(layer, cost, setting)
-        activations = sum(live.values()) + private_live + (0 if mcu else ws + input_bytes)
+        ws = cost.workspace_fwd_bytes
+        activations = live_bytes + private_live + (0 if mcu else ws + input_bytes)
         activation_peak = max(activation_peak, activations)
-        check(resident + sum(live.values()) + private_live + (0 if mcu else ws), f"forward {layer.name}")
+        check(resident + live_bytes + private_live + (0 if mcu else ws), "forward", layer.name)
         for r in release_after.get(i, ()):
             if r not in kept_until and r != out_root and (mcu or r != INPUT):
-                live.pop(r, None)
+                live_bytes -= live.pop(r, 0)
 
-    # ---- backward, in reverse; only recorded layers run
+    # ---- backward, in reverse; only recorded layers run (``grads_bytes``: the running total of ``grads``)
     grads: dict[str, int] = {}
     if costs.layers and costs.layers[-1].state.recorded:
         grads[graph.layers[-1].name] = value_bytes(graph.layers[-1].name)
+    grads_bytes = sum(grads.values())
     param_grads = 0
     for i in range(len(graph.layers) - 1, -1, -1):
         layer, cost = graph.layers[i], costs.layers[i]
@@ -146,26 +152,29 @@ def simulate_peak(costs: CostTable, optimizer: Optimizer = Optimizer()) -> Memor
         for src, rg in zip(layer.inputs, cost.state.inputs_require_grad):
             if rg and src not in grads:
                 grads[src] = value_bytes(src)
-        ws = ops.spec_of(layer).backward_workspace(layer, cost, setting)
+                grads_bytes += grads[src]
+        ws = cost.workspace_bwd_bytes
         # the MCU engine applies each gradient at once, in the precision of what it trains
         held_param_grads = cost.trainable_param_bytes if mcu else param_grads
-        check(resident + held_param_grads + sum(live.values()) + private_live + sum(grads.values()) + (0 if mcu else ws),
-              f"backward {layer.name}")
-        grads.pop(layer.name, None)
+        check(resident + held_param_grads + live_bytes + private_live + grads_bytes + (0 if mcu else ws),
+              "backward", layer.name)
+        grads_bytes -= grads.pop(layer.name, 0)
         private_live -= private.get(i, 0)
-        for r, first in list(kept_until.items()):
-            if first == i:
-                live.pop(r, None)
+        for r in freed_by.get(i, ()):
+            live_bytes -= live.pop(r, 0)
 
     # ---- optimizer step: gradients still held, plus the optimizer's temporaries (Adam's update)
     if not mcu:
         # on CPU the optimizers update one parameter at a time: Adam's temporaries are about two
         # copies of the largest trained parameter; SGD (with momentum too) works in place
-        largest = max((p.numel * p.dtype_bytes for layer in graph.layers for p in layer.params if p.name in costs.trainable), default=0)
+        largest = max((p.numel * p.dtype_bytes for p in trained), default=0)
         step_temp = 2 * largest if optimizer.name == "adam" else 0
         check(resident + grad_total + step_temp, "optimizer step")
 
     saved_total = costs.totals["saved_bytes"]
+    tinytl = tinytl_activation(costs) if detail else None  # TinyTL's own arithmetic (tlplan.memory.tinytl)
+    if isinstance(peak_at, tuple):
+        peak_at = peak_at[0] if peak_at[1] is None else f"{peak_at[0]} {peak_at[1]}"
     return MemoryBreakdown(
         param_bytes=param_bytes,
         frozen_param_bytes=frozen_bytes,
@@ -181,10 +190,60 @@ def simulate_peak(costs: CostTable, optimizer: Optimizer = Optimizer()) -> Memor
         peak_at=peak_at,
         activation_peak_bytes=activation_peak,
         # always TinyTL's 8-bit frozen weights, whatever frozen_bits the rest of the breakdown uses
-        tinytl_bytes=trainable_bytes + frozen_elements + activation_peak,
+        tinytl_bytes=trainable_bytes + frozen_elements + tinytl.peak_bytes if tinytl else 0,
         timeline=tuple(timeline),
         frozen_bits=costs.frozen_bits,
+        tinytl_activation_bytes=tinytl.peak_bytes if tinytl else 0,
+        tinytl_peak_at=tinytl.peak_at if tinytl else "",
     )
+
+
+@dataclass(frozen=True)
+class _Walk:
+    """What the timeline needs of a graph whatever the plan (computed once per graph)."""
+
+    params: tuple  # every parameter, owned ones once each (ParamInfo)
+    param_bytes: int
+    param_numel: int
+    buffer_bytes: int
+    roots: tuple[str, ...]  # per layer: the storage root of its output
+    last_use: dict[str, int]  # storage root -> the last layer that needs it alive in the forward
+    release_after: dict[int, tuple[str, ...]]  # layer -> the storage roots whose last use it is
+    out_root: str
+
+
+def _walk(graph) -> _Walk:
+    found = graph.memo.get("timeline")
+    if found is not None:
+        return found
+    params = tuple(p for layer in graph.layers for p in layer.params)
+    # a block's forward holds its argument until it returns (Python keeps the reference), so a
+    # value entering a block lives at least to the block's last layer
+    block_end = {layer.block: i for i, layer in enumerate(graph.layers) if layer.block}
+    producer_block = {layer.name: layer.block for layer in graph.layers}
+    last_use: dict[str, int] = {}
+    for i, layer in enumerate(graph.layers):
+        for src in layer.inputs:
+            end = i
+            if layer.block and producer_block.get(src) != layer.block:
+                end = max(end, block_end[layer.block])
+            root = graph.storage_root(src)
+            last_use[root] = max(last_use.get(root, end), end)
+    release_after: dict[int, list[str]] = {}
+    for root, i in last_use.items():
+        release_after.setdefault(i, []).append(root)
+    walk = _Walk(
+        params=params,
+        param_bytes=sum(p.numel * p.dtype_bytes for p in params),
+        param_numel=sum(p.numel for p in params),
+        buffer_bytes=sum(layer.buffer_bytes for layer in graph.layers),
+        roots=tuple(graph.storage_root(layer.name) for layer in graph.layers),
+        last_use=last_use,
+        release_after={i: tuple(r) for i, r in release_after.items()},
+        out_root=graph.storage_root(graph.layers[-1].name) if graph.layers else INPUT,
+    )
+    graph.memo["timeline"] = walk
+    return walk
 
 
 def _in_place_depthwise(layer, i: int, last_use: dict, kept_until: dict, graph) -> bool:
@@ -209,8 +268,11 @@ def _arena_breakdown(costs: CostTable, optimizer: Optimizer) -> MemoryBreakdown:
     forward_live = max(arena.live_bytes[:n], default=0)
     frozen_elements = sum(p.numel for layer in graph.layers for p in layer.params if p.name not in costs.trainable)
     frozen_bits = getattr(costs, "frozen_bits", 32)  # (in flash on the engine: counted, never resident)
+    tinytl = tinytl_activation(costs)
     return MemoryBreakdown(
         frozen_bits=frozen_bits,
+        reorder=reorder,
+        engine_peak_bytes=arena.engine_peak_bytes,
         param_bytes=trainable_bytes,
         frozen_param_bytes=all_params - trained_full if frozen_bits == 32 else frozen_elements * frozen_bits // 8,
         trainable_param_bytes=trainable_bytes,
@@ -224,6 +286,8 @@ def _arena_breakdown(costs: CostTable, optimizer: Optimizer) -> MemoryBreakdown:
         peak_bytes=arena.peak_bytes,
         peak_at=arena.steps[arena.live_peak_step] if arena.steps else "start",
         activation_peak_bytes=forward_live,
-        tinytl_bytes=trainable_bytes + frozen_elements + forward_live,
+        tinytl_bytes=trainable_bytes + frozen_elements + tinytl.peak_bytes,
+        tinytl_activation_bytes=tinytl.peak_bytes,
+        tinytl_peak_at=tinytl.peak_at,
         timeline=tuple((step, trainable_bytes + live) for step, live in zip(arena.steps, arena.live_bytes)),
     )

@@ -338,9 +338,9 @@ def _output_kept_by_consumer(graph: LayerGraph, layer: Layer, options: Mapping[s
 def trainable_params(graph: LayerGraph, options: Mapping[str, LayerOptions]) -> frozenset[str]:
     """Qualified names of the parameters the options train (all of a partially trained weight)."""
     names = set()
-    for layer in graph.layers:
-        opts = options.get(layer.name)
-        if opts is None:
+    for name, opts in options.items():
+        layer = graph.by_name.get(name)
+        if layer is None or opts is None:
             continue
         roles = trained_roles(layer, opts)
         names.update(p.name for p in layer.all_params if p.role in roles)

@@ -73,7 +73,7 @@ def scheme_importance(space: SearchSpace, scheme: str, time: TimeModel | None = 
     for name, opts in options.items():
         if name in ranks and name not in classifier:
             value += importance_of(graph, graph.by_name[name], (ranks[name] + 1) / (n + 1), opts, None)
-    peak = simulate_peak(annotate(graph, options, space.runtime, space.precision), space.optimizer).peak_bytes
+    peak = simulate_peak(annotate(graph, options, space.runtime, space.precision), space.optimizer, detail=False).peak_bytes
     return value, peak, time.step_ms(space, options) if time is not None else None
 
 

@@ -66,9 +66,10 @@ class SolveResult:
     # per depth that fits: (depth, importance, model bytes) of its knapsack optimum under the
     # budget, on the additive model (before the full model's check)
     per_depth: tuple[tuple[int | None, float, int], ...] = ()
-    seconds: float = 0.0
+    seconds: float = 0.0  # finding ``best`` (the plan; the next better plan's search is ``next_seconds``)
     max_step_ms: float | None = None
     time: "TimeModel | None" = field(default=None, compare=False)  # the device's time model, where steps were predicted
+    next_seconds: float = 0.0  # finding ``next_better`` (and predicting both plans' step times, with a device)
 
 
 # ---------------------------------------------------------------- Pareto fronts (the exact knapsack)
@@ -338,8 +339,16 @@ def _assemble(space: SearchSpace, depth: int | None, chosen: list[int]) -> tuple
     return options, importance, cost
 
 
-def _memory(space: SearchSpace, options: Mapping[str, LayerOptions]) -> MemoryBreakdown:
-    return simulate_peak(annotate(space.graph, options, space.runtime, space.precision), space.optimizer)
+def _memory(space: SearchSpace, options: Mapping[str, LayerOptions], detail: bool = False) -> MemoryBreakdown:
+    """The full memory model of a plan; without ``detail`` (a check) its totals and peak alone."""
+    return simulate_peak(annotate(space.graph, options, space.runtime, space.precision), space.optimizer, detail=detail)
+
+
+def _detailed(space: SearchSpace, found: Solution | None) -> Solution | None:
+    """``found`` with its memory's timeline (checks skip it: only the answer is shown)."""
+    if found is None or found.memory.timeline:
+        return found
+    return replace(found, memory=_memory(space, found.options, detail=True))
 
 
 # a knapsack: (depth, capacity bytes, capacity ms) → (chosen candidates, gap) or None
@@ -378,6 +387,12 @@ class _FrontAsk:
         fixed = self.space.fixed_bytes
         reach = self.budget + self.extra
         return pareto_fronts(self.space, {d: reach - fixed[d] for d in self.space.depths if fixed[d] <= reach}, self.beat)
+
+    def cover(self, budget_bytes: int) -> None:
+        """Sweep further, if needed, so that every depth is answered up to ``budget_bytes``."""
+        if budget_bytes > self.budget + self.extra:
+            self.extra = budget_bytes - self.budget
+            self.fronts = self._sweep()
 
     def __call__(self, depth: int, capacity_bytes: int, capacity_ms: float = np.inf) -> tuple[list[int], float] | None:
         if not self.fronts.answers(depth, capacity_bytes):
@@ -457,6 +472,70 @@ def _warm_start(space: SearchSpace, budget_bytes: int, check: _Checker, tries: i
     return None
 
 
+def _depth_by_depth(space: SearchSpace, order: list[int], optima: Mapping, budget_bytes: int, ask: Ask, check: _Checker,
+                    rounds: int, time: TimeModel | None, max_step_ms: float | None, best: Solution | None,
+                    beat: float | None, misses: int | None) -> tuple[Solution | None, dict[int, Solution]]:
+    """The first pass with a step-time limit (each depth a MILP): the most promising depth first,
+    each asked until its plan fits, until no depth left can beat the plan in hand."""
+    first: dict[int, Solution] = {}
+    for depth in order:
+        bar = max((b for b in (beat, best.importance if best is not None else None) if b is not None), default=None)
+        if bar is not None and optima[depth][1] <= bar:
+            break  # nor can any after it: shrinking only lowers an answer, so none can beat the plan in hand
+        if misses is not None and misses <= 0:
+            break
+        found = _fit(space, depth, budget_bytes, ask, check, rounds, False, time, max_step_ms, beat=bar)
+        if found is None and misses is not None:
+            misses -= 1
+        if found is not None:
+            first[depth] = found
+            if best is None or found.importance > best.importance:
+                best = found
+    return best, first
+
+
+def _best_first(space: SearchSpace, order: list[int], optima: Mapping, budget_bytes: int, ask: Ask, check: _Checker,
+                rounds: int, best: Solution | None, beat: float | None,
+                misses: int | None) -> tuple[Solution | None, dict[int, Solution]]:
+    """The first pass on memory alone: the most important answer of any depth is checked next.
+
+    Each depth's answers only fall as a failed check shrinks its capacity, so the first answer
+    that fits is the best any depth's first fitting answer can be, and the pass ends there; no
+    answer below the plan in hand is simulated. The same plan as asking every depth in turn
+    until its plan fits (within ``rounds`` asks a depth), with fewer simulations. With
+    ``misses``, it ends once that many depths gave up."""
+    import heapq
+
+    fixed = space.fixed_bytes
+    rank = {d: i for i, d in enumerate(order)}  # ties: the order the depths were ranked in
+    heap = [(-optima[d][1], rank[d], d, budget_bytes - fixed[d], optima[d][0], 1) for d in order]
+    heapq.heapify(heap)
+    first: dict[int, Solution] = {}
+    while heap:
+        value, _, depth, capacity, chosen, asked = heapq.heappop(heap)
+        bar = max((b for b in (beat, best.importance if best is not None else None) if b is not None), default=None)
+        if bar is not None and -value <= bar:
+            break  # nor can any answer left: all are at most this one
+        opts, imp, cost = _assemble(space, depth, chosen)
+        memory = check(opts)
+        if memory.peak_bytes <= budget_bytes:
+            found = Solution(MappingProxyType(opts), imp, fixed[depth] + cost, depth, memory, 0.0)
+            first[depth] = found
+            if best is None or found.importance > best.importance:
+                best = found
+            break
+        capacity -= memory.peak_bytes - budget_bytes  # the additive model was short: tighten
+        again = ask(depth, capacity, np.inf) if asked < rounds else None
+        if again is not None:
+            value_again = _assemble(space, depth, again[0])[1]
+            heapq.heappush(heap, (-value_again, rank[depth], depth, capacity, again[0], asked + 1))
+        elif misses is not None:
+            misses -= 1
+            if misses <= 0:
+                break
+    return best, first
+
+
 def _search(space: SearchSpace, budget_bytes: int, check: _Checker, rounds: int, refine: bool,
             time: TimeModel | None, max_step_ms: float | None, beat: float | None = None, misses: int | None = None,
             fronts: _FrontAsk | None = None, reach_bytes: int = 0,
@@ -475,6 +554,8 @@ def _search(space: SearchSpace, budget_bytes: int, check: _Checker, rounds: int,
     floor = max(beat if beat is not None else -np.inf, warm.importance if warm is not None else -np.inf)
     if fronts is None:
         fronts = _FrontAsk(space, budget_bytes, floor if np.isfinite(floor) else None, reach_bytes)
+    else:
+        fronts.cover(budget_bytes)
     if warm is not None:
         # its gap: how far below the optimum of the knapsack it answered it is (nothing at least
         # as important as the warm start was cut); where that optimum fits, it is the warm start
@@ -498,23 +579,13 @@ def _search(space: SearchSpace, budget_bytes: int, check: _Checker, rounds: int,
         def ask(depth: int, capacity: int, time_capacity: float) -> tuple[list[int], float] | None:
             found = _knapsack(space, depth, capacity, time, time_capacity)
             return None if found is None else (found[0], found[2])
-    # first pass: each depth asked at its capacity (shrunk until its plan fits), the most promising
-    # first; ties: the depth nearer the output, as the output-down loop before it did
-    best, first = warm, {}
+    # first pass: each depth asked at its capacity, shrunk until its plan fits; ties: the depth
+    # nearer the output, as the output-down loop before it did
     order = sorted(optima, key=lambda d: (-optima[d][1], -d))
-    for depth in order:
-        bar = max((b for b in (beat, best.importance if best is not None else None) if b is not None), default=None)
-        if bar is not None and optima[depth][1] <= bar:
-            break  # nor can any after it: shrinking only lowers an answer, so none can beat the plan in hand
-        if misses is not None and misses <= 0:
-            break
-        found = _fit(space, depth, budget_bytes, ask, check, rounds, False, time, max_step_ms, beat=bar)
-        if found is None and misses is not None:
-            misses -= 1
-        if found is not None:
-            first[depth] = found
-            if best is None or found.importance > best.importance:
-                best = found
+    if limited:
+        best, first = _depth_by_depth(space, order, optima, budget_bytes, ask, check, rounds, time, max_step_ms, warm, beat, misses)
+    else:
+        best, first = _best_first(space, order, optima, budget_bytes, ask, check, rounds, warm, beat, misses)
     if refine:
         # then hand the room the additive bounds left unused back, at the most promising depths
         # (by their checked plans, then by their optima)
@@ -560,13 +631,16 @@ def solve_space(
     check = _Checker(space)
     limit = {"time": time, "max_step_ms": max_step_ms}
     next_budget = int(budget_bytes * next_factor) if next_factor else 0
-    # one sweep for both: the fronts reach the next better plan's budget, and what they cut
-    # (nothing more important than a plan that fits this budget) it has no use for
-    best, per_depth, fronts = _search(space, budget_bytes, check, max_rounds, refine, reach_bytes=next_budget, **limit)
+    # the fronts reach this budget (and a little more, for handing room back); the next better
+    # plan sweeps them further only when it asks (what they cut, nothing more important than a
+    # plan that fits this budget, it has no use for)
+    best, per_depth, fronts = _search(space, budget_bytes, check, max_rounds, refine, **limit)
     base = Solution(MappingProxyType(dict(space.base_options)), 0.0, minimum, None, base_memory, 0.0,
                     time.minimum_ms if time is not None else None)
     if best is None or best.importance <= 0:
         best = base
+    best = _detailed(space, best)
+    solved = _time.perf_counter()
     next_better = None
     if next_factor:
         # a hint, not a plan to run: one ask per depth, no shrinking, and only until a few depths'
@@ -574,9 +648,10 @@ def solve_space(
         gain = 1e-6 * max(1.0, abs(best.importance))
         next_better, _, _ = _search(space, next_budget, check, 1, False, beat=best.importance + gain, misses=3,
                                     fronts=fronts, **limit)
+    next_better = _detailed(space, next_better)
     if time is not None:  # predicted on the device for the report, where the limit did not need it
         best = best if best.step_ms is not None else replace(best, step_ms=time.step_ms(space, best.options))
         if next_better is not None and next_better.step_ms is None:
             next_better = replace(next_better, step_ms=time.step_ms(space, next_better.options))
-    return SolveResult(best, budget_bytes, minimum, next_better, per_depth, _time.perf_counter() - t0,
-                       max_step_ms=max_step_ms, time=time)
+    return SolveResult(best, budget_bytes, minimum, next_better, per_depth, solved - t0,
+                       max_step_ms=max_step_ms, time=time, next_seconds=_time.perf_counter() - solved)

@@ -79,7 +79,8 @@ def _options_for(layer: Layer, runtime: str, form: str | None = None, convs: fro
     return choices
 
 
-def _cost(layer: Layer, opts: LayerOptions, runtime: str, precision: str, optimizer: Optimizer) -> int:
+def _cost(layer: Layer, opts: LayerOptions, runtime: str, precision: str, optimizer: Optimizer,
+          scratch_floor: int = 0) -> int:
     roles = ops.trained_roles(layer, opts)
     state = GradState(tuple(True for _ in layer.inputs), roles, opts)
     kept = 0
@@ -104,6 +105,11 @@ def _cost(layer: Layer, opts: LayerOptions, runtime: str, precision: str, optimi
                 params += p.numel * p.dtype_bytes
         else:  # a full-size gradient (also for a partial weight) and the optimizer's state
             params += p.numel * p.dtype_bytes * (1 + optimizer.state_slots)
+    if runtime == "mcu" and "weight" in roles:
+        # the engine's im2col buffer grows to this weight gradient's where that needs more than
+        # the forward's (``scratch_floor``, in every plan's fixed cost); the step holds only the
+        # largest, so counting each growth is an upper bound (the solved plan is planned again)
+        params += max(0, spec.mcu_scratch(layer, "weight_grad")[0] - scratch_floor)
     return kept + params
 
 
@@ -135,12 +141,15 @@ def build_space(
                  if layer.name not in classifier and calls[layer.module] <= 1
                  and _options_for(layer, runtime, form, convs)]
     n = len(trainable)
+    # mcu: the engine's im2col buffer every plan has (the forward's kernels)
+    floor = max((ops.spec_of(layer).mcu_scratch(layer, "forward")[0] for layer in graph.layers), default=0) \
+        if runtime == "mcu" else 0
     choices = []
     for rank, (i, layer) in enumerate(trainable):
         position = (rank + 1) / (n + 1)
         cands = [] if form == "backward-config" else [Candidate(LayerOptions(), 0, 0.0)]
         for opts in _options_for(layer, runtime, form, convs):
-            cands.append(Candidate(opts, _cost(layer, opts, runtime, precision, optimizer),
+            cands.append(Candidate(opts, _cost(layer, opts, runtime, precision, optimizer, floor),
                                    importance_of(graph, layer, position, opts, importance)))
         choices.append(LayerChoices(layer.name, i, tuple(_pareto(cands))))
     depths = tuple(k for k, c in enumerate(choices) if ops.is_weighted(graph.by_name[c.layer]))
@@ -181,4 +190,4 @@ def fixed_cost(space: SearchSpace, depth: int | None) -> int:
         options[choice.layer] = cheapest.options
         own = cheapest.cost_bytes
     costs = annotate(space.graph, options, space.runtime, space.precision)
-    return simulate_peak(costs, space.optimizer).peak_bytes - own
+    return simulate_peak(costs, space.optimizer, detail=False).peak_bytes - own

@@ -85,6 +85,13 @@ class LayerGraph:
         return MappingProxyType({layer.name: layer for layer in self.layers})
 
     @cached_property
+    def memo(self) -> dict:
+        """Facts later stages derive from the graph alone, computed once per graph (the solver
+        costs hundreds of plans of one graph). Each stage keeps its own keys; a key that depends on
+        the op registry carries its generation."""
+        return {}
+
+    @cached_property
     def digraph(self) -> nx.DiGraph:
         """Dataflow graph: an edge producer → consumer for each tensor argument."""
         g = nx.DiGraph()
