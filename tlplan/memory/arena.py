@@ -33,6 +33,8 @@ broken by start step, then by name.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from dataclasses import dataclass
 
 from .. import ops
@@ -180,12 +182,15 @@ def plan_arena(costs: CostTable, reorder: bool = True, mask_bits: int = 1) -> Ar
     blocks = [b for b in blocks if b.size_bytes > 0]
     offsets, arena = _place(blocks)
     scratch = _scratch(costs)
-    steps = tuple([f"forward {layer.name}" for layer in layers] + [f"backward {layers[i].name}" for i in range(n - 1, -1, -1)]
-                  + ["update"])
-    live = [0] * len(steps)
+    steps = graph.memo.get("arena_steps")
+    if steps is None:  # the same moments for every plan of the graph
+        steps = graph.memo["arena_steps"] = tuple(
+            [f"forward {layer.name}" for layer in layers] + [f"backward {layers[i].name}" for i in range(n - 1, -1, -1)] + ["update"])
+    change = [0] * (len(steps) + 1)  # bytes coming alive at each step, less those freed after the one before
     for b in blocks:
-        for s in range(b.first_step, b.last_step + 1):
-            live[s] += b.size_bytes
+        change[b.first_step] += b.size_bytes
+        change[b.last_step + 1] -= b.size_bytes
+    live = list(itertools.accumulate(change[:-1]))
     peak_step = max(range(len(live)), key=lambda s: (live[s], -s)) if live else 0
     static = costs.totals["trainable_param_bytes"]
     return ArenaPlan(tuple(blocks), tuple(offsets), arena, live[peak_step] if live else 0, peak_step, static,
@@ -196,9 +201,11 @@ def _scratch(costs: CostTable) -> int:
     """The engine's kernel buffers: the largest im2col / runtime buffer plus the largest kernel
     copy any op of the step asks (every forward; the backward of recorded layers: the input
     gradient where one is needed, the weight gradient where the weight trains)."""
+    graph = costs.graph
+    # each layer's buffers per phase depend on the layer alone: asked once per graph
+    per_layer = graph.memo.setdefault(("mcu_scratch", ops.REGISTRY.generation), {})
     im2col = kernel = 0
-    for layer, cost in zip(costs.graph.layers, costs.layers):
-        spec = ops.spec_of(layer)
+    for i, (layer, cost) in enumerate(zip(graph.layers, costs.layers)):
         phases = ["forward"]
         if cost.state.recorded:
             if any(cost.state.inputs_require_grad[:1]):
@@ -207,7 +214,10 @@ def _scratch(costs: CostTable) -> int:
             if weight is not None and weight.name in costs.trainable and weight in layer.params:
                 phases.append("weight_grad")
         for phase in phases:
-            a, b = spec.mcu_scratch(layer, phase)
+            found = per_layer.get((i, phase))
+            if found is None:
+                found = per_layer[(i, phase)] = ops.spec_of(layer).mcu_scratch(layer, phase)
+            a, b = found
             im2col, kernel = max(im2col, a), max(kernel, b)
     return im2col + kernel
 
@@ -217,18 +227,20 @@ def _place(blocks: list[Block]) -> tuple[list[int], int]:
     free for its whole lifetime."""
     order = sorted(range(len(blocks)), key=lambda k: (-blocks[k].size_bytes, blocks[k].first_step, blocks[k].name))
     offsets = [0] * len(blocks)
-    placed: list[int] = []
+    placed: list[tuple[int, int, int, int]] = []  # (offset, end, first step, last step) of each block placed, by address
     arena = 0
     for k in order:
         b = blocks[k]
-        taken = sorted((offsets[j], offsets[j] + blocks[j].size_bytes) for j in placed
-                       if blocks[j].first_step <= b.last_step and b.first_step <= blocks[j].last_step)
+        first, last, size = b.first_step, b.last_step, b.size_bytes
         at = 0
-        for lo, hi in taken:
-            if at + b.size_bytes <= lo:
+        for lo, hi, f, l in placed:  # by address: the first gap that holds it, among blocks alive with it
+            if f > last or first > l:
+                continue
+            if at + size <= lo:
                 break
-            at = max(at, hi)
+            if hi > at:
+                at = hi
         offsets[k] = at
-        placed.append(k)
-        arena = max(arena, at + b.size_bytes)
+        bisect.insort(placed, (at, at + size, first, last))
+        arena = max(arena, at + size)
     return offsets, arena

@@ -64,7 +64,7 @@ def simulate_peak(costs: CostTable, optimizer: Optimizer = Optimizer(), *, detai
     runtime = costs.runtime
     mcu = runtime == "mcu"
     if mcu:  # the int8 engine plans one static arena: its own planner (operator reordering included)
-        return _arena_breakdown(costs, optimizer)
+        return _arena_breakdown(costs, optimizer, detail)
     value_bytes = (lambda name: graph.value_bytes(name, 1)) if mcu else graph.value_bytes
 
     walk = _walk(graph)
@@ -253,7 +253,7 @@ def _in_place_depthwise(layer, i: int, last_use: dict, kept_until: dict, graph) 
     return last_use.get(src) == i and src not in kept_until
 
 
-def _arena_breakdown(costs: CostTable, optimizer: Optimizer) -> MemoryBreakdown:
+def _arena_breakdown(costs: CostTable, optimizer: Optimizer, detail: bool = True) -> MemoryBreakdown:
     """The mcu runtime's step: the engine's planned arena plus the trained parameters in SRAM
     (``tlplan.memory.arena``); gradients are held (``grad_bytes``) only without reordering."""
     from .arena import plan_arena
@@ -268,7 +268,7 @@ def _arena_breakdown(costs: CostTable, optimizer: Optimizer) -> MemoryBreakdown:
     forward_live = max(arena.live_bytes[:n], default=0)
     frozen_elements = sum(p.numel for layer in graph.layers for p in layer.params if p.name not in costs.trainable)
     frozen_bits = getattr(costs, "frozen_bits", 32)  # (in flash on the engine: counted, never resident)
-    tinytl = tinytl_activation(costs)
+    tinytl = tinytl_activation(costs) if detail else None
     return MemoryBreakdown(
         frozen_bits=frozen_bits,
         reorder=reorder,
@@ -286,8 +286,8 @@ def _arena_breakdown(costs: CostTable, optimizer: Optimizer) -> MemoryBreakdown:
         peak_bytes=arena.peak_bytes,
         peak_at=arena.steps[arena.live_peak_step] if arena.steps else "start",
         activation_peak_bytes=forward_live,
-        tinytl_bytes=trainable_bytes + frozen_elements + tinytl.peak_bytes,
-        tinytl_activation_bytes=tinytl.peak_bytes,
-        tinytl_peak_at=tinytl.peak_at,
-        timeline=tuple((step, trainable_bytes + live) for step, live in zip(arena.steps, arena.live_bytes)),
+        tinytl_bytes=trainable_bytes + frozen_elements + tinytl.peak_bytes if tinytl else 0,
+        tinytl_activation_bytes=tinytl.peak_bytes if tinytl else 0,
+        tinytl_peak_at=tinytl.peak_at if tinytl else "",
+        timeline=tuple((step, trainable_bytes + live) for step, live in zip(arena.steps, arena.live_bytes)) if detail else (),
     )
