@@ -177,3 +177,76 @@ def test_train_and_check_a_lite_plan(run, tmp_path) -> None:
     assert result  # the run's report
     code, out, err = run("check", str(path), "--ram", "1GB")
     assert code == 0, err + out
+
+
+# ---- the solver offering branches (solve --lite) ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lite_space():
+    from tlplan.solve import build_space
+    from tlplan.solve.lite import candidate_branches
+
+    torch.manual_seed(0)
+    model = tlplan.load_model("mobilenet_v2", num_classes=10)
+    shape = (2, 3, 64, 64)
+    graph, branches = candidate_branches(model, shape, "mobilenet_v2")
+    return model, shape, build_space(graph, "tlplan", lite=branches)
+
+
+def test_a_plan_is_costed_without_the_branches_it_leaves_out(lite_space) -> None:
+    from tlplan.costs.annotate import annotate
+    from tlplan.memory.timeline import simulate_peak
+    from tlplan.solve.lite import plan_graph
+
+    model, shape, space = lite_space
+    some = [b for b in space.lite.layers][-3:]  # train two branches' convs, leave the rest out
+    options = dict(space.base_options)
+    for block in some[:2]:
+        options[f"{block}.lite_residual.conv1"] = tlplan.LayerOptions(weight=1.0)
+    assert space.lite.kept(options) == frozenset(some[:2])
+    derived = space.graph_for(options)
+    traced, config = plan_graph(space.lite, options, shape, "mobilenet_v2")
+    assert set(config) == set(some[:2])
+    # the graph the solver costs is the traced one of the model the plan runs on, layer for layer
+    assert [(l.op, l.output_shape) for l in derived.layers] == [(l.op, l.output_shape) for l in traced.layers]
+    mine = {k: v for k, v in options.items() if k in traced.by_name}
+    a, b = annotate(derived, options, "tlplan"), annotate(traced, mine, "tlplan")
+    assert a.totals == b.totals
+    assert simulate_peak(a).peak_bytes == simulate_peak(b).peak_bytes
+    # no branch trained: the caller's model itself
+    assert space.lite.kept(space.base_options) == frozenset()
+    assert len(space.graph_for(space.base_options).layers) == len(tlplan.trace_model(model, shape).layers)
+
+
+def test_solve_lite_adds_the_branches_it_trains_and_keeps_what_it_predicts(lite_space) -> None:
+    from tlplan.solve import plan_of, solve_space
+
+    model, shape, space = lite_space
+    budget = int(space.base_memory.peak_bytes * 1.3)
+    result = solve_space(space, budget)
+    plan = plan_of(result, space, "mobilenet_v2", 10)
+    assert plan.lite, "at this budget a branch is the most important use of the room"
+    assert all(any(name.startswith(f"{b}.lite_residual.") for name in plan.layers) for b in plan.lite)
+    assert plan.predicted["peak_bytes"] == result.best.memory.peak_bytes <= budget
+    # at least as important as without the branches on offer
+    without = tlplan.solve(model, shape, budget, model_name="mobilenet_v2", num_classes=10)
+    assert plan.predicted["importance"] >= without.predicted["importance"]
+    # applied (apply_plan inserts the branches), it keeps exactly what it predicts
+    net = apply_plan(copy.deepcopy(model), plan)
+    assert set(lite_of(net)) == set(plan.lite)
+    assert measure_saved_bytes(net, shape, None, copy_model=False).saved_bytes == plan.predicted["saved_bytes"]
+
+
+def test_cli_solve_lite(run, tmp_path) -> None:
+    path = tmp_path / "plan.yaml"
+    code, out, err = run("solve", "mcunet-5fps", "--resolution", "64", "--batch", "2", "--num-classes", "10",
+                         "--ram", "3MB", "--lite", "-o", str(path), "--quiet")
+    assert code == 0, err
+    plan = load_plan(path)
+    assert plan.predicted["peak_bytes"] <= 3 * 2**20
+    code, out, err = run("check", str(path), "--ram", "3MB")
+    assert code == 0, err + out
+    for extra in (["--runtime", "mcu"], ["--device", "host-x86-2c"], ["--pareto"]):
+        code, out, err = run("solve", "mcunet-5fps", "--resolution", "64", "--ram", "3MB", "--lite", *extra)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "lite" in err, (extra, err)

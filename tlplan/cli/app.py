@@ -224,6 +224,7 @@ def solve(
     reorder: ReorderOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No notes.")] = False,
     frozen_bits: FrozenBitsOpt = None,
+    lite: Annotated[bool, typer.Option("--lite", help="Also offer TinyTL's lite residual branch on every block: the plan adds and trains those it chooses.")] = False,
 ) -> None:
     """The most important blocks, biases, channels and filter settings whose predicted peak fits --ram."""
     from .. import zoo
@@ -251,6 +252,9 @@ def solve(
     if optimizer not in OPTIMIZER_PRESETS:
         raise BadInputError(f"unknown optimizer {optimizer!r}; use {', '.join(OPTIMIZER_PRESETS)}")
     frozen_bits = check_frozen_bits(runtime, frozen_bits)
+    if lite and (runtime == "mcu" or export is not None):
+        raise BadInputError("--lite: lite residual branches are TinyTL's, trained on the PyTorch runtimes (tlplan, eager); "
+                            "drop --lite for --runtime mcu or --export backward-config")
     if num_classes is None:
         num_classes = 10 if runtime == "mcu" else 1000
         if runtime == "mcu" and not quiet:
@@ -258,7 +262,17 @@ def solve(
     _positive(num_classes=num_classes)
     found = _device(device, quiet)
     net = zoo.load_model(model, num_classes=num_classes)
-    graph = trace_model(net, shape, model)
+    branches = None
+    if lite:
+        from ..solve import check_lite
+        from ..solve.lite import candidate_branches
+
+        check_lite(found, max_step_ms)
+        if pareto:
+            raise BadInputError("--lite solves one budget; drop --pareto or --lite")
+        graph, branches = candidate_branches(net, shape, model)
+    else:
+        graph = trace_model(net, shape, model)
     table = load_importance(importance) if importance is not None else None
     if export not in (None, "backward-config"):
         raise BadInputError(f"--export {export!r}: the one export is backward-config")
@@ -268,7 +282,7 @@ def solve(
         chosen_optimizer = replace(OPTIMIZER_PRESETS[optimizer], reorder=reorder is not False)
     else:
         chosen_optimizer = OPTIMIZER_PRESETS[optimizer]
-    space = build_space(graph, runtime, precision, chosen_optimizer, table, form=export)
+    space = build_space(graph, runtime, precision, chosen_optimizer, table, form=export, lite=branches)
     if max_step_ms is not None and not max_step_ms > 0:
         raise BadInputError(f"--max-step-ms must be a positive number of milliseconds, not {max_step_ms:g}")
     time = device_time(space, found, max_step_ms)
@@ -289,6 +303,10 @@ def solve(
         return
     result = solve_space(space, budget, time=time, max_step_ms=max_step_ms)
     plan = plan_of(result, space, model, num_classes, found.name if found else None)
+    if branches is not None:  # costed from here on the model the plan runs on: the branches it trains
+        from ..solve.lite import plan_graph
+
+        graph, _ = plan_graph(branches, plan.layers, shape, model)
     if frozen_bits != plan.frozen_bits_in_effect:
         # the solver counted frozen parameters at 32 bits; the plan records its costs at the bits asked
         from dataclasses import replace
@@ -647,7 +665,7 @@ FLAGS = {
     "ram_bytes": "--ram", "max_step_ms": "--max-step-ms", "device": "--device", "runtime": "--runtime",
     "input_shape": "--batch / --resolution", "measure=False": "--no-measure", "schemes": "--schemes",
     "out": "--run-dir", "trust_model_code": "--trust-model-code", "weights_partial": "--weights-partial",
-    "reorder": "--reorder/--no-reorder", "accelerator": "--accelerator",
+    "reorder": "--reorder/--no-reorder", "accelerator": "--accelerator", "lite": "--lite",
 }
 
 

@@ -17,7 +17,7 @@ from .importance import load_importance
 from .solver import SolveResult, Solution, solve_space
 from .space import SearchSpace, build_space
 
-__all__ = ["SearchSpace", "SolveResult", "Solution", "build_space", "solve", "solve_space", "plan_of"]
+__all__ = ["SearchSpace", "SolveResult", "Solution", "build_space", "check_lite", "solve", "solve_space", "plan_of"]
 
 
 def plan_of(result: SolveResult, space: SearchSpace, model_name: str, num_classes: int = 1000, device: str | None = None) -> Plan:
@@ -26,7 +26,14 @@ def plan_of(result: SolveResult, space: SearchSpace, model_name: str, num_classe
     from ..planning import predicted_costs
 
     best = result.best
-    costs = annotate(space.graph, best.options, space.runtime, space.precision)
+    graph, options, lite = space.graph, dict(best.options), {}
+    if space.lite is not None:
+        # the model the plan runs on: the caller's with the branches the plan trains, traced afresh
+        from .lite import plan_graph
+
+        graph, lite = plan_graph(space.lite, options, space.graph.input_shape, model_name)
+        options = {name: opts for name, opts in options.items() if name in graph.by_name}
+    costs = annotate(graph, options, space.runtime, space.precision)
     predicted = predicted_costs(costs, space.optimizer)
     predicted["importance"] = round(best.importance, 6)
     predicted["solver_model_bytes"] = best.model_bytes
@@ -36,11 +43,11 @@ def plan_of(result: SolveResult, space: SearchSpace, model_name: str, num_classe
         if result.max_step_ms is not None:
             predicted["max_step_ms"] = result.max_step_ms
     return Plan(
-        model=model_name, input_shape=space.graph.input_shape, layers=MappingProxyType(dict(best.options)),
+        model=model_name, input_shape=graph.input_shape, layers=MappingProxyType(options),
         runtime=space.runtime, precision=space.precision, optimizer=space.optimizer, scheme="solved",
         num_classes=num_classes, budget_bytes=result.budget_bytes, device=device,
         predicted=MappingProxyType(predicted),
-        shapes=MappingProxyType(shapes_of(space.graph, best.options)),
+        shapes=MappingProxyType(shapes_of(graph, options)), lite=MappingProxyType(lite),
     )
 
 
@@ -57,11 +64,14 @@ def solve(
     model_name: str | None = None,
     num_classes: int = 1000,
     max_step_ms: float | None = None,
+    lite: bool = False,
 ) -> Plan:
     """The plan of most importance whose predicted peak fits ``ram_bytes``.
 
     With ``device``, the plan's step time is predicted on it (``plan.predicted["step_ms"]``); with
-    ``max_step_ms`` too, only plans predicted to take at most that long are considered.
+    ``max_step_ms`` too, only plans predicted to take at most that long are considered. With
+    ``lite``, the solver may also add TinyTL's lite residual branch to any block and train it
+    (``plan.lite`` then names the blocks; ``tlplan train`` and ``apply_plan`` insert them).
     Raises ``CheckFailed`` (exit 1) when even the cheapest plan (classifier only) does not fit.
 
     Example:
@@ -71,12 +81,28 @@ def solve(
         >>> plan.predicted["peak_bytes"] <= 256 * 1024
         True
     """
-    graph = model if isinstance(model, LayerGraph) else trace_model(model, tuple(input_shape), model_name or type(model).__name__)
+    name = model_name or (model.model_name if isinstance(model, LayerGraph) else type(model).__name__)
+    branches = None
+    if lite:
+        from .lite import candidate_branches
+
+        check_lite(device, max_step_ms)
+        graph, branches = candidate_branches(model, tuple(input_shape), name)
+    else:
+        graph = model if isinstance(model, LayerGraph) else trace_model(model, tuple(input_shape), name)
     table = load_importance(importance) if isinstance(importance, str) else importance
-    space = build_space(graph, runtime, precision, optimizer, table)
+    space = build_space(graph, runtime, precision, optimizer, table, lite=branches)
     time = device_time(space, device, max_step_ms)
     result = solve_space(space, ram_bytes, time=time, max_step_ms=max_step_ms)
     return plan_of(result, space, model_name or graph.model_name, num_classes, time.device if time else device)
+
+
+def check_lite(device, max_step_ms: float | None) -> None:
+    """Lite branches on offer are costed per plan; the device's time model is not (yet): refused together."""
+    if device is not None or max_step_ms is not None:
+        raise BadInputError(f"{arg('lite')} does not combine with {arg('device')} or {arg('max_step_ms')} yet: "
+                            "solve with the branches, then predict the plan's step time with `tlplan profile MODEL "
+                            "--scheme plan.yaml --device NAME`")
 
 
 def device_time(space: SearchSpace, device, max_step_ms: float | None = None):

@@ -341,7 +341,8 @@ def _assemble(space: SearchSpace, depth: int | None, chosen: list[int]) -> tuple
 
 def _memory(space: SearchSpace, options: Mapping[str, LayerOptions], detail: bool = False) -> MemoryBreakdown:
     """The full memory model of a plan; without ``detail`` (a check) its totals and peak alone."""
-    return simulate_peak(annotate(space.graph, options, space.runtime, space.precision), space.optimizer, detail=detail)
+    return simulate_peak(annotate(space.graph_for(options), options, space.runtime, space.precision), space.optimizer,
+                         detail=detail)
 
 
 def _detailed(space: SearchSpace, found: Solution | None) -> Solution | None:

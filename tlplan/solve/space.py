@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 from types import MappingProxyType
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from .. import ops
 from ..costs.annotate import ELEMENT_BYTES, annotate, runtime_precision
@@ -24,6 +24,9 @@ from ..plan.plan import Optimizer
 from ..plan.schemes import classifier_layers, conv_layers
 from ..trace.graph import Layer, LayerGraph
 from .importance import importance_of
+
+if TYPE_CHECKING:
+    from .lite import LiteBranches
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,13 @@ class SearchSpace:
     choices: tuple[LayerChoices, ...]  # in forward order
     base_options: Mapping[str, LayerOptions]  # always on: the classifier, 1-bit ReLU masks
     depths: tuple[int, ...]  # indices into choices where the backward pass may start
+    #: lite residual branches on offer (``tlplan.solve.lite``): then ``graph`` has them all, and a
+    #: plan is costed on ``graph_for`` it, without the branches it does not train
+    lite: "LiteBranches | None" = None
+
+    def graph_for(self, options: Mapping[str, LayerOptions]) -> LayerGraph:
+        """The graph a plan of this space runs on."""
+        return self.graph if self.lite is None else self.lite.graph(options)
 
     def cheapest(self, depth: int) -> int:
         """Index of the cheapest candidate of choice ``depth`` that trains something."""
@@ -64,7 +74,8 @@ class SearchSpace:
     @cached_property
     def base_memory(self) -> MemoryBreakdown:
         """The memory of the cheapest plan: the base options alone (the classifier)."""
-        return simulate_peak(annotate(self.graph, self.base_options, self.runtime, self.precision), self.optimizer)
+        return simulate_peak(annotate(self.graph_for(self.base_options), self.base_options, self.runtime, self.precision),
+                             self.optimizer)
 
 
 def _options_for(layer: Layer, runtime: str, form: str | None = None, convs: frozenset[str] = frozenset()) -> list[LayerOptions]:
@@ -120,6 +131,7 @@ def build_space(
     optimizer: Optimizer = Optimizer(),
     importance: Mapping[tuple[str, str], float] | None = None,
     form: str | None = None,
+    lite: "LiteBranches | None" = None,
 ) -> SearchSpace:
     """The options of every trainable layer. ``form="backward-config"`` keeps to what the 256KB
     paper's config can say: every conv above the backward depth trains its bias (no frozen option),
@@ -153,7 +165,10 @@ def build_space(
                                    importance_of(graph, layer, position, opts, importance)))
         choices.append(LayerChoices(layer.name, i, tuple(_pareto(cands))))
     depths = tuple(k for k, c in enumerate(choices) if ops.is_weighted(graph.by_name[c.layer]))
-    return SearchSpace(graph, runtime, precision, optimizer, tuple(choices), base, depths)
+    if lite is not None and (runtime == "mcu" or form is not None):
+        raise BadInputError("lite residual branches are TinyTL's, trained on the PyTorch runtimes (tlplan, eager): "
+                            "not with the mcu runtime or a backward-config export")
+    return SearchSpace(graph, runtime, precision, optimizer, tuple(choices), base, depths, lite)
 
 
 def base_options(graph: LayerGraph) -> dict[str, LayerOptions]:
@@ -189,5 +204,5 @@ def fixed_cost(space: SearchSpace, depth: int | None) -> int:
         cheapest = choice.candidates[space.cheapest(depth)]
         options[choice.layer] = cheapest.options
         own = cheapest.cost_bytes
-    costs = annotate(space.graph, options, space.runtime, space.precision)
+    costs = annotate(space.graph_for(options), options, space.runtime, space.precision)
     return simulate_peak(costs, space.optimizer, detail=False).peak_bytes - own
