@@ -250,3 +250,29 @@ def test_cli_solve_lite(run, tmp_path) -> None:
     for extra in (["--runtime", "mcu"], ["--device", "host-x86-2c"], ["--pareto"]):
         code, out, err = run("solve", "mcunet-5fps", "--resolution", "64", "--ram", "3MB", "--lite", *extra)
         assert code == 2 and len(err.strip().splitlines()) == 1 and "lite" in err, (extra, err)
+
+
+def test_lite_on_offer_scores_the_model_s_own_layers_as_without(lite_space) -> None:
+    from tlplan.solve import build_space
+
+    model, shape, space = lite_space
+    plain = build_space(tlplan.trace_model(model, shape, "mobilenet_v2"), "tlplan")
+    mine = {c.layer: c for c in space.choices}
+    for choice in plain.choices:
+        assert [(c.options, c.importance, c.cost_bytes) for c in mine[choice.layer].candidates] == \
+            [(c.options, c.importance, c.cost_bytes) for c in choice.candidates], choice.layer
+
+
+def test_lite_offers_the_blocks_that_can_take_one_and_refuses_models_without() -> None:
+    from corpus import SHAPE, build  # tests/ is on the path (other tests import it the same way)
+    from tlplan.solve.lite import candidate_branches
+
+    with pytest.raises(BadInputError, match="has no blocks"):
+        tlplan.solve(build("functional"), SHAPE, 1 << 30, lite=True)
+    with pytest.raises(BadInputError, match="no block of .* can take"):
+        tlplan.solve(build("parametrized"), SHAPE, 1 << 30, lite=True)
+    model = build("conv-zoo")
+    graph, branches = candidate_branches(model, SHAPE, "conv-zoo")
+    plain = tlplan.trace_model(model, SHAPE)
+    assert set(branches.layers) <= set(plain.blocks) and branches.layers
+    assert not any("lite_residual" in k for k in model.state_dict()), "the caller's model is not changed"

@@ -30,7 +30,7 @@ from ..plan.lite import LiteConfig
 from ..plan.schemes import LITE_CHILD
 from ..trace import LayerGraph
 
-__all__ = ["LiteResidual", "insert_lite", "lite_of", "make_divisible", "with_lite"]
+__all__ = ["LiteResidual", "insert_lite", "lite_of", "lite_problems", "make_divisible", "with_lite"]
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -99,9 +99,10 @@ def _with_branch(base: type) -> type:
     return cls
 
 
-def _shapes(model: nn.Module, input_shape: tuple[int, ...], blocks: list[str]) -> dict[str, tuple]:
-    """(input shape, output shape) of each block's first call, at batch 1; a block called with
-    other than one tensor, or returning other than one 4-D tensor, is a BadInputError naming it."""
+def _shapes(model: nn.Module, input_shape: tuple[int, ...], blocks: list[str]) -> tuple[dict[str, tuple], dict[str, str]]:
+    """(input shape, output shape) of each block's first call, at batch 1, and why each block that
+    cannot take a branch cannot (called with other than one tensor, returning other than one 4-D
+    tensor, or not called at all)."""
     seen: dict[str, tuple] = {}
     problems: dict[str, str] = {}
     handles = []
@@ -136,11 +137,37 @@ def _shapes(model: nn.Module, input_shape: tuple[int, ...], blocks: list[str]) -
         for m, flag in flags.items():
             m.train(flag)
     for name in blocks:
-        if name in problems:
-            raise BadInputError(f"block {name} cannot take a lite residual branch: {problems[name]}")
-        if name not in seen or len(seen[name]) != 2:
-            raise BadInputError(f"block {name} cannot take a lite residual branch: the model's forward does not call it")
-    return seen
+        if name not in problems and (name not in seen or len(seen[name]) != 2):
+            problems[name] = "the model's forward does not call it"
+    return seen, problems
+
+
+def _static_problem(modules: Mapping[str, nn.Module], name: str) -> str | None:
+    """Why the block ``name`` cannot take a branch, as far as its module says (None: it may)."""
+    from ..trace.ops import is_layer_module
+
+    if name not in modules or not name:
+        return "it is not a module of the model; a lite residual branch needs a block module"
+    if is_layer_module(modules[name]):
+        return f"it is a single layer ({type(modules[name]).__name__}); a lite residual branch goes on a block of layers"
+    if type(modules[name]).forward is nn.Module.forward:
+        return "it has no forward of its own to add a lite residual branch to"
+    return None
+
+
+def lite_problems(model: nn.Module, graph: LayerGraph | tuple[int, ...], blocks: Iterable[str]) -> dict[str, str]:
+    """Why each of ``blocks`` cannot take a lite residual branch; the blocks that can are not in it."""
+    input_shape = graph.input_shape if isinstance(graph, LayerGraph) else tuple(graph)
+    modules = dict(model.named_modules())
+    problems = {}
+    for name in blocks:
+        found = _static_problem(modules, name)
+        if found is not None:
+            problems[name] = found
+    rest = [b for b in blocks if b not in problems and not has_branch(modules[b])]
+    if rest:
+        problems.update(_shapes(model, input_shape, rest)[1])
+    return problems
 
 
 def resolved(config: LiteConfig, x: tuple[int, ...], y: tuple[int, ...]) -> tuple[LiteConfig, int, bool]:
@@ -186,15 +213,14 @@ def insert_lite(model: nn.Module, graph: LayerGraph | tuple[int, ...], blocks: I
             todo.append(name)
     if not todo:
         return model
-    from ..trace.ops import is_layer_module
-
     for name in todo:
-        if is_layer_module(modules[name]):
-            raise BadInputError(f"block {name} is a single layer ({type(modules[name]).__name__}); "
-                                "a lite residual branch goes on a block of layers")
-        if type(modules[name]).forward is nn.Module.forward:
-            raise BadInputError(f"block {name} has no forward of its own to add a lite residual branch to")
-    shapes = _shapes(model, input_shape, todo)
+        found = _static_problem(modules, name)
+        if found is not None:
+            raise BadInputError(f"block {name} cannot take a lite residual branch: {found}")
+    shapes, problems = _shapes(model, input_shape, todo)
+    for name in todo:
+        if name in problems:
+            raise BadInputError(f"block {name} cannot take a lite residual branch: {problems[name]}")
     for name in todo:
         block = modules[name]
         wanted = config.get(name, LiteConfig()) if isinstance(config, Mapping) else config

@@ -61,12 +61,26 @@ class LiteBranches:
 
 def candidate_branches(model: nn.Module, input_shape: tuple[int, ...], model_name: str) -> tuple[LayerGraph, LiteBranches]:
     """The graph of ``model`` with a lite residual branch in every block (on a copy), and the branches."""
-    from ..plan.schemes import LITE_CHILD, parse_scheme
-    from ..runtime.lite import for_scheme
+    from ..errors import arg
+    from ..plan.schemes import LITE_CHILD
+    from ..runtime.lite import insert_lite, lite_of, lite_problems
+    from ..trace import trace_model
 
     if not isinstance(model, nn.Module):
-        raise BadInputError("lite residual branches are added to a model: give the model, not its graph")
-    _, graph, config = for_scheme(model, tuple(input_shape), parse_scheme("lite"), model_name)
+        raise BadInputError(f"{arg('lite')}: lite residual branches are added to a model: give the model, not its graph")
+    plain = trace_model(model, tuple(input_shape), model_name)
+    if not plain.blocks:
+        raise BadInputError(f"{arg('lite')}: {model_name} has no blocks to add lite residual branches to; solve without it")
+    # every block that can take one is offered one; the others are left as they are
+    problems = lite_problems(model, plain, plain.blocks)
+    eligible = [b for b in plain.blocks if b not in problems]
+    if not eligible:
+        block, why = next(iter(problems.items()))
+        raise BadInputError(f"{arg('lite')}: no block of {model_name} can take a lite residual branch (block {block}: {why}); "
+                            "solve without it")
+    with_branches = insert_lite(copy.deepcopy(model), plain, eligible)
+    graph = trace_model(with_branches, tuple(input_shape), model_name)
+    config = {b: c for b, c in lite_of(with_branches).items() if b in eligible}
     layers: dict[str, frozenset[str]] = {}
     joins: dict[str, tuple[str, str]] = {}
     for block in config:

@@ -152,13 +152,21 @@ def build_space(
     trainable = [(i, layer) for i, layer in enumerate(graph.layers)
                  if layer.name not in classifier and calls[layer.module] <= 1
                  and _options_for(layer, runtime, form, convs)]
-    n = len(trainable)
     # mcu: the engine's im2col buffer every plan has (the forward's kernels)
     floor = max((ops.spec_of(layer).mcu_scratch(layer, "forward")[0] for layer in graph.layers), default=0) \
         if runtime == "mcu" else 0
+    # a layer's depth in the network, for the importance prior: with lite branches on offer, the
+    # branches' layers take the depth of the block output they add to, and every other layer its
+    # depth in the model without them (so a plan without branches scores as it does without --lite)
+    in_branch = set().union(*lite.layers.values()) if lite is not None else set()
+    n = sum(1 for _, layer in trainable if layer.name not in in_branch)
+    positions, rank = [], 0
+    for _, layer in trainable:
+        if layer.name not in in_branch:
+            rank += 1
+        positions.append(max(rank, 1) / (n + 1))
     choices = []
-    for rank, (i, layer) in enumerate(trainable):
-        position = (rank + 1) / (n + 1)
+    for (i, layer), position in zip(trainable, positions):
         cands = [] if form == "backward-config" else [Candidate(LayerOptions(), 0, 0.0)]
         for opts in _options_for(layer, runtime, form, convs):
             cands.append(Candidate(opts, _cost(layer, opts, runtime, precision, optimizer, floor),
