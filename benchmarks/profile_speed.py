@@ -1,9 +1,9 @@
 """Benchmark: `tlplan.profile` against fvcore's FlopCountAnalysis and torchinfo's summary.
 
-Each measurement runs in a fresh Python process, as a command-line run would. Inside the
-process, torch is imported, the model built and run forward once (the first conv of a process
-pays oneDNN's set-up, which must not be credited to whichever tool runs first); then, timed one
-after another:
+Each tool runs in a fresh Python process of its own, as a command-line run would, in rounds that
+interleave the tools. Inside each process, torch is imported, the model built and run forward
+once (the first conv of a process pays oneDNN's set-up, which must not be credited to a tool);
+then, timed:
 
 - ``tlplan``: the first ``tlplan.profile`` of the model (trace with a forward at batch 1, costs,
   peak simulation), as the CLI's ``profile --no-measure`` does;
@@ -36,7 +36,7 @@ CHILD = r"""
 import io, json, sys, time, warnings
 warnings.filterwarnings("ignore")
 import torch, tlplan
-name = sys.argv[1]
+name, tool = sys.argv[1], sys.argv[2]
 model = tlplan.load_model(name)
 res = tlplan.default_resolution(name)
 shape = (1, 3, res, res)
@@ -44,30 +44,38 @@ with torch.no_grad():  # oneDNN's first-call set-up, credited to no tool
     model.eval()(torch.zeros(shape))
 model.train()
 seconds = {}
-from rich.console import Console
-from tlplan.report.text import render_table
-t0 = time.perf_counter(); report = tlplan.profile(model, shape, model_name=name); seconds["tlplan"] = time.perf_counter() - t0
-t0 = time.perf_counter(); report = tlplan.profile(model, shape, model_name=name); seconds["tlplan again"] = time.perf_counter() - t0
-t0 = time.perf_counter(); render_table(report, Console(file=io.StringIO(), width=200)); seconds["render"] = time.perf_counter() - t0
-from fvcore.nn import FlopCountAnalysis
-t0 = time.perf_counter()
-a = FlopCountAnalysis(model, torch.randn(shape))
-a.unsupported_ops_warnings(False); a.uncalled_modules_warnings(False)
-a.by_module()
-seconds["fvcore"] = time.perf_counter() - t0
-try:
-    import torchinfo
-except ImportError:
-    pass
-else:
-    t0 = time.perf_counter(); torchinfo.summary(model, input_size=shape, verbose=0); seconds["torchinfo"] = time.perf_counter() - t0
+if tool == "tlplan":
+    from rich.console import Console
+    from tlplan.report.text import render_table
+    t0 = time.perf_counter(); report = tlplan.profile(model, shape, model_name=name); seconds["tlplan"] = time.perf_counter() - t0
+    t0 = time.perf_counter(); report = tlplan.profile(model, shape, model_name=name); seconds["tlplan again"] = time.perf_counter() - t0
+    t0 = time.perf_counter(); render_table(report, Console(file=io.StringIO(), width=200)); seconds["render"] = time.perf_counter() - t0
+elif tool == "fvcore":
+    from fvcore.nn import FlopCountAnalysis
+    t0 = time.perf_counter()
+    a = FlopCountAnalysis(model, torch.randn(shape))
+    a.unsupported_ops_warnings(False); a.uncalled_modules_warnings(False)
+    a.by_module()
+    seconds["fvcore"] = time.perf_counter() - t0
+elif tool == "torchinfo":
+    try:
+        import torchinfo
+    except ImportError:
+        pass
+    else:
+        t0 = time.perf_counter(); torchinfo.summary(model, input_size=shape, verbose=0); seconds["torchinfo"] = time.perf_counter() - t0
 print(json.dumps(seconds))
 """
 
 
 def run(name: str) -> dict[str, float]:
-    out = subprocess.run([sys.executable, "-c", CHILD, name], check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """One round: each tool in a fresh process of its own (after the same warm-up forward), so no
+    tool inherits another's one-time set-up (torch's override tables, allocator pages, imports)."""
+    seconds: dict[str, float] = {}
+    for tool in ("tlplan", "fvcore", "torchinfo"):
+        out = subprocess.run([sys.executable, "-c", CHILD, name, tool], check=True, capture_output=True, text=True)
+        seconds.update(json.loads(out.stdout.strip().splitlines()[-1]))
+    return seconds
 
 
 def main(names: list[str]) -> None:

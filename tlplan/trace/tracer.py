@@ -108,14 +108,14 @@ def _attribute_key(value: Any) -> Any:
 
 def _trace(model: nn.Module, input_shape: tuple[int, ...], model_name: str) -> LayerGraph:
     try:
-        gm = ops.symbolic_trace(model)
+        graph = ops.LeafTracer().trace(model)  # run on the model itself: no GraphModule (its code) to build
     except Exception as exc:  # fx raises many kinds on dynamic control flow
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         from .hooks import trace_with_hooks
 
         return trace_with_hooks(model, input_shape, model_name, reason)
-    metas = _propagate_shapes(gm, input_shape)
-    return _graph_from_fx(model, gm, metas, input_shape, model_name)
+    metas = _propagate_shapes(model, graph, input_shape)
+    return _graph_from_fx(model, graph, metas, input_shape, model_name)
 
 
 @dataclass(frozen=True)
@@ -128,8 +128,8 @@ class _Meta:
 class _ShapeRecorder(torch.fx.Interpreter):
     """Runs the graph and records each tensor-valued node's shape (torch's ShapeProp imports sympy)."""
 
-    def __init__(self, gm: torch.fx.GraphModule):
-        super().__init__(gm)
+    def __init__(self, module: nn.Module, graph: torch.fx.Graph):
+        super().__init__(module, graph=graph)
         self.metas: dict[str, _Meta] = {}
 
     def run_node(self, n: torch.fx.Node) -> Any:
@@ -139,7 +139,7 @@ class _ShapeRecorder(torch.fx.Interpreter):
         return result
 
 
-def _propagate_shapes(gm: torch.fx.GraphModule, input_shape: tuple[int, ...]) -> dict[str, _Meta]:
+def _propagate_shapes(module: nn.Module, graph: torch.fx.Graph, input_shape: tuple[int, ...]) -> dict[str, _Meta]:
     """Every tensor-valued node's output shape at batch ``input_shape[0]``.
 
     Real forwards at batch 1 (and 2), in eval mode without grad so the caller's BN statistics stay
@@ -148,16 +148,16 @@ def _propagate_shapes(gm: torch.fx.GraphModule, input_shape: tuple[int, ...]) ->
     with the batch.
     """
     batch, rest = input_shape[0], input_shape[1:]
-    dtype = next((p.dtype for p in gm.parameters() if p.is_floating_point()), torch.float32)
-    flags = {m: m.training for m in gm.modules()}
+    dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
+    flags = {m: m.training for m in module.modules()}
     try:
-        gm.eval()
+        module.eval()
         with torch.no_grad():
-            at_one = _ShapeRecorder(gm)
+            at_one = _ShapeRecorder(module, graph)
             at_one.run(torch.zeros((1, *rest), dtype=dtype))
             if batch == 1:
                 return at_one.metas
-            at_two = _ShapeRecorder(gm)
+            at_two = _ShapeRecorder(module, graph)
             at_two.run(torch.zeros((2, *rest), dtype=dtype))
     except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -185,7 +185,7 @@ def _innermost_module(node: torch.fx.Node) -> str | None:
 
 
 def _graph_from_fx(
-    model: nn.Module, gm: torch.fx.GraphModule, metas: dict[str, _Meta], input_shape: tuple[int, ...], model_name: str
+    model: nn.Module, fx_graph: torch.fx.Graph, metas: dict[str, _Meta], input_shape: tuple[int, ...], model_name: str
 ) -> LayerGraph:
     modules = dict(model.named_modules())
     param_names = {id(p): n for n, p in model.named_parameters()}
@@ -198,7 +198,7 @@ def _graph_from_fx(
     placeholders = 0
     view_ops = ops.view_ops()
 
-    for node in gm.graph.nodes:
+    for node in fx_graph.nodes:
         if node.op == "placeholder":
             placeholders += 1
             if placeholders > 1:
@@ -254,7 +254,7 @@ def _graph_from_fx(
             for arg in node.all_input_nodes:
                 if arg.op == "get_attr":
                     try:
-                        p = gm.get_parameter(str(arg.target))
+                        p = model.get_parameter(str(arg.target))
                     except AttributeError:
                         continue
                     qual = param_names.get(id(p), str(arg.target))
