@@ -112,3 +112,21 @@ def test_train_runs_a_qas_plan(tmp_path) -> None:
     assert result.history and all(h.loss == h.loss for h in result.history)  # it stepped, finite
     state = torch.load(tmp_path / training.CHECKPOINT, weights_only=True)["optimizer"]["state"]
     assert state and all(set(s) == {"scale"} for s in state.values())  # QAS's, with no momentum buffer
+
+
+def test_qas_steps_in_place_and_takes_later_param_groups() -> None:
+    import torch
+
+    from tlplan.runtime.qas import QAS
+
+    a = torch.nn.Parameter(torch.ones(4))
+    b = torch.nn.Parameter(torch.ones(3))
+    opt = QAS([a], lr=0.5, weight_decay=0.1, scales={a: 2.0})
+    opt.add_param_group({"params": [b]})  # real units: scale 1
+    a.grad, b.grad = torch.full((4,), 4.0), torch.full((3,), 2.0)
+    storage = a.data_ptr()
+    opt.step()
+    assert a.data_ptr() == storage  # updated where it is
+    # W̄ ← W̄·(1 − lr·wd) − lr·G·s⁻²
+    assert torch.allclose(a, torch.full((4,), 1.0 * (1 - 0.05) - 0.5 * 4.0 / 4.0))
+    assert torch.allclose(b, torch.full((3,), 1.0 * (1 - 0.05) - 0.5 * 2.0))

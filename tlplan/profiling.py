@@ -184,8 +184,12 @@ def profile(
     from .measure.accelerator import accelerator_kind, model_on_cuda, select_accelerator
 
     # where it is measured (a GPU must be there) or, measuring nothing, what the peak is predicted for
+    if runtime == "mcu" and isinstance(accelerator, str) and accelerator.strip().lower() == "cuda":
+        raise BadInputError(f"{arg('accelerator')} cuda: the mcu runtime is an int8 engine's own memory plan, not a GPU's; "
+                            f"drop {arg('accelerator')} or choose runtime tlplan or eager")
     chosen = select_accelerator(accelerator, model=model, device=found) if measure and runtime != "mcu" else None
-    kind = chosen.kind if chosen is not None else accelerator_kind(accelerator, model=model, device=found)
+    # the mcu engine's arena is its own accounting: never counted as a GPU allocator would
+    kind = "cpu" if runtime == "mcu" else (chosen.kind if chosen is not None else accelerator_kind(accelerator, model=model, device=found))
     if model_on_cuda(model) is not None:  # traced and costed on the CPU; timed on the GPU from a copy
         import copy
 

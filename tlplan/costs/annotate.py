@@ -103,8 +103,7 @@ class CostTable:
         return [c.name for c in self.layers if not c.supported]
 
 
-def _layer_cost(graph: LayerGraph, layer, state: GradState, owned: tuple[bool, ...], runtime: str,
-                element_bytes: int) -> LayerCost:
+def _layer_cost(layer, state: GradState, owned: tuple[bool, ...], runtime: str, element_bytes: int) -> LayerCost:
     """One layer's costs in ``state`` (``owned``: which of its own parameters are trained), its
     ``saved_bytes`` not yet deduplicated against the layers before it (0 here)."""
     spec = ops.spec_of(layer)
@@ -180,7 +179,7 @@ def annotate(
         key = (i, state, owned)
         variants = memo.get(key)  # saved_bytes -> the layer's costs with it
         if variants is None:
-            part = _layer_cost(graph, layer, state, owned, runtime, element_bytes)
+            part = _layer_cost(layer, state, owned, runtime, element_bytes)
             variants = memo[key] = {part.saved_bytes: part}
         else:
             part = next(iter(variants.values()))

@@ -81,6 +81,20 @@ class _WallClock:
         return self._ms
 
 
+def cpu_name() -> str:
+    """This machine's CPU model, as the OS names it."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
 @dataclass(frozen=True)
 class Cpu:
     """The machine's CPU: host clock, nothing queued, no allocator statistics."""
@@ -89,8 +103,6 @@ class Cpu:
 
     @property
     def name(self) -> str:
-        from ..predict.devices import cpu_name
-
         return cpu_name()
 
     @property

@@ -28,11 +28,11 @@ class PeakMeasurement:
 
 
 def make_optimizer(params: list[torch.nn.Parameter], spec: Optimizer) -> torch.optim.Optimizer:
-    if spec.name == "adam":
-        return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
-    # SGD, and QAS measured as SGD without momentum: the same memory (neither keeps state); QAS's
-    # own update (tlplan.runtime.qas) is what training runs
-    return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+    """The optimizer training runs (``tlplan.runtime.qas.make_optimizer``: QAS, Adam or SGD), so
+    what is measured is what is trained."""
+    from ..runtime.qas import make_optimizer as training_optimizer
+
+    return training_optimizer(params, spec)
 
 
 def _storage_bytes(tensors) -> int:

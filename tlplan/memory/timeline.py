@@ -190,7 +190,8 @@ def simulate_peak(costs: CostTable, optimizer: Optimizer = Optimizer(), *, detai
         peak_at=peak_at,
         activation_peak_bytes=activation_peak,
         # always TinyTL's 8-bit frozen weights, whatever frozen_bits the rest of the breakdown uses
-        tinytl_bytes=trainable_bytes + frozen_elements + tinytl.peak_bytes if tinytl else 0,
+        # trained parameters at 32 bits, as TinyTL counts them (whatever the runtime stores them at)
+        tinytl_bytes=4 * costs.totals["trainable_params"] + frozen_elements + tinytl.peak_bytes if tinytl else 0,
         timeline=tuple(timeline),
         frozen_bits=costs.frozen_bits,
         tinytl_activation_bytes=tinytl.peak_bytes if tinytl else 0,
@@ -286,7 +287,8 @@ def _arena_breakdown(costs: CostTable, optimizer: Optimizer, detail: bool = True
         peak_bytes=arena.peak_bytes,
         peak_at=arena.steps[arena.live_peak_step] if arena.steps else "start",
         activation_peak_bytes=forward_live,
-        tinytl_bytes=trainable_bytes + frozen_elements + tinytl.peak_bytes if tinytl else 0,
+        # trained parameters at 32 bits, as TinyTL counts them (whatever the runtime stores them at)
+        tinytl_bytes=4 * costs.totals["trainable_params"] + frozen_elements + tinytl.peak_bytes if tinytl else 0,
         tinytl_activation_bytes=tinytl.peak_bytes if tinytl else 0,
         tinytl_peak_at=tinytl.peak_at if tinytl else "",
         timeline=tuple((step, trainable_bytes + live) for step, live in zip(arena.steps, arena.live_bytes)) if detail else (),

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 from ..errors import BadInputError, TlplanError, UnknownDeviceError
 from ..fileio import read_text
+from ..measure.accelerator import cpu_name  # noqa: F401 - this module's callers ask it here
 
 SOURCES = ("measured", "datasheet")
 ACCELERATORS = ("cpu", "cuda")  # where a measured profile may have been timed
@@ -327,19 +328,6 @@ def list_devices(root: Path | None = None, broken: list[str] | None = None) -> l
                 continue
             found.setdefault(device.name.lower(), device)
     return sorted(found.values(), key=lambda d: d.folder.name if d.folder else d.name)
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 def this_machine(root: Path | None = None, accelerator: Any = None) -> Device | None:

@@ -49,7 +49,7 @@ class SolveReport(Tabular):
             "minimum_bytes": r.minimum_bytes, "importance": p.predicted.get("importance"),
             "predicted": dict(p.predicted), "layers": self.chosen(), "solve_seconds": round(r.seconds, 3),
             "next_better_seconds": round(r.next_seconds, 3),
-            "mip_gap": r.best.gap, "frozen_bits": p.frozen_bits_in_effect,
+            "mip_gap": r.best.gap, "proven_optimal": r.best.proven_optimal, "frozen_bits": p.frozen_bits_in_effect,
             "next_better": None if nb is None else {"importance": round(nb.importance, 6), "peak_bytes": nb.memory.peak_bytes,
                                                     "step_ms": None if nb.step_ms is None else round(nb.step_ms, 3)},
         }
@@ -78,7 +78,7 @@ def _memory_lines(report: SolveReport) -> list[tuple[str, str]]:
                    f"({p['peak_bytes'] / budget:.1%} of it)"),
         ("memory", f"kept for backward {units.human_bytes(p['saved_bytes'])}, params {units.human_bytes(p['param_bytes'])}, "
                    f"grads {units.human_bytes(p['grad_bytes'])}, optimizer {units.human_bytes(p['optimizer_bytes'])}"),
-        ("importance", f"{p['importance']:.4f} ({'proven optimal' if r.best.gap <= 0 else f'within {r.best.gap:.1%} of optimal'}; "
+        ("importance", f"{p['importance']:.4f} ({_optimality(r.best)}; "
                        f"cheapest plan needs {units.human_bytes(r.minimum_bytes)})"),
     ]
     nb = r.next_better
@@ -138,3 +138,11 @@ def to_markdown(report: SolveReport) -> str:
     lines += [f"- **{what}**: {value}" for what, value in _memory_lines(report)]
     lines.append(f"- {NOTE}; KB = 1024 bytes")
     return "\n".join(lines) + "\n"
+
+
+def _optimality(best) -> str:  # noqa: ANN001 - a Solution
+    if best.shrunk:
+        return "best found, not proven optimal: the memory model's optimum did not fit the simulated peak"
+    if best.gap <= 0:
+        return "proven optimal for the solver's memory model"
+    return f"within {best.gap:.1%} of optimal"

@@ -47,6 +47,10 @@ class QAS(torch.optim.Optimizer):
         if given:
             raise BadInputError(f"qas: {len(given)} scale(s) given for tensors that are not among the parameters")
 
+    def _scale(self, p: torch.Tensor) -> float:
+        # parameters of a group added later (add_param_group) hold real units: scale 1
+        return float(self.state[p].get("scale", 1.0))
+
     @torch.no_grad()
     def step(self, closure=None):  # noqa: ANN001 - torch's signature
         loss = None
@@ -58,21 +62,22 @@ class QAS(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                scale = float(self.state[p]["scale"])
-                step = p.grad / (scale * scale)  # G_W̄ · s⁻², in place of nothing: no state kept
+                scale = self._scale(p)
+                # W̄ ← W̄·(1 − lr·wd) − (lr·s⁻²)·G_W̄, in place: no temporary beside the gradient
                 if decay:
-                    step = step.add(p, alpha=decay)
-                p.add_(step, alpha=-lr)
+                    p.mul_(1.0 - lr * decay)
+                p.add_(p.grad, alpha=-lr / (scale * scale))
         return loss
 
 
 def make_optimizer(params: list[torch.nn.Parameter], spec) -> torch.optim.Optimizer:  # noqa: ANN001 - a plan's Optimizer
-    """The torch optimizer of a plan's ``Optimizer``: QAS here, SGD and Adam as measuring builds them."""
+    """The torch optimizer of a plan's ``Optimizer`` (what training runs and measuring measures):
+    QAS, Adam, or SGD (with the plan's momentum)."""
     if spec.name == "qas":
         return QAS(params, lr=spec.lr, weight_decay=spec.weight_decay)
-    from ..measure.peak import make_optimizer as torch_optimizer
-
-    return torch_optimizer(params, spec)
+    if spec.name == "adam":
+        return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
 
 
 __all__ = ["QAS", "make_optimizer"]

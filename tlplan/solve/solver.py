@@ -53,8 +53,16 @@ class Solution:
     model_bytes: int  # the solver's additive memory: fixed cost + Σ option costs
     depth: int | None  # choice index where backward starts (None: classifier only)
     memory: MemoryBreakdown  # the full memory model of this plan (simulated peak)
-    gap: float  # relative optimality gap of the knapsack behind it (0: proven optimal)
+    gap: float  # relative optimality gap of the knapsack behind it (0: its optimum)
     step_ms: float | None = None  # predicted on the device of a time limit, where one was given
+    # found only after the simulated peak ruled out a more important answer of the additive model
+    # (its capacity shrunk, or a larger budget's search found it): then not proven optimal
+    shrunk: bool = False
+
+    @property
+    def proven_optimal(self) -> bool:
+        """The optimum of the solver's additive memory model, and its simulated peak fits."""
+        return self.gap <= 0 and not self.shrunk
 
 
 @dataclass(frozen=True)
@@ -433,7 +441,8 @@ def _fit(space: SearchSpace, depth: int, budget_bytes: int, ask: Ask, check: _Ch
             time_capacity = min(time_capacity, used) - (step_ms - max_step_ms) - 1e-6 * max_step_ms
             continue
         if found_here is None or imp > found_here.importance:
-            found_here = Solution(MappingProxyType(opts), imp, fixed + cost, depth, memory, gap, step_ms)
+            found_here = Solution(MappingProxyType(opts), imp, fixed + cost, depth, memory, gap, step_ms,
+                                  shrunk=capacity < budget_bytes - fixed)
         slack = budget_bytes - memory.peak_bytes
         # the additive costs are upper bounds (a tensor two layers keep is counted twice):
         # hand the unused room back and ask again, keeping only plans the full model accepts
@@ -520,7 +529,7 @@ def _best_first(space: SearchSpace, order: list[int], optima: Mapping, budget_by
         opts, imp, cost = _assemble(space, depth, chosen)
         memory = check(opts)
         if memory.peak_bytes <= budget_bytes:
-            found = Solution(MappingProxyType(opts), imp, fixed[depth] + cost, depth, memory, 0.0)
+            found = Solution(MappingProxyType(opts), imp, fixed[depth] + cost, depth, memory, 0.0, shrunk=asked > 1)
             first[depth] = found
             if best is None or found.importance > best.importance:
                 best = found
@@ -640,15 +649,21 @@ def solve_space(
                     time.minimum_ms if time is not None else None)
     if best is None or best.importance <= 0:
         best = base
-    best = _detailed(space, best)
     solved = _time.perf_counter()
     next_better = None
-    if next_factor:
+    for _ in range(3 if next_factor else 0):
         # a hint, not a plan to run: one ask per depth, no shrinking, and only until a few depths'
         # plans did not fit (each is a simulation)
         gain = 1e-6 * max(1.0, abs(best.importance))
         next_better, _, _ = _search(space, next_budget, check, 1, False, beat=best.importance + gain, misses=3,
                                     fronts=fronts, **limit)
+        if next_better is None or next_better.memory.peak_bytes > budget_bytes:
+            break
+        # it fits this budget too: the plan's own search missed it (shrinking after a check is a
+        # heuristic), so it is the plan, found later; then look further again
+        best, next_better = replace(next_better, shrunk=True), None
+        solved = _time.perf_counter()
+    best = _detailed(space, best)
     next_better = _detailed(space, next_better)
     if time is not None:  # predicted on the device for the report, where the limit did not need it
         best = best if best.step_ms is not None else replace(best, step_ms=time.step_ms(space, best.options))
