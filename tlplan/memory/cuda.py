@@ -91,11 +91,7 @@ def rounding_bytes(sizes) -> int:
 # ---- cuDNN workspace ------------------------------------------------------------------------------
 
 
-def _is_conv(layer: Layer) -> bool:
-    return layer.op.startswith("conv")
-
-
-def cudnn_workspace_bytes(layer: Layer, direction: str, element_bytes: int = 4) -> int:
+def cudnn_workspace_bytes(layer: Layer, direction: str, element_bytes: int | None = None) -> int:
     """Bytes cuDNN's algorithm may take as workspace for a moment in ``direction`` (``forward`` or
     ``backward``) of a convolution; 0 for any other layer.
 
@@ -103,9 +99,12 @@ def cudnn_workspace_bytes(layer: Layer, direction: str, element_bytes: int = 4) 
     workspace ranges from none (implicit GEMM) to a lowered copy of the input (explicit GEMM).
     tlplan counts one image's lowered input (``c_in × k² × h_out × w_out`` elements) for a dense
     convolution with a kernel above 1×1, and nothing for 1×1, depthwise and grouped ones, which
-    run without one. ``benchmarks/cuda_check.py`` measures it on a GPU."""
-    if not _is_conv(layer) or len(layer.input_shapes[0]) != 4 or len(layer.output_shape) != 4:
+    run without one; in the conv's own dtype (``element_bytes``: the layer's output's, unless
+    given). ``benchmarks/cuda_check.py`` measures it on a GPU."""
+    if not ops.is_conv(layer) or len(layer.input_shapes[0]) != 4 or len(layer.output_shape) != 4:
         return 0
+    if element_bytes is None:
+        element_bytes = layer.output_dtype_bytes
     groups = int(layer.attrs.get("groups", 1) or 1)
     kernel = layer.attrs.get("kernel_size") or (layer.params[0].shape[2:4] if layer.params else (1, 1))
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else (int(kernel[0]), int(kernel[-1]))
@@ -127,7 +126,7 @@ def _buffer_sizes(layer: Layer) -> list[int]:
     total = layer.buffer_bytes
     if total <= 0:
         return []
-    if "norm" in layer.op and total > 8 and (total - 8) % 2 == 0:
+    if ops.is_norm(layer) and total > 8 and (total - 8) % 2 == 0:
         return [(total - 8) // 2, (total - 8) // 2, 8]
     return [total]
 
@@ -179,7 +178,7 @@ def cuda_breakdown(costs: CostTable, memory: MemoryBreakdown, optimizer: Optimiz
             if moment == "backward":
                 held_grad_round += grad_round.get(name, 0)
                 extra += held_grad_round
-            if _is_conv(layer):
+            if ops.is_conv(layer):
                 cpu_ws = (spec.forward_workspace(layer, cost, setting) if moment == "forward"
                           else spec.backward_workspace(layer, cost, setting))
                 if _plain_conv(cost, costs.runtime, costs.precision):

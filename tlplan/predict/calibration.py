@@ -167,7 +167,9 @@ def check_name(name: str) -> str:
 
 
 def gpu_overhead_bytes(accelerator: Accelerator) -> int:
-    """GPU memory a fresh Python takes by creating its CUDA context (and what else holds the GPU now)."""
+    """GPU memory a fresh Python takes by creating its CUDA context (and what else holds the GPU now),
+    measured; where a fresh Python cannot be started, what is in use on the GPU from this one (its
+    own context included: measured too, a little more than a fresh one's)."""
     index = getattr(accelerator, "index", 0)
     code = ("import torch, sys\n"
             f"torch.zeros(1, device='cuda:{index}')\n"
@@ -177,7 +179,10 @@ def gpu_overhead_bytes(accelerator: Accelerator) -> int:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
         return int(out.stdout.strip().splitlines()[-1])
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return 0
+        import torch
+
+        free, total = torch.cuda.mem_get_info(index)  # never a made-up 0: what this process sees in use
+        return int(total - free)
 
 
 def gpu_memory_bytes(accelerator: Accelerator) -> int:
