@@ -252,9 +252,10 @@ def solve(
     if optimizer not in OPTIMIZER_PRESETS:
         raise BadInputError(f"unknown optimizer {optimizer!r}; use {', '.join(OPTIMIZER_PRESETS)}")
     frozen_bits = check_frozen_bits(runtime, frozen_bits)
-    if lite and (runtime == "mcu" or export is not None):
-        raise BadInputError("--lite: lite residual branches are TinyTL's, trained on the PyTorch runtimes (tlplan, eager); "
-                            "drop --lite for --runtime mcu or --export backward-config")
+    if lite:  # before anything is traced or noted
+        from ..solve.lite import check_lite
+
+        check_lite(runtime, export=export, device=device, max_step_ms=max_step_ms, pareto=pareto)
     if num_classes is None:
         num_classes = 10 if runtime == "mcu" else 1000
         if runtime == "mcu" and not quiet:
@@ -264,12 +265,8 @@ def solve(
     net = zoo.load_model(model, num_classes=num_classes)
     branches = None
     if lite:
-        from ..solve import check_lite
         from ..solve.lite import candidate_branches
 
-        check_lite(found, max_step_ms)
-        if pareto:
-            raise BadInputError("--lite solves one budget; drop --pareto or --lite")
         graph, branches = candidate_branches(net, shape, model)
     else:
         graph = trace_model(net, shape, model)

@@ -114,12 +114,13 @@ def calibrate(
         with _progress(quiet) as progress:
             result = run_evaluation(device, networks=_names(networks), threshold=max_foreign_cpu, progress=progress)
         device = write_accuracy(device, result)
-        if fmt is TextFormat.json:
-            sys.stdout.write(report.evaluation_json(result, device))
-            return
-        report.render_evaluation(result, console)
-        console.print(f"written to {device.folder / 'device.json'} (accuracy) and {device.folder / 'evaluation.csv'}",
-                      markup=False)
+
+        def render() -> None:
+            report.render_evaluation(result, console)
+            console.print(f"written to {device.folder / 'device.json'} (accuracy) and {device.folder / 'evaluation.csv'}",
+                          markup=False)
+
+        _show(fmt, lambda: report.evaluation_json(result, device), render)
         return
     if name is None:
         raise BadInputError("give --name NAME for the profile to write (or --evaluate NAME to evaluate one)")
@@ -133,17 +134,12 @@ def calibrate(
     if add:
         with _progress(quiet) as progress:
             device, record, dropped = calibration.add_ops(settings, progress=progress)
-        if fmt is TextFormat.json:
-            sys.stdout.write(report.calibration_json(device, record, dropped))
-        else:
-            report.render_added(device, record, dropped, console)
+        _show(fmt, lambda: report.calibration_json(device, record, dropped),
+              lambda: report.render_added(device, record, dropped, console))
         return
     with _progress(quiet) as progress:
         device = calibration.calibrate(settings, progress=progress)
-    if fmt is TextFormat.json:
-        sys.stdout.write(report.calibration_json(device))
-    else:
-        report.render_calibrated(device, console)
+    _show(fmt, lambda: report.calibration_json(device), lambda: report.render_calibrated(device, console))
 
 
 def _quick(name: str, base: str, budget_s: Optional[float], networks: Optional[str], threshold: float,
@@ -165,7 +161,12 @@ def _quick(name: str, base: str, budget_s: Optional[float], networks: Optional[s
         raise BadInputError(f"--budget-s must be positive, not {settings.budget_s:g}")
     with _progress(quiet) as progress:
         result = adapt.quick(settings, progress=progress)
+    _show(fmt, lambda: report.quick_json(result), lambda: report.render_quick(result, console))
+
+
+def _show(fmt: TextFormat, as_json: Callable[[], str], render: Callable[[], None]) -> None:
+    """What every calibrate mode ends with: its JSON on stdout, or its rendering on the console."""
     if fmt is TextFormat.json:
-        sys.stdout.write(report.quick_json(result))
+        sys.stdout.write(as_json())
     else:
-        report.render_quick(result, console)
+        render()

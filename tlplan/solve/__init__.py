@@ -17,7 +17,7 @@ from .importance import load_importance
 from .solver import SolveResult, Solution, solve_space
 from .space import SearchSpace, build_space
 
-__all__ = ["SearchSpace", "SolveResult", "Solution", "build_space", "check_lite", "solve", "solve_space", "plan_of"]
+__all__ = ["SearchSpace", "SolveResult", "Solution", "build_space", "solve", "solve_space", "plan_of"]
 
 
 def plan_of(result: SolveResult, space: SearchSpace, model_name: str, num_classes: int = 1000, device: str | None = None) -> Plan:
@@ -84,9 +84,9 @@ def solve(
     name = model_name or (model.model_name if isinstance(model, LayerGraph) else type(model).__name__)
     branches = None
     if lite:
-        from .lite import candidate_branches
+        from .lite import candidate_branches, check_lite
 
-        check_lite(device, max_step_ms)
+        check_lite(runtime, device=device, max_step_ms=max_step_ms)
         graph, branches = candidate_branches(model, tuple(input_shape), name)
     else:
         graph = model if isinstance(model, LayerGraph) else trace_model(model, tuple(input_shape), name)
@@ -95,14 +95,6 @@ def solve(
     time = device_time(space, device, max_step_ms)
     result = solve_space(space, ram_bytes, time=time, max_step_ms=max_step_ms)
     return plan_of(result, space, model_name or graph.model_name, num_classes, time.device if time else device)
-
-
-def check_lite(device, max_step_ms: float | None) -> None:
-    """Lite branches on offer are costed per plan; the device's time model is not (yet): refused together."""
-    if device is not None or max_step_ms is not None:
-        raise BadInputError(f"{arg('lite')} does not combine with {arg('device')} or {arg('max_step_ms')} yet: "
-                            "solve with the branches, then predict the plan's step time with `tlplan profile MODEL "
-                            "--scheme plan.yaml --device NAME`")
 
 
 def device_time(space: SearchSpace, device, max_step_ms: float | None = None):

@@ -33,6 +33,7 @@ class LiteBranches:
     joins: Mapping[str, tuple[str, str]]  # block -> (the join layer, the block output it adds the branch to)
     config: Mapping[str, LiteConfig]  # block -> the branch's shape (kernel, groups, ...)
     _graphs: dict = field(default_factory=dict, repr=False)  # kept blocks -> graph
+    _traced: dict = field(default_factory=dict, repr=False)  # kept blocks -> (traced graph, their configs)
 
     def kept(self, options: Mapping[str, LayerOptions]) -> frozenset[str]:
         """The blocks whose branch trains something under ``options``."""
@@ -57,6 +58,24 @@ class LiteBranches:
         if found is None:
             found = self._graphs[keep] = _without(self._full, self, frozenset(self.layers) - keep)
         return found
+
+
+def check_lite(runtime: str = "tlplan", *, export: str | None = None, device=None,  # noqa: ANN001 - a name or a Device
+               max_step_ms: float | None = None, pareto: bool = False) -> None:
+    """What lite residual branches on offer do not combine with, as one-line errors: the mcu
+    runtime and the backward-config export (TinyTL trains them on the PyTorch runtimes), and
+    (not yet) a device's time model and the frontier."""
+    from ..errors import arg
+
+    if runtime == "mcu" or export is not None:
+        raise BadInputError(f"{arg('lite')}: lite residual branches are TinyTL's, trained on the PyTorch runtimes "
+                            f"(tlplan, eager); drop {arg('lite')} for {arg('runtime')} mcu or a backward-config export")
+    if device is not None or max_step_ms is not None:
+        raise BadInputError(f"{arg('lite')} does not combine with {arg('device')} or {arg('max_step_ms')} yet: "
+                            "solve with the branches, then predict the plan's step time with `tlplan profile MODEL "
+                            "--scheme plan.yaml --device NAME`")
+    if pareto:
+        raise BadInputError(f"{arg('lite')} solves one budget; drop --pareto or {arg('lite')}")
 
 
 def candidate_branches(model: nn.Module, input_shape: tuple[int, ...], model_name: str) -> tuple[LayerGraph, LiteBranches]:
@@ -130,9 +149,11 @@ def plan_graph(branches: LiteBranches, options: Mapping[str, LayerOptions], inpu
     from ..runtime.lite import insert_lite
     from ..trace import trace_model
 
-    keep = [b for b in branches.layers if b in branches.kept(options)]
-    if not keep:
-        return trace_model(branches.model, tuple(input_shape), model_name), {}
-    config = {b: branches.config[b] for b in keep}
-    model = insert_lite(copy.deepcopy(branches.model), tuple(input_shape), keep, config)
-    return trace_model(model, tuple(input_shape), model_name), config
+    kept = branches.kept(options)
+    found = branches._traced.get(kept)
+    if found is None:  # traced once per set of branches (the plan's figures and its report both ask)
+        keep = [b for b in branches.layers if b in kept]
+        config = {b: branches.config[b] for b in keep}
+        model = insert_lite(copy.deepcopy(branches.model), tuple(input_shape), keep, config) if keep else branches.model
+        found = branches._traced[kept] = (trace_model(model, tuple(input_shape), model_name), config)
+    return found[0], dict(found[1])

@@ -173,9 +173,10 @@ def build_space(
                                    importance_of(graph, layer, position, opts, importance)))
         choices.append(LayerChoices(layer.name, i, tuple(_pareto(cands))))
     depths = tuple(k for k, c in enumerate(choices) if ops.is_weighted(graph.by_name[c.layer]))
-    if lite is not None and (runtime == "mcu" or form is not None):
-        raise BadInputError("lite residual branches are TinyTL's, trained on the PyTorch runtimes (tlplan, eager): "
-                            "not with the mcu runtime or a backward-config export")
+    if lite is not None:
+        from .lite import check_lite
+
+        check_lite(runtime, export=form)
     return SearchSpace(graph, runtime, precision, optimizer, tuple(choices), base, depths, lite)
 
 
