@@ -14,7 +14,8 @@ then, timed:
 - ``torchinfo``: ``summary`` at the same input (when torchinfo is installed: it is not a
   dependency of tlplan; ``pip install torchinfo`` to compare).
 
-Prints medians (seconds, measured here) and the ratios. The issue's targets: tlplan no slower
+One round per model goes first, uncounted, so every import reads compiled bytecode as in an
+installed package. Prints medians (seconds, measured here) and the ratios. The issue's targets: tlplan no slower
 than torchinfo in process, and within 2x fvcore.
 
     .venv/bin/python benchmarks/profile_speed.py [resnet50 ...]
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -68,12 +70,17 @@ print(json.dumps(seconds))
 """
 
 
+# Imports read compiled bytecode, as they do in an installed package (pip compiles it): a shell's
+# PYTHONDONTWRITEBYTECODE would otherwise make every lazy import inside a timed call compile source.
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def run(name: str) -> dict[str, float]:
     """One round: each tool in a fresh process of its own (after the same warm-up forward), so no
     tool inherits another's one-time set-up (torch's override tables, allocator pages, imports)."""
     seconds: dict[str, float] = {}
     for tool in ("tlplan", "fvcore", "torchinfo"):
-        out = subprocess.run([sys.executable, "-c", CHILD, name, tool], check=True, capture_output=True, text=True)
+        out = subprocess.run([sys.executable, "-c", CHILD, name, tool], check=True, capture_output=True, text=True, env=ENV)
         seconds.update(json.loads(out.stdout.strip().splitlines()[-1]))
     return seconds
 
@@ -85,6 +92,7 @@ def main(names: list[str]) -> None:
           f"{torch.get_num_threads()} threads; median of {RUNS} fresh processes each (seconds, measured here)")
     print(f"{'model':16s} " + " ".join(f"{t:>12s}" for t in TOOLS) + f" {'tlplan/torchinfo':>17s} {'tlplan/fvcore':>14s}")
     for name in names:
+        run(name)  # not counted: writes the bytecode of anything first imported here
         runs = [run(name) for _ in range(RUNS)]
         med = {t: statistics.median(r[t] for r in runs) for t in TOOLS if all(t in r for r in runs)}
         cells = " ".join(f"{med[t]:12.3f}" if t in med else f"{'-':>12s}" for t in TOOLS)

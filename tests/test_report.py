@@ -228,3 +228,100 @@ def test_small_front_door_fixes(run, tmp_path) -> None:
     # CSV is plain ASCII (shapes as 1x16x16x16)
     csv_text = run("profile", "mcunet-5fps", "--resolution", "32", "--no-measure", "--format", "csv")[1]
     assert csv_text.isascii() and ",1x16x16x16," in csv_text
+
+
+# ---- TextTable: rich's table, drawn line by line where rich's per-cell layout is not needed ------
+
+
+def _rich_table(title, columns, rows, totals, numeric, caption):
+    """The table as rich's own Table draws it (what the reporters built before TextTable)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from tlplan.report import tables
+
+    table = Table(title=tables.plain(title), caption=caption, show_footer=False, header_style="bold")
+    for i, col in enumerate(columns):
+        widest = max([len(col), len(totals[i])] + [len(r[i]) for r in rows])
+        table.add_column(escape(col), justify="right" if numeric[i] else "left", no_wrap=numeric[i],
+                         min_width=widest if numeric[i] else None, overflow="fold")
+    for row in rows:
+        table.add_row(*(escape(c) for c in row))
+    table.add_section()
+    table.add_row(*totals, style="bold")
+    return table
+
+
+def _text_table(title, columns, rows, totals, numeric, caption):
+    from tlplan.report import tables
+
+    table = tables.TextTable(title=tables.plain(title), caption=caption, show_footer=False, header_style="bold")
+    for i, col in enumerate(columns):
+        widest = max([len(col), len(totals[i])] + [len(r[i]) for r in rows])
+        table.add_text_column(col, justify="right" if numeric[i] else "left", no_wrap=numeric[i],
+                              min_width=widest if numeric[i] else None, overflow="fold")
+    for row in rows:
+        table.add_text_row(row)
+    table.add_section()
+    table.add_text_row(totals, style="bold")
+    return table
+
+
+def _drawn(table, width: int, *, safe_box: bool = False):
+    """Every character the console draws, line by line, with its style: what a reader sees."""
+    from rich.segment import Segment
+    from rich.style import Style
+
+    from tlplan.report.tables import fit
+
+    console = Console(width=width, force_terminal=True, color_system="truecolor", file=io.StringIO(), safe_box=safe_box)
+    table = fit(table, console)  # as the CLI draws it: whole columns left out where the width runs out
+    lines = Segment.split_lines(console.render(table, console.options))
+    return [[(ch, seg.style or Style()) for seg in line for ch in seg.text] for line in lines], console.measure(table)
+
+
+@pytest.mark.parametrize("width", [300, 150, 100, 80, 40])
+def test_text_table_draws_what_rich_draws(report, width) -> None:
+    cols, rows, totals = text._chosen(report, None)
+    numeric = [c in pr.NUMERIC for c in cols]
+    names = [["layer1.0.conv[red]x", "日本語の層", "a b  c", "x" * 70]]  # markup-like, wide, spaced, long enough to fold
+    rows = rows + [[n] + r[1:] for n, r in zip(names[0], rows)]
+    args = (pr.title(report), cols, rows, totals, numeric, pr.KB_NOTE)
+    assert _drawn(_text_table(*args), width) == _drawn(_rich_table(*args), width)
+    assert _drawn(_text_table(*args), width, safe_box=True) == _drawn(_rich_table(*args), width, safe_box=True)
+
+
+def test_text_table_leaves_to_rich_what_it_does_not_draw() -> None:
+    from tlplan.report import tables
+
+    table = tables.TextTable(title="t")
+    table.add_text_column("name")
+    table.add_text_column("n", justify="right")
+    table.add_text_row(["two\nlines", "1"])
+    table.add_text_row([":smile: [b]x[/b]", "22"])
+    drawn = _drawn(table, 80)[0]
+    lines = ["".join(ch for ch, _ in line) for line in drawn]
+    assert any("two" in line for line in lines) and any("lines" in line for line in lines)  # rich wrapped the cell
+    assert any(":smile: [b]x[/b]" in line for line in lines)  # as written: no emoji, no markup
+    assert table._plain_widths() is None  # a newline: rich draws it
+    with pytest.raises(ValueError, match="2 columns"):
+        table.add_text_row(["only one"])
+
+
+def test_profile_table_is_drawn_line_by_line(report) -> None:
+    """The profile's table draws every row itself (rich's per-cell layout is skipped) at a normal width."""
+    from tlplan.report import tables
+
+    seen = []
+    original = tables.Table._render
+
+    def spy(self, *args, **kwargs):
+        seen.append(type(self).__name__)
+        return original(self, *args, **kwargs)
+
+    tables.Table._render = spy
+    try:
+        _render(report, width=300)
+    finally:
+        tables.Table._render = original
+    assert seen == []  # TextTable's own _render drew it: rich's was never called

@@ -98,6 +98,127 @@ def test_shapes_match_a_real_forward(batch: int) -> None:
     assert g.layers[-1].output_shape == (batch, 1000)
 
 
+# ---- shape propagation: a plain conv's shape by arithmetic, every other node run ---------------
+
+CONV_CASES = [
+    (nn.Conv2d(3, 8, 3), (1, 3, 17, 13)),
+    (nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False), (2, 3, 17, 12)),
+    (nn.Conv2d(4, 8, (3, 5), stride=(2, 3), padding=(1, 2), dilation=(2, 1), groups=2), (1, 4, 19, 23)),
+    (nn.Conv2d(6, 6, 3, padding="same", dilation=3, groups=6, padding_mode="reflect"), (1, 6, 11, 11)),
+    (nn.Conv2d(3, 5, 4, padding="valid", stride=3), (3, 3, 10, 9)),
+    (nn.Conv2d(3, 5, 3, padding=2, padding_mode="circular"), (1, 3, 7, 7)),
+    (nn.Conv1d(2, 4, 5, stride=2, padding=1), (1, 2, 31)),
+    (nn.Conv3d(2, 3, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)), (1, 2, 4, 9, 9)),
+]
+
+
+@pytest.mark.parametrize(("conv", "shape"), CONV_CASES)
+def test_plain_conv_stands_in_with_its_exact_output(conv, shape) -> None:
+    from tlplan.trace.tracer import _call_module, _plain_conv_output_shape
+
+    x = torch.zeros(shape)
+    assert _plain_conv_output_shape(conv, x) is not None  # the shortcut is taken...
+    with torch.no_grad():
+        expected = conv(x)
+        got = _call_module(conv, (x,), {})
+    assert got.shape == expected.shape and got.dtype == expected.dtype and got.is_contiguous()
+    torch.testing.assert_close(got, expected)  # ...and on a zero input it is the conv's very output
+
+
+class _CountingConv(nn.Conv2d):
+    calls = 0
+
+    def forward(self, x):
+        type(self).calls += 1
+        return super().forward(x)
+
+
+def test_conv_runs_where_the_shortcut_could_be_wrong() -> None:
+    from tlplan.trace.tracer import _plain_conv_output_shape
+
+    conv = nn.Conv2d(3, 4, 3)
+    x = torch.zeros(1, 3, 8, 8)
+    assert _plain_conv_output_shape(conv, torch.zeros(1, 5, 8, 8)) is None  # wrong channels: the conv raises
+    assert _plain_conv_output_shape(conv, torch.zeros(1, 3, 2, 2)) is None  # input smaller than the kernel
+    assert _plain_conv_output_shape(conv, x.to(memory_format=torch.channels_last)) is None
+    assert _plain_conv_output_shape(conv, x.double()) is None
+    assert _plain_conv_output_shape(_CountingConv(3, 4, 3), x) is None  # a subclass: its forward may differ
+    handle = conv.register_forward_hook(lambda m, a, out: out[:, :2])
+    assert _plain_conv_output_shape(conv, x) is None  # a hook may reshape the output
+    handle.remove()
+    handle = nn.modules.module.register_module_forward_hook(lambda m, a, out: None)
+    try:
+        assert _plain_conv_output_shape(conv, x) is None
+    finally:
+        handle.remove()
+    conv.forward = lambda t: t  # an instance's own forward
+    assert _plain_conv_output_shape(conv, x) is None
+
+
+class _HookedConvs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = _CountingConv(3, 6, 3, padding=1)
+        self.b = nn.Conv2d(6, 6, 3, padding="same", dilation=2)
+        self.b.register_forward_hook(lambda m, args, out: out[:, :4])  # shrinks the output the trace sees
+        self.c = nn.Conv1d(4, 2, 3)
+
+    def forward(self, x):
+        y = self.b(F.relu(self.a(x)))
+        return self.c(torch.flatten(y, 2))
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_shapes_equal_fx_interpreters(batch: int) -> None:
+    """The trace's own loop records exactly the shapes torch.fx's Interpreter (running every conv) sees."""
+    from tlplan.trace import ops
+    from tlplan.trace.tracer import _record_shapes
+
+    for model, size in ((tlplan.load_model("mobilenet_v2"), (3, 64, 64)), (tlplan.load_model("resnet18"), (3, 40, 48)),
+                        (_HookedConvs(), (3, 9, 7)), (Functional(), (3, 8, 8))):
+        graph = ops.LeafTracer().trace(model)
+        model.eval()
+        seen: dict[str, tuple] = {}
+
+        class Recorder(torch.fx.Interpreter):
+            def run_node(self, n):
+                out = super().run_node(n)
+                if isinstance(out, torch.Tensor) and n.op != "output":  # the output node is not a layer
+                    seen[n.name] = (tuple(out.shape), out.dtype, out.is_contiguous())
+                return out
+
+        with torch.no_grad():
+            Recorder(model, graph=graph).run(torch.zeros(batch, *size))
+            metas = _record_shapes(model, graph, torch.zeros(batch, *size))
+        assert {k: (m.shape, m.dtype, m.contiguous) for k, m in metas.items()} == seen
+    assert _CountingConv.calls >= 2  # the subclass really ran, in both
+
+
+def test_trace_records_what_fx_records() -> None:
+    """Plain functions (torch.flatten, F.relu) go through the trace's fast path; the graph is fx's own."""
+    from tlplan.trace import ops
+
+    class Fx(ops.LeafTracer):
+        def proxy(self, node):
+            return torch.fx.Proxy(node, self)
+
+    class Mixed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            y = F.relu(self.conv(x))
+            y = torch.cat([y, torch.sigmoid(y)], dim=1)
+            z = torch.flatten(F.adaptive_avg_pool2d(y, 1), 1)
+            return z.softmax(-1) + torch.ones(1).add(z).shape[-1] + y.size(1)
+
+    for build in (Mixed, lambda: tlplan.load_model("mobilenet_v2"), lambda: tlplan.load_model("mcunet-5fps")):
+        ours, theirs = ops.LeafTracer().trace(build()), Fx().trace(build())  # each names constants it adds to its root
+        assert [(n.op, n.target, str(n.args), str(n.kwargs)) for n in ours.nodes] == \
+            [(n.op, n.target, str(n.args), str(n.kwargs)) for n in theirs.nodes]
+
+
 def test_tracing_leaves_the_model_untouched() -> None:
     model = tlplan.load_model("resnet18").train()
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -7,7 +7,6 @@ import io
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from ..profiling import ProfileReport
 from . import profile_rows as pr
@@ -24,20 +23,20 @@ def _chosen(report: ProfileReport, columns: tuple[str, ...] | None) -> tuple[lis
 def render_table(report: ProfileReport, console: Console, columns: tuple[str, ...] | None = None) -> None:
     """Print the per-layer table, its totals row and the summary into ``console`` (``columns``:
     the ``--columns`` names to show, default all)."""
-    table = Table(title=tables.plain(pr.title(report)), caption=pr.KB_NOTE, show_footer=False, header_style="bold")
+    table = tables.TextTable(title=tables.plain(pr.title(report)), caption=pr.KB_NOTE, show_footer=False, header_style="bold")
     cols, rows, totals = _chosen(report, columns)
     for i, col in enumerate(cols):
         numeric = col in pr.NUMERIC
         # numbers never shrink or wrap (where the width runs out, whole columns are left out); names may fold
         widest = max([len(col), len(totals[i])] + [len(r[i]) for r in rows])
-        table.add_column(
-            escape(col), justify="right" if numeric else "left", no_wrap=numeric,
+        table.add_text_column(
+            col, justify="right" if numeric else "left", no_wrap=numeric,
             min_width=widest if numeric else None, overflow="fold",
         )
     for cells in rows:
-        table.add_row(*(escape(c) for c in cells))
+        table.add_text_row(cells)
     table.add_section()
-    table.add_row(*totals, style="bold")
+    table.add_text_row(totals, style="bold")
     # the CLI's console fits the width by leaving out columns from the right, never by cutting numbers
     console.print(table)
     for what, value, source in pr.summary_lines(report):

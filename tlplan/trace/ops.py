@@ -7,6 +7,7 @@ reported, never silently costed at zero.
 
 from __future__ import annotations
 
+from types import BuiltinFunctionType, FunctionType
 from typing import Any, Callable
 
 import torch
@@ -34,9 +35,44 @@ def is_layer_module(m: nn.Module) -> bool:
     return next(m.children(), None) is None or parametrize.is_parametrized(m)
 
 
+class _Proxy(torch.fx.Proxy):
+    """fx's Proxy, without the cost of asking whether a plain function is a Tensor method.
+
+    fx answers that with ``torch.overrides.is_tensor_method_or_property``, which the first time
+    builds torch's table of every overridable function: 20-25 ms, about a fifth of a first
+    profile, spent on the first ``torch.flatten`` or ``F.adaptive_avg_pool2d`` of a trace. A
+    Python function defined at module level (``F.relu``) or a builtin of torch's function
+    namespaces (``torch.flatten``) is never a Tensor method, so it is recorded as fx records it,
+    a ``call_function``; anything else (Tensor methods and properties, script methods,
+    higher-order operators) takes fx's own path.
+    """
+
+    @classmethod
+    def __torch_function__(cls, orig_method, types, args=None, kwargs=None):  # noqa: ANN001, ANN206 - fx's signature
+        if not _plain_function(orig_method):
+            return super().__torch_function__(orig_method, types, args, kwargs)
+        args, kwargs = args or (), kwargs or {}
+        tracers = {a.tracer for a in (*args, *kwargs.values()) if isinstance(a, torch.fx.Proxy)}
+        if len(tracers) != 1:  # proxies inside containers, or several tracers: fx's own checks
+            return super().__torch_function__(orig_method, types, args, kwargs)
+        return next(iter(tracers)).create_proxy("call_function", orig_method, args, kwargs)
+
+
+def _plain_function(fn: Any) -> bool:
+    if isinstance(fn, FunctionType):
+        return "." not in fn.__qualname__
+    if isinstance(fn, BuiltinFunctionType):  # torch.flatten: bound to torch's function namespace, not to a tensor
+        owner = fn.__self__
+        return not isinstance(owner, torch.Tensor) and not (isinstance(owner, type) and issubclass(owner, torch._C.TensorBase))
+    return False
+
+
 class LeafTracer(torch.fx.Tracer):
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return is_layer_module(m) or super().is_leaf_module(m, module_qualified_name)
+
+    def proxy(self, node: torch.fx.Node) -> torch.fx.Proxy:
+        return _Proxy(node, self)
 
 
 def symbolic_trace(model: nn.Module) -> torch.fx.GraphModule:
