@@ -166,3 +166,50 @@ def test_tinytl_figures_match_the_papers_table_2() -> None:
         assert abs(m.tinytl_bytes / 1e6 / paper - 1) < 0.01, (scheme, m.tinytl_bytes)
         # tlplan's own timeline holds far more at that moment (the block's expansion and input alive)
         assert m.activation_peak_bytes > 1.5 * m.tinytl_activation_bytes
+
+
+# ---- what a solver's checks reuse: per-graph memos must not change a single number --------------
+
+
+def _random_plans(graph, count: int, seed: int):
+    import random
+
+    from tlplan.solve import build_space
+
+    space = build_space(graph)
+    rng = random.Random(seed)
+    for _ in range(count):
+        depth = rng.choice(space.depths)
+        options = dict(space.base_options)
+        for choice in space.choices[depth:]:
+            if rng.random() < 0.3:
+                options[choice.layer] = rng.choice(choice.candidates).options
+        yield options
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "mobilenet_v3_small"])
+def test_a_check_is_the_full_simulation(name) -> None:
+    """``detail=False`` (a solver's check: the forward up to the first recorded layer taken from a
+    per-graph cache) gives every figure the full simulation gives, plan after plan."""
+    graph = trace_model(tlplan.load_model(name), (2, 3, 64, 64), name)
+    skip = {"timeline", "tinytl_bytes", "tinytl_activation_bytes", "tinytl_peak_at"}  # what a check leaves out
+    for options in _random_plans(graph, 40, seed=1):
+        for runtime in ("tlplan", "eager"):
+            costs = annotate(graph, options, runtime, "fp32")
+            fast, full = simulate_peak(costs, detail=False), simulate_peak(costs, detail=True)
+            assert {k: v for k, v in vars(fast).items() if k not in skip} == \
+                {k: v for k, v in vars(full).items() if k not in skip}, (runtime, options)
+
+
+def test_costs_do_not_depend_on_what_was_costed_before() -> None:
+    """annotate's per-graph memo (layers below the first trained one, among others) gives a plan
+    the same costs as a graph that never costed anything."""
+    import dataclasses
+
+    graph = trace_model(tlplan.load_model("mobilenet_v2"), (2, 3, 64, 64), "mobilenet_v2")
+    plans = list(_random_plans(graph, 30, seed=2))
+    for options in plans:  # warm the memo with every plan first
+        annotate(graph, options, "tlplan", "fp32")
+    for options in plans:
+        fresh = dataclasses.replace(graph)  # the same layers, an empty memo
+        assert annotate(graph, options, "tlplan", "fp32").layers == annotate(fresh, options, "tlplan", "fp32").layers

@@ -64,14 +64,13 @@ class LayerCost:
     # (backward), its spec's rule on this runtime
     workspace_fwd_bytes: int = 0
     workspace_bwd_bytes: int = 0
+    mask_bytes: int = 0  # of what it keeps, 1-bit masks (part of ``saved``, the layer's own)
 
     @property
     def macs_bwd(self) -> int:
         return self.macs_bwd_input + self.macs_bwd_weight
 
-    @property
-    def mask_bytes(self) -> int:
-        return sum(t.private_bytes for t in self.saved if t.what == "mask")
+
 
 
 @dataclass(frozen=True)
@@ -139,7 +138,8 @@ def _layer_cost(layer, state: GradState, owned: tuple[bool, ...], runtime: str, 
     )
     setting = ops.Setting(runtime, element_bytes)
     return replace(cost, workspace_fwd_bytes=spec.forward_workspace(layer, cost, setting),
-                   workspace_bwd_bytes=spec.backward_workspace(layer, cost, setting))
+                   workspace_bwd_bytes=spec.backward_workspace(layer, cost, setting),
+                   mask_bytes=sum(t.private_bytes for t in saved if t.what == "mask"))
 
 
 def annotate(
@@ -167,11 +167,28 @@ def annotate(
     # a layer's costs depend on its state alone: kept across the plans costed of one graph
     # (a solver costs hundreds); the registry's generation keys out specs registered since
     memo = graph.memo.setdefault(("annotate", runtime, element_bytes, ops.REGISTRY.generation), {})
+    # below the first layer that reads a trained parameter nothing requires grad: each layer there
+    # costs what it costs in every plan with its options (most layers of a plan that trains the
+    # last blocks), kept per graph and layer
+    dead = graph.memo.setdefault(("annotate-dead", runtime, element_bytes, ops.REGISTRY.generation), {})
+    first_reader = graph.memo.get("param-first-reader")
+    if first_reader is None:
+        first_reader = graph.memo["param-first-reader"] = {}
+        for i, layer in enumerate(graph.layers):
+            for p in layer.all_params:
+                first_reader.setdefault(p.name, i)
+    first_live = min((first_reader.get(name, len(graph.layers)) for name in trainable), default=len(graph.layers))
+    plain = LayerOptions()
     requires_grad: dict[str, bool] = {INPUT: False}
     seen_storages: set[str] = set()
     costs: list[LayerCost] = []
     for i, layer in enumerate(graph.layers):
-        opts = options.get(layer.name, LayerOptions())
+        opts = options.get(layer.name, plain)
+        if i < first_live:
+            cost = dead.get((i, opts))
+            if cost is not None:
+                costs.append(cost)  # not recorded: ``requires_grad`` has no entry (read as False)
+                continue
         trained = frozenset(p.role for p in layer.all_params if p.name in trainable)
         state = GradState(tuple(requires_grad.get(src, False) for src in layer.inputs), trained, opts)
         requires_grad[layer.name] = state.recorded
@@ -196,6 +213,8 @@ def annotate(
         cost = variants.get(saved_bytes)
         if cost is None:
             cost = variants[saved_bytes] = replace(part, saved_bytes=saved_bytes)
+        if i < first_live and not state.recorded and not part.saved:
+            dead[i, opts] = cost
         costs.append(cost)
     return CostTable(graph=graph, options=options, trainable=trainable, runtime=runtime, precision=precision, layers=tuple(costs),
                      frozen_bits=frozen_bits)

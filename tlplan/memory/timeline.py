@@ -117,7 +117,16 @@ def simulate_peak(costs: CostTable, optimizer: Optimizer = Optimizer(), *, detai
     live_bytes = sum(live.values())
     private_live = 0
     out_root = walk.out_root
-    for i, (layer, cost) in enumerate(zip(graph.layers, costs.layers)):
+    start = 0
+    if not detail and not mcu:
+        # up to the first recorded layer nothing is kept, so the forward there is the same in
+        # every plan whose kept values all live past it: taken from the last check that ran it
+        start, live, live_bytes, most, most_at, activation_peak = _forward_prefix(graph, costs, walk, kept_until)
+        live = dict(live)
+        if resident + most > peak:
+            peak, peak_at = resident + most, ("forward", most_at)
+    for i in range(start, len(graph.layers)):
+        layer, cost = graph.layers[i], costs.layers[i]
         root = roots[i]
         if mcu and _in_place_depthwise(layer, i, last_use, kept_until, graph):
             # the MCU engine runs depthwise convs in place: the output takes over the input's buffer
@@ -211,6 +220,38 @@ class _Walk:
     last_use: dict[str, int]  # storage root -> the last layer that needs it alive in the forward
     release_after: dict[int, tuple[str, ...]]  # layer -> the storage roots whose last use it is
     out_root: str
+
+
+def _forward_prefix(graph, costs: CostTable, walk: _Walk, kept_until: dict[str, int]):
+    """The forward up to the first recorded layer, without the resident bytes: (that layer's index,
+    the values live there, their bytes, the most the prefix held and where, its activation peak).
+    Cached per graph by what it depends on, each prefix layer's forward workspace; a plan that
+    keeps a value the prefix would free gets an empty prefix (its own loop runs it all)."""
+    layers = costs.layers
+    first = next((i for i, c in enumerate(layers) if c.state.recorded), len(layers))
+    if any(walk.last_use.get(root, first) < first for root in kept_until):
+        return 0, {}, 0, 0, None, 0
+    key = ("forward-prefix", first, tuple(c.workspace_fwd_bytes for c in layers[:first]))
+    found = graph.memo.get(key)
+    if found is None:
+        input_bytes = graph.value_bytes(INPUT)
+        live: dict[str, int] = {}
+        live_bytes = most = activation_peak = 0
+        most_at = None
+        for i in range(first):
+            root = walk.roots[i]
+            if root != INPUT and root not in live:
+                live[root] = graph.value_bytes(graph.layers[i].name)
+                live_bytes += live[root]
+            ws = layers[i].workspace_fwd_bytes
+            activation_peak = max(activation_peak, live_bytes + ws + input_bytes)
+            if live_bytes + ws > most:
+                most, most_at = live_bytes + ws, graph.layers[i].name
+            for r in walk.release_after.get(i, ()):
+                if r != walk.out_root and r != INPUT:
+                    live_bytes -= live.pop(r, 0)
+        found = graph.memo[key] = (first, live, live_bytes, most, most_at, activation_peak)
+    return found
 
 
 def _walk(graph) -> _Walk:

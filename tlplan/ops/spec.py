@@ -40,7 +40,7 @@ class GradState:
     @property
     def recorded(self) -> bool:
         """Autograd records the op (and saves anything) only if some input or parameter needs grad."""
-        return self.needs_input_grad or bool(self.trained)
+        return bool(self.trained) or any(self.inputs_require_grad)
 
 
 @dataclass(frozen=True)

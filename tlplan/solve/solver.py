@@ -389,7 +389,7 @@ class _FrontAsk:
         # bytes beyond budget − fixed cost that every depth's front reaches: handing back room asks
         # a little beyond (checked plans need less than their additive bound), and ``reach_bytes``
         # (a larger budget's asks: the next better plan's) as far
-        self.extra = max(budget_bytes // 8, reach_bytes - budget_bytes)
+        self.extra = max(budget_bytes // 64, reach_bytes - budget_bytes)
         self.fronts = self._sweep()
 
     def _sweep(self) -> Fronts:
