@@ -221,6 +221,101 @@ def test_masked_activation_gradient_equals_pytorch_in_every_dtype(dtype: torch.d
     assert torch.equal(got_x.grad, expected_x.grad)
 
 
+# ---- a ReLU / ReLU6 whose output a later layer keeps: that output, not a mask -------------------
+
+
+class _ActThenConv(nn.Module):
+    """An activation feeding a conv that trains its weight (so it keeps the activation's output)."""
+
+    def __init__(self, act: nn.Module, write_after: bool = False) -> None:
+        super().__init__()
+        self.conv0, self.act, self.conv = nn.Conv2d(3, 4, 3, padding=1), act, nn.Conv2d(4, 4, 3, padding=1)
+        self.write_after = write_after
+
+    def forward(self, x):
+        y = self.act(self.conv0(x))
+        if self.write_after:
+            y = y.mul_(2)  # an in-place op on the activation's output before the conv reads it
+        return self.conv(y)
+
+
+def _exact_plan(model, shape):
+    g = trace_model(model, shape)
+    options = {layer.name: LayerOptions(weight=1.0, bias=True) for layer in g.layers if layer.op == "conv2d"}
+    options["act"] = LayerOptions(mask=True)
+    return g, _plan(model, shape, options)
+
+
+@pytest.mark.parametrize("act", [nn.ReLU(), nn.ReLU6(), nn.ReLU(inplace=True), nn.ReLU6(inplace=True)], ids=repr)
+def test_activation_keeps_the_output_the_conv_keeps_and_is_exact(act) -> None:
+    from tlplan.costs.annotate import annotate
+    from tlplan.measure.saved import measure_saved_bytes
+
+    torch.manual_seed(5)
+    model = _ActThenConv(act)
+    shape = (2, 3, 9, 11)
+    graph, plan = _exact_plan(model, shape)
+    cost = next(c for c in annotate(graph, plan.layers, "tlplan", "fp32").layers if c.name == "act")
+    assert cost.mask_from_output and cost.mask_bytes == 0
+    planned = apply_plan(copy.deepcopy(model), plan)
+    assert planned.act.mask_from_output
+    x = torch.randn(shape) * 4
+    x[0, 0, 0, :3] = torch.tensor([0.0, 6.0, 1e-30])  # the edges: blocked, blocked, passed
+    g = torch.randn(2, 4, 9, 11)
+    expected = x.clone().requires_grad_(True)
+    model(expected).backward(g)
+    got = x.clone().requires_grad_(True)
+    planned(got).backward(g)
+    assert torch.equal(got.grad, expected.grad)  # PyTorch's own kernels, bit for bit
+    assert torch.equal(planned.conv0.weight.grad, model.conv0.weight.grad)
+    # what it keeps: the conv's input alone, shared; nothing of its own (a mask would add numel/8)
+    predicted = annotate(graph, plan.layers, "tlplan", "fp32").totals["saved_bytes"]
+    assert measure_saved_bytes(apply_plan(copy.deepcopy(model), plan), shape).saved_bytes == predicted
+
+
+def test_activation_keeps_a_mask_where_the_output_is_overwritten_or_not_kept() -> None:
+    from tlplan.costs.annotate import annotate
+    from tlplan.measure.saved import measure_saved_bytes
+
+    shape = (2, 3, 8, 8)
+    # a later in-place op writes the output: keeping it would keep a changed tensor
+    model = _ActThenConv(nn.ReLU6(), write_after=True)
+    graph, plan = _exact_plan(model, shape)
+    costs = {c.name: c for c in annotate(graph, plan.layers, "tlplan", "fp32").layers}
+    assert not costs["act"].mask_from_output and costs["act"].mask_bytes == mask_bytes(2 * 4 * 8 * 8)
+    planned = apply_plan(copy.deepcopy(model), plan)
+    x = torch.randn(shape) * 4
+    expected, got = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    model(expected).sum().backward()
+    planned(got).sum().backward()  # runs (a stale kept output would raise) and is exact
+    assert torch.equal(got.grad, expected.grad)
+    # a conv that trains only its bias does not keep its input: the mask stays
+    options = dict(plan.layers)
+    options["conv"] = LayerOptions(bias=True)
+    costs = {c.name: c for c in annotate(graph, options, "tlplan", "fp32").layers}
+    assert not costs["act"].mask_from_output and costs["act"].mask_bytes > 0
+    # a module called twice keeps one way: here the second call's output is kept by nobody
+    resnet = tlplan.load_model("resnet18")
+    g = trace_model(resnet, (1, 3, 64, 64), "resnet18")
+    full = scheme_options(g, parse_scheme("full"))
+    costs = {c.name: c for c in annotate(g, full, "tlplan", "fp32").layers}
+    assert costs["layer4.1.relu"].mask_bytes and costs["layer4.1.relu_1"].mask_bytes  # before the pooling: no keeper
+    planned = apply_plan(copy.deepcopy(resnet), Plan("resnet18", (1, 3, 64, 64), full, runtime="tlplan"))
+    assert not planned.layer4[1].relu.mask_from_output
+    assert measure_saved_bytes(planned, (1, 3, 64, 64)).saved_bytes == annotate(g, full, "tlplan", "fp32").totals["saved_bytes"]
+
+
+def test_mobilenet_full_keeps_no_relu6_mask_the_convs_make_unneeded() -> None:
+    from tlplan.costs.annotate import annotate
+
+    model = tlplan.load_model("mobilenet_v2")
+    g = trace_model(model, (1, 3, 64, 64), "mobilenet_v2")
+    costs = annotate(g, scheme_options(g, parse_scheme("full")), "tlplan", "fp32").layers
+    relu6 = [c for layer, c in zip(g.layers, costs) if layer.op == "relu6"]
+    assert sum(c.mask_from_output for c in relu6) == len(relu6) - 1  # all but the last, before the pooling
+    assert sum(c.mask_bytes for c in relu6) == relu6[-1].mask_bytes > 0
+
+
 # ---- apply_plan as a user meets it ---------------------------------------------------------------
 
 

@@ -65,6 +65,8 @@ class LayerCost:
     workspace_fwd_bytes: int = 0
     workspace_bwd_bytes: int = 0
     mask_bytes: int = 0  # of what it keeps, 1-bit masks (part of ``saved``, the layer's own)
+    #: a masked ReLU / ReLU6 keeping its output instead of a mask: a later layer keeps it anyway
+    mask_from_output: bool = False
 
     @property
     def macs_bwd(self) -> int:
@@ -142,6 +144,41 @@ def _layer_cost(layer, state: GradState, owned: tuple[bool, ...], runtime: str, 
                    mask_bytes=sum(t.private_bytes for t in saved if t.what == "mask"))
 
 
+def _masks_from_output(graph: LayerGraph, parts: list[tuple[LayerCost, dict | None]]) -> list[int]:
+    """The ReLU / ReLU6 calls whose 1-bit mask a later layer's kept output makes unneeded.
+
+    A masked ReLU or ReLU6 can back-propagate exactly from its output (``MaskedActivation``'s
+    ``from_output``); where a later layer keeps that output anyway (the conv it feeds, training
+    its weight), keeping it costs nothing and the mask (its bits, and the time to make and apply
+    them) goes. Not where a later in-place op overwrites that storage (the kept output would be
+    stale), and only where every call of the module qualifies (it runs one way).
+    """
+    keepers: dict[str, int] = {}  # storage root -> the last layer keeping it
+    for j, (part, _) in enumerate(parts):
+        for t in part.saved:
+            if t.value is not None:
+                keepers[graph.storage_root(t.value)] = j
+    writers = graph.memo.get("in-place writers")
+    if writers is None:
+        writers = graph.memo["in-place writers"] = {}
+        for k, layer in enumerate(graph.layers):
+            if layer.attrs.get("inplace"):
+                writers.setdefault(graph.storage_root(layer.name), []).append(k)
+    verdict: dict[str | None, bool] = {}  # module -> all its calls qualify
+    calls: dict[str | None, list[int]] = {}
+    for i, (part, _) in enumerate(parts):
+        opts, layer = part.state.options, graph.layers[i]
+        if not opts.mask or layer.op not in ("relu", "relu6") or not part.state.needs_input_grad:
+            continue
+        if not ops.planned(layer) or layer.module is None:
+            continue
+        root = graph.storage_root(layer.name)
+        ok = keepers.get(root, -1) > i and not any(k > i for k in writers.get(root, ()))
+        verdict[layer.module] = verdict.get(layer.module, True) and ok
+        calls.setdefault(layer.module, []).append(i)
+    return [i for module, found in calls.items() if verdict[module] for i in found]
+
+
 def annotate(
     graph: LayerGraph,
     options: Mapping[str, LayerOptions],
@@ -180,14 +217,15 @@ def annotate(
     first_live = min((first_reader.get(name, len(graph.layers)) for name in trainable), default=len(graph.layers))
     plain = LayerOptions()
     requires_grad: dict[str, bool] = {INPUT: False}
-    seen_storages: set[str] = set()
-    costs: list[LayerCost] = []
+    # each layer's costs before shared values are counted once: (costs, its memo entry; None: a
+    # cost taken as it is)
+    parts: list[tuple[LayerCost, dict | None]] = []
     for i, layer in enumerate(graph.layers):
         opts = options.get(layer.name, plain)
         if i < first_live:
             cost = dead.get((i, opts))
             if cost is not None:
-                costs.append(cost)  # not recorded: ``requires_grad`` has no entry (read as False)
+                parts.append((cost, None))  # not recorded: ``requires_grad`` has no entry (read as False)
                 continue
         trained = frozenset(p.role for p in layer.all_params if p.name in trainable)
         state = GradState(tuple(requires_grad.get(src, False) for src in layer.inputs), trained, opts)
@@ -200,6 +238,23 @@ def annotate(
             variants = memo[key] = {part.saved_bytes: part}
         else:
             part = next(iter(variants.values()))
+        parts.append((part, variants))
+    if runtime == "tlplan":
+        for i in _masks_from_output(graph, parts):
+            part = parts[i][0]
+            key = (i, part.state, "mask from output")
+            variants = memo.get(key)
+            if variants is None:
+                keeps = replace(part, saved=(SavedTensor("output", value=graph.layers[i].name),), workspace_fwd_bytes=0, workspace_bwd_bytes=0,
+                                mask_bytes=0, mask_from_output=True)
+                variants = memo[key] = {keeps.saved_bytes: keeps}
+            parts[i] = (next(iter(variants.values())), variants)
+    seen_storages: set[str] = set()
+    costs: list[LayerCost] = []
+    for i, (part, variants) in enumerate(parts):
+        if variants is None:
+            costs.append(part)
+            continue
         saved_bytes = 0
         for t in part.saved:
             if t.value is None:
@@ -213,8 +268,8 @@ def annotate(
         cost = variants.get(saved_bytes)
         if cost is None:
             cost = variants[saved_bytes] = replace(part, saved_bytes=saved_bytes)
-        if i < first_live and not state.recorded and not part.saved:
-            dead[i, opts] = cost
+        if i < first_live and not part.state.recorded and not part.saved:
+            dead[i, part.state.options] = cost
         costs.append(cost)
     return CostTable(graph=graph, options=options, trainable=trainable, runtime=runtime, precision=precision, layers=tuple(costs),
                      frozen_bits=frozen_bits)

@@ -20,7 +20,7 @@ that produced the tensor and priced like a forward ``add`` of its size.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping, Sequence
@@ -205,13 +205,16 @@ def plan_items(graph: LayerGraph, costs: CostTable, weight_ratios: Mapping[str, 
                 if needs and src != INPUT:
                     gradients_into[src] = gradients_into.get(src, 0) + 1
         option = _option(costs, layer.name)
+        from_output = getattr(cost, "mask_from_output", False) and option is not None
+        if from_output:  # no mask: PyTorch's kernels on the output it keeps, in the runtime's autograd Function
+            option = replace(option, mask=False)
         ratio = (weight_ratios or {}).get(layer.name, getattr(option, "weight", 0) or 1.0)
         priced = layer_items(layer, option, costs.runtime, passes, ratio)
         if priced is None:
             unpredicted.append(layer.name)
             continue
         items.extend(priced)
-        runtime_layers += priced[0].fallback is not None
+        runtime_layers += priced[0].fallback is not None or from_output
     for src, n in gradients_into.items():
         if n > 1:
             shape = graph.by_name[src].output_shape

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
+from ..costs.annotate import annotate
 from ..errors import BadInputError
 from ..plan.options import LayerOptions
 from ..plan.plan import Plan
@@ -57,9 +58,15 @@ def apply_plan(model: nn.Module, plan: Plan, *, graph: LayerGraph | None = None)
                     "give every call the same options"
                 )
             per_module[layer.module] = opts
+        # ReLU / ReLU6 modules whose mask the memory model drops for the output a later layer keeps
+        from_output = {layer.module for layer, cost in zip(graph.layers, annotate(graph, plan.layers, "tlplan", plan.precision).layers)
+                       if cost.mask_from_output}
         for name, opts in per_module.items():
             module = modules[name]
-            _replace(model, name, REGISTRY.for_module(module).runtime_module(module, opts, plan.precision))
+            new = REGISTRY.for_module(module).runtime_module(module, opts, plan.precision)
+            if name in from_output:
+                new.mask_from_output = True
+            _replace(model, name, new)
     for name, p in model.named_parameters():
         p.requires_grad_(name in trainable)
     return model

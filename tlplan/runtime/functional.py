@@ -114,14 +114,18 @@ class MaskedActivation(torch.autograd.Function):
 
     In place when the module it replaces was (the input is overwritten, as the model's author
     chose); the mask is computed only when a gradient will be asked for.
+
+    With ``from_output`` (ReLU and ReLU6 only: 0 < y < 6 exactly where 0 < x < 6, and y > 0 where
+    x > 0), it keeps its output instead: where a later layer keeps that output anyway (the conv it
+    feeds, training its weight), that costs no byte, and the backward is PyTorch's own kernel.
     """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, kind: str, inplace: bool) -> torch.Tensor:
-        if kind not in ("relu", "relu6", "hardswish"):
-            raise ValueError(f"no masked backward for {kind}")
-        ctx.shape = x.shape
-        if ctx.needs_input_grad[0]:
+    def forward(ctx: Any, x: torch.Tensor, kind: str, inplace: bool, from_output: bool = False) -> torch.Tensor:
+        if kind not in ("relu", "relu6", "hardswish") or (from_output and kind == "hardswish"):
+            raise ValueError(f"no masked backward for {kind}" + (" from its output" if from_output else ""))
+        ctx.shape, ctx.kind, ctx.from_output = x.shape, kind, from_output
+        if ctx.needs_input_grad[0] and not from_output:
             mask = _activation_mask(x, kind)
             ctx.save_for_backward(pack_mask(mask))
             del mask
@@ -133,12 +137,19 @@ class MaskedActivation(torch.autograd.Function):
             y = F.hardswish(x, inplace=inplace)
         if inplace:
             ctx.mark_dirty(y)
+        if ctx.needs_input_grad[0] and from_output:
+            ctx.save_for_backward(y)
         return y
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
-        (packed,) = ctx.saved_tensors
-        return _masked_gradient(grad, packed, ctx.shape), None, None
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
+        (kept,) = ctx.saved_tensors
+        if not ctx.from_output:
+            return _masked_gradient(grad, kept, ctx.shape), None, None, None
+        if ctx.kind == "relu":  # what PyTorch's ReLU runs, on the output it keeps too
+            return torch.ops.aten.threshold_backward(grad, kept, 0), None, None, None
+        # PyTorch's ReLU6 reads its input; on the output the same elements pass (see above)
+        return torch.ops.aten.hardtanh_backward(grad, kept, 0.0, 6.0), None, None, None
 
 
 # ---- norm with frozen statistics ----------------------------------------------------------------

@@ -53,11 +53,14 @@ class PlannedBatchNorm2d(nn.BatchNorm2d, PlannedModule):
 
 class _MaskedActivationMixin(PlannedModule):
     kind: str
+    #: keep the output a later layer keeps anyway, not a 1-bit mask (``apply_plan`` sets it where
+    #: the memory model's ``LayerCost.mask_from_output`` says so for every call of the module)
+    mask_from_output: bool = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         inplace = bool(getattr(self, "inplace", False))
         if self.options.mask:
-            return MaskedActivation.apply(x, self.kind, inplace)
+            return MaskedActivation.apply(x, self.kind, inplace, self.mask_from_output)
         return {"relu": F.relu, "relu6": F.relu6, "hardswish": F.hardswish}[self.kind](x, inplace=inplace)
 
 
