@@ -291,6 +291,23 @@ def test_text_table_draws_what_rich_draws(report, width) -> None:
     assert _drawn(_text_table(*args), width, safe_box=True) == _drawn(_rich_table(*args), width, safe_box=True)
 
 
+def test_text_table_measures_as_rich_does() -> None:
+    from rich.table import Table
+
+    from tlplan.report import tables
+
+    cells = [["   ", "1"], ["a  b", ""], ["日本", "12345"]]
+    ours, theirs = tables.TextTable(), Table()
+    for header in ("x", "y"):
+        ours.add_text_column(header)
+        theirs.add_column(header)
+    for row in cells:
+        ours.add_text_row(row)
+        theirs.add_row(*row)
+    console = Console(file=io.StringIO(), width=80)
+    assert console.measure(ours) == console.measure(theirs)
+
+
 def test_text_table_leaves_to_rich_what_it_does_not_draw() -> None:
     from tlplan.report import tables
 

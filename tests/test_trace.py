@@ -153,6 +153,40 @@ def test_conv_runs_where_the_shortcut_could_be_wrong() -> None:
         handle.remove()
     conv.forward = lambda t: t  # an instance's own forward
     assert _plain_conv_output_shape(conv, x) is None
+    other = nn.Conv2d(3, 4, 3)
+    other._conv_forward = lambda t, w, b: t
+    assert _plain_conv_output_shape(other, x) is None
+    # a channels_last weight gives a channels_last output
+    assert _plain_conv_output_shape(nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last), x) is None
+    mixed = nn.Conv2d(3, 4, 3)
+    mixed.bias.data = mixed.bias.data.double()  # the conv raises on it
+    assert _plain_conv_output_shape(mixed, x) is None
+    reflect = nn.Conv2d(3, 4, 3, padding=3, padding_mode="reflect")
+    assert _plain_conv_output_shape(reflect, torch.zeros(1, 3, 2, 2)) is None  # as wide as the input: its own error
+    assert _plain_conv_output_shape(reflect, x) == (1, 4, 12, 12)
+
+
+class _NonzeroAfterConvs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3, bias=False)
+
+    def forward(self, x):
+        return torch.nonzero(self.b(self.a(x)))  # a shape that the conv's values decide
+
+
+def test_shapes_that_values_decide_and_autocast_run_the_convs() -> None:
+    from tlplan.trace.tracer import _trace
+
+    torch.manual_seed(0)
+    model = _NonzeroAfterConvs()
+    with torch.no_grad():
+        expected = model.eval()(torch.zeros(1, 3, 8, 8)).shape
+    graph = _trace(model, (1, 3, 8, 8), "nz")
+    assert graph.layers[-1].output_shape == tuple(expected)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # convs return bfloat16 there
+        graph = _trace(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()), (1, 3, 8, 8), "m")
+    assert [layer.output_dtype_bytes for layer in graph.layers] == [2, 2]
 
 
 class _HookedConvs(nn.Module):

@@ -81,7 +81,8 @@ class TextTable(Table):
         narrowest = []  # as rich measures a text: its longest word, at least the column's min_width
         for column in self.columns:
             header, cells = self._texts[id(column)]
-            words = [cell_len(w) for cell in (header, *cells) for w in cell.split()]
+            # a cell without words measures its full width, as rich measures a Text
+            words = [max((cell_len(w) for w in cell.split()), default=cell_len(cell)) for cell in (header, *cells)]
             narrowest.append(max(max(words, default=0), column.min_width or 0))
         return Measurement(sum(narrowest) + 2 * len(widths) + self._extra_width,
                            sum(widths) + 2 * len(widths) + self._extra_width)

@@ -141,6 +141,8 @@ def _record_shapes(module: nn.Module, graph: torch.fx.Graph, x: torch.Tensor) ->
                 last_use.setdefault(node, []).append(source)
     inputs = iter((x,))
     load = env.__getitem__
+    # a conv's stand-in has its shape, not its values: only where no later shape reads values
+    shortcut = not _value_dependent(graph) and not _modes_active()
     for node in graph.nodes:
         op = node.op
         if op == "output":
@@ -160,7 +162,7 @@ def _record_shapes(module: nn.Module, graph: torch.fx.Graph, x: torch.Tensor) ->
         elif op == "call_method":
             value = getattr(args[0], node.target)(*args[1:], **kwargs)
         else:  # call_module
-            value = _call_module(modules[node.target], args, kwargs)
+            value = _call_module(modules[node.target], args, kwargs, shortcut)
         env[node] = value
         if isinstance(value, torch.Tensor):
             metas[node.name] = _Meta(tuple(value.shape), value.dtype, value.is_contiguous())
@@ -179,8 +181,50 @@ def _fetch(module: nn.Module, target: str) -> Any:
     return value
 
 
-def _call_module(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> Any:
-    if not kwargs and len(args) == 1:
+#: ops whose output shape depends on their input's values (and so on a conv's real output)
+_VALUE_SHAPED = frozenset({"nonzero", "argwhere", "masked_select", "unique", "unique_consecutive", "bincount",
+                           "repeat_interleave", "nonzero_static", "masked_scatter", "where"})
+
+
+def _value_dependent(graph: torch.fx.Graph) -> bool:
+    """Whether some op's output shape may depend on values: one of ``_VALUE_SHAPED``, or indexing
+    by a computed tensor (a boolean mask selects as many elements as are set)."""
+    import operator
+
+    for node in graph.nodes:
+        if node.op not in ("call_function", "call_method"):
+            continue
+        name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+        if name in _VALUE_SHAPED:
+            return True
+        if node.target is operator.getitem and _indexes_by_node(node.args[1:]):
+            return True
+    return False
+
+
+def _indexes_by_node(index: Any) -> bool:
+    found = False
+
+    def visit(a: Any) -> Any:
+        nonlocal found
+        found = found or isinstance(a, torch.fx.Node)
+        return a
+
+    torch.fx.node.map_aggregate(index, visit)
+    return found
+
+
+def _modes_active() -> bool:
+    """Autocast or a torch function / dispatch mode changes what a conv returns: then convs run."""
+    from torch.overrides import _get_current_function_mode_stack
+    from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
+
+    return (torch.is_autocast_enabled("cpu") or torch.is_autocast_enabled("cuda")
+            or bool(_get_current_function_mode_stack()) or bool(_get_current_dispatch_mode_stack()))
+
+
+def _call_module(module: nn.Module, args: tuple, kwargs: dict[str, Any], shortcut: bool = True) -> Any:
+    if shortcut and not kwargs and len(args) == 1:
         shape = _plain_conv_output_shape(module, args[0])
         if shape is not None:
             # What the conv computes on this input is not needed, only its shape: a plain torch.nn
@@ -200,15 +244,24 @@ def _plain_conv_output_shape(module: nn.Module, x: Any) -> tuple[int, ...] | Non
     """The output shape of a torch.nn conv, by its arithmetic, where nothing but its own forward
     runs on ``x`` (its class exactly torch's, no hooks, no forward of the instance's own) and the
     input is one it takes; else None, and the conv runs (and raises its own error on bad input)."""
-    if type(module) not in _PLAIN_CONVS or not isinstance(x, torch.Tensor) or "forward" in vars(module):
+    if type(module) not in _PLAIN_CONVS or not isinstance(x, torch.Tensor):
         return None
+    if "forward" in vars(module) or "_conv_forward" in vars(module) or not _torch_forward(type(module)):
+        return None  # a forward patched on the instance or on torch's class
     if module._forward_hooks or module._forward_pre_hooks or _global_hooks():
         return None
     dims = len(module.kernel_size)
     if x.dim() != dims + 2 or x.shape[1] != module.in_channels or not x.is_contiguous():
         return None
-    if x.dtype != module.weight.dtype or x.device != module.weight.device:
+    weight, bias = module.weight, module.bias
+    # a channels_last weight makes a channels_last output; mismatched dtypes make the conv raise
+    if not weight.is_contiguous() or x.dtype != weight.dtype or x.device != weight.device:
         return None
+    if bias is not None and (bias.dtype != weight.dtype or bias.device != weight.device):
+        return None
+    if module.padding_mode != "zeros" and any(
+            p >= size for p, size in zip(module._reversed_padding_repeated_twice[::-2], x.shape[2:])):
+        return None  # reflect / circular padding as wide as the input: the conv's own error
     if module.padding == "same":
         spatial = tuple(x.shape[2:])
     else:
@@ -220,6 +273,13 @@ def _plain_conv_output_shape(module: nn.Module, x: Any) -> tuple[int, ...] | Non
     if x.shape[0] < 1 or any(size < 1 for size in spatial):
         return None
     return (x.shape[0], module.out_channels, *spatial)
+
+
+_TORCH_FORWARDS = {cls: (cls.forward, cls._conv_forward) for cls in _PLAIN_CONVS}
+
+
+def _torch_forward(cls: type) -> bool:
+    return (cls.forward, cls._conv_forward) == _TORCH_FORWARDS[cls]
 
 
 def _global_hooks() -> bool:
