@@ -223,7 +223,7 @@ def test_shapes_equal_fx_interpreters(batch: int) -> None:
 
         with torch.no_grad():
             Recorder(model, graph=graph).run(torch.zeros(batch, *size))
-            metas = _record_shapes(model, graph, torch.zeros(batch, *size))
+            metas = _record_shapes(model, graph, [torch.zeros(batch, *size)])[0]
         assert {k: (m.shape, m.dtype, m.contiguous) for k, m in metas.items()} == seen
     assert _CountingConv.calls >= 2  # the subclass really ran, in both
 

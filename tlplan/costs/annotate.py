@@ -73,8 +73,6 @@ class LayerCost:
         return self.macs_bwd_input + self.macs_bwd_weight
 
 
-
-
 @dataclass(frozen=True)
 class CostTable:
     graph: LayerGraph

@@ -118,7 +118,7 @@ def simulate_peak(costs: CostTable, optimizer: Optimizer = Optimizer(), *, detai
     private_live = 0
     out_root = walk.out_root
     start = 0
-    if not detail and not mcu:
+    if not detail:  # (the mcu engine's arena returned above)
         # up to the first recorded layer nothing is kept, so the forward there is the same in
         # every plan whose kept values all live past it: taken from the last check that ran it
         start, live, live_bytes, most, most_at, activation_peak = _forward_prefix(graph, costs, walk, kept_until)

@@ -107,7 +107,9 @@ class LayerGraph:
 
     def storage_root(self, name: str) -> str:
         """The value whose storage ``name``'s output lives in (follows in-place ops and views)."""
-        root = self._roots.get(name)
+        # kept in ``memo``: the memory model asks it of every layer of every plan it costs
+        roots = self.memo.setdefault("storage roots", {})
+        root = roots.get(name)
         if root is None:
             root = name
             while root != INPUT:
@@ -115,30 +117,21 @@ class LayerGraph:
                 if alias is None:
                     break
                 root = alias
-            self._roots[name] = root
+            roots[name] = root
         return root
-
-    # answers kept per graph: the memory model asks them of every layer of every plan it costs
-    @cached_property
-    def _roots(self) -> dict[str, str]:
-        return {}
-
-    @cached_property
-    def _bytes(self) -> dict[tuple[str, int | None], int]:
-        return {}
 
     def value_numel(self, name: str) -> int:
         return _numel(self.input_shape) if name == INPUT else self.by_name[name].output_numel
 
     def value_bytes(self, name: str, element_bytes: int | None = None) -> int:
         """Bytes of a layer's output (or the input), at its dtype or at ``element_bytes`` each."""
-        key = (name, element_bytes)
-        found = self._bytes.get(key)
+        known = self.memo.setdefault("value bytes", {})  # as storage_root, asked of every plan
+        found = known.get((name, element_bytes))
         if found is None:
             each = element_bytes
             if each is None:
                 each = self.input_dtype_bytes if name == INPUT else self.by_name[name].output_dtype_bytes
-            found = self._bytes[key] = self.value_numel(name) * each
+            found = known[name, element_bytes] = self.value_numel(name) * each
         return found
 
     def layers_in_block(self, block: str) -> list[Layer]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from types import MappingProxyType
@@ -125,13 +126,12 @@ class _Meta:
     contiguous: bool = True  # a permuted / transposed view is not: some ops then copy it
 
 
-def _record_shapes(module: nn.Module, graph: torch.fx.Graph, x: torch.Tensor) -> dict[str, _Meta]:
-    """Runs the graph on ``x`` and records each tensor-valued node's shape. (torch's ShapeProp
-    imports sympy; fx's Interpreter costs a few context managers and lookups per node, a tenth of
-    a first profile: this loop does what it does for the node kinds a symbolic trace makes.)"""
+def _record_shapes(module: nn.Module, graph: torch.fx.Graph, inputs: list[torch.Tensor]) -> list[dict[str, _Meta]]:
+    """Runs the graph on each of ``inputs`` and records each tensor-valued node's shape. (torch's
+    ShapeProp imports sympy; fx's Interpreter costs a few context managers and lookups per node,
+    a tenth of a first profile: this loop does what it does for the node kinds a symbolic trace
+    makes.)"""
     modules = dict(module.named_modules())
-    metas: dict[str, _Meta] = {}
-    env: dict[torch.fx.Node, Any] = {}
     last_use: dict[torch.fx.Node, list[torch.fx.Node]] = {}  # node -> the values it is the last to read
     seen: set[torch.fx.Node] = set()
     for node in reversed(graph.nodes):
@@ -139,10 +139,17 @@ def _record_shapes(module: nn.Module, graph: torch.fx.Graph, x: torch.Tensor) ->
             if source not in seen:
                 seen.add(source)
                 last_use.setdefault(node, []).append(source)
-    inputs = iter((x,))
-    load = env.__getitem__
     # a conv's stand-in has its shape, not its values: only where no later shape reads values
     shortcut = not _value_dependent(graph) and not _modes_active()
+    return [_run_once(module, graph, x, modules, last_use, shortcut) for x in inputs]
+
+
+def _run_once(module: nn.Module, graph: torch.fx.Graph, x: torch.Tensor, modules: dict[str, nn.Module],
+              last_use: dict[torch.fx.Node, list[torch.fx.Node]], shortcut: bool) -> dict[str, _Meta]:
+    metas: dict[str, _Meta] = {}
+    env: dict[torch.fx.Node, Any] = {}
+    inputs = iter((x,))
+    load = env.__getitem__
     for node in graph.nodes:
         op = node.op
         if op == "output":
@@ -156,7 +163,7 @@ def _record_shapes(module: nn.Module, graph: torch.fx.Graph, x: torch.Tensor) ->
                     raise RuntimeError(f"the forward's argument {node.target} has no default and one input was given")
                 value = args[0]
         elif op == "get_attr":
-            value = _fetch(module, node.target)
+            value = operator.attrgetter(node.target)(module)
         elif op == "call_function":
             value = node.target(*args, **kwargs)
         elif op == "call_method":
@@ -174,13 +181,6 @@ def _record_shapes(module: nn.Module, graph: torch.fx.Graph, x: torch.Tensor) ->
 _MISSING = object()
 
 
-def _fetch(module: nn.Module, target: str) -> Any:
-    value: Any = module
-    for part in target.split("."):
-        value = getattr(value, part)
-    return value
-
-
 #: ops whose output shape depends on their input's values (and so on a conv's real output)
 _VALUE_SHAPED = frozenset({"nonzero", "argwhere", "masked_select", "unique", "unique_consecutive", "bincount",
                            "repeat_interleave", "nonzero_static", "masked_scatter", "where"})
@@ -189,8 +189,6 @@ _VALUE_SHAPED = frozenset({"nonzero", "argwhere", "masked_select", "unique", "un
 def _value_dependent(graph: torch.fx.Graph) -> bool:
     """Whether some op's output shape may depend on values: one of ``_VALUE_SHAPED``, or indexing
     by a computed tensor (a boolean mask selects as many elements as are set)."""
-    import operator
-
     for node in graph.nodes:
         if node.op not in ("call_function", "call_method"):
             continue
@@ -302,10 +300,11 @@ def _propagate_shapes(module: nn.Module, graph: torch.fx.Graph, input_shape: tup
     try:
         module.eval()
         with torch.no_grad():
-            at_one = _record_shapes(module, graph, torch.zeros((1, *rest), dtype=dtype))
+            sizes = (1,) if batch == 1 else (1, 2)
+            runs = _record_shapes(module, graph, [torch.zeros((n, *rest), dtype=dtype) for n in sizes])
             if batch == 1:
-                return at_one
-            at_two = _record_shapes(module, graph, torch.zeros((2, *rest), dtype=dtype))
+                return runs[0]
+            at_one, at_two = runs
     except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise TraceError(
