@@ -80,16 +80,18 @@ def test_full_update_kernel_buffer_is_the_widest_weight_gradient() -> None:
     assert plan_arena(sparse).scratch_bytes == 2 * 66 * 66 + 2 * 16 * 3 * 3 * 3
 
 
-@pytest.mark.parametrize("name,config,measured_kb,reorder", [
-    ("mbv2-w0.35", "mbv2-w0.35-99kb", 335, False), ("proxyless-w0.3", "proxyless-w0.3-98kb", 326, False),
-    ("proxyless-w0.3", "proxyless-w0.3-98kb", 135, True), ("mcunet-5fps", "mcunet-5fps-99kb", 173, True),
+@pytest.mark.parametrize("name,config,measured_kb,reorder,tolerance", [
+    ("mbv2-w0.35", "mbv2-w0.35-99kb", 335, False, 0.05), ("proxyless-w0.3", "proxyless-w0.3-98kb", 326, False, 0.05),
+    ("proxyless-w0.3", "proxyless-w0.3-98kb", 135, True, 0.05), ("mcunet-5fps", "mcunet-5fps-99kb", 173, True, 0.05),
+    # mcunet-5fps's sparse figures both fit its largest released scheme (-7.3 / -2.1 %; docs/mcu.md)
+    ("mcunet-5fps", "mcunet-5fps-148kb", 560, False, 0.10), ("mcunet-5fps", "mcunet-5fps-148kb", 173, True, 0.05),
 ])
-def test_sparse_columns_in_the_engines_convention(name, config, measured_kb, reorder) -> None:
+def test_sparse_columns_in_the_engines_convention(name, config, measured_kb, reorder, tolerance) -> None:
     """Where the engine's convention reproduces the paper (-0.1 / +1.5 / +2.1 / -2.1 %)."""
     graph = trace_model(tlplan.load_model(name, num_classes=10), (1, 3, 128, 128), name)
     costs = annotate(graph, scheme_options(graph, parse_scheme(f"sparse:{CONFIGS / config}.yaml")), "mcu", "int8")
     engine = plan_arena(costs, reorder=reorder).engine_peak_bytes
-    assert abs(engine / (measured_kb * 1024) - 1) <= 0.05, engine / 1024
+    assert abs(engine / (measured_kb * 1024) - 1) <= tolerance, engine / 1024
 
 
 def test_reordered_weight_gradients_are_applied_as_computed() -> None:
