@@ -294,28 +294,47 @@ def test_framework_overhead_is_measured_in_a_fresh_process(monkeypatch):
 
 
 def test_calibration_stores_a_speed_index_and_notes_a_speed_change(tmp_path, monkeypatch):
+    import statistics
+
     from tlplan.predict import drift
 
-    timings = iter([1.0] * 1000)
+    # the machine slows down through the run: each index 10 % slower than the one before
+    factors: list[float] = []
+    real_measure = drift.measure_index
 
-    def slowing(op, config, statistic):  # the machine 20 % slower at the end of the run than at its start
-        return {"fwd": next(timings)}
+    def measure(threads, statistic, **kw):
+        factors.append(1.1 ** len(factors))
+        return real_measure(threads, statistic, timer=lambda op, config, stat: {"fwd": factors[-1]}, **kw)
 
-    monkeypatch.setattr(drift, "_time_one", slowing)
-    real_closing = calibration.closing_index
-
-    def closing(state):
-        monkeypatch.setattr(drift, "_time_one", lambda op, config, statistic: {"fwd": 1.2})
-        return real_closing(state)
-
-    monkeypatch.setattr(calibration, "closing_index", closing)
+    monkeypatch.setattr(drift, "measure_index", measure)
     device = calibrate(Settings("tiny", **TINY), root=tmp_path / "profiles")
     index = drift.SpeedIndex.from_json(device.speed_index)
-    assert len(index.entries) == len(drift.REFERENCE) and index.statistic == "min"
-    assert index.total_ms == pytest.approx(len(drift.REFERENCE) * (1.0 * 1.2) ** 0.5, rel=1e-4)  # between start and end
-    assert device.calibration["speed_change"] == pytest.approx(1.2)
+    assert len(index.entries) == len(drift.REFERENCE) and index.statistic == drift.INDEX_STATISTIC == "min"
+    # the start, after the whole steps, at each later layer round, and the end: their median
+    assert len(factors) >= 3
+    assert index.total_ms == pytest.approx(len(drift.REFERENCE) * statistics.median(factors), rel=1e-4)
+    assert device.calibration["speed_change"] == pytest.approx(factors[-1], rel=1e-4)
     assert "20 % slower at the end" in calibration.speed_change_note(1.2)
     assert calibration.speed_change_note(1.01) is None
+
+
+def test_a_profiles_index_is_the_median_of_its_runs_indices():
+    from tlplan.predict import drift
+
+    def index(factor):
+        return drift.measure_index(1, "min", timer=lambda op, config, stat: {"fwd": factor, "bwd_input": 2 * factor})
+
+    run = [index(1.0), index(1.8), index(1.1), index(0.9), index(1.05)]  # one slow spell
+    stored = drift.combined(run)
+    assert stored.date == run[0].date and stored.statistic == "min"
+    assert {e.pass_: round(e.ms / 1.05, 9) for e in stored.entries if e.op == "linear"} == {"fwd": 1.0, "bwd_input": 2.0}
+    # the run's own variation: its farthest index from that median
+    assert stored.variation == pytest.approx(1.8 / 1.05 - 1)
+    assert drift.SpeedIndex.from_json(stored.to_json()).variation == pytest.approx(stored.variation, abs=1e-4)
+    # two indices: their geometric mean
+    assert drift.combined([index(1.0), index(1.44)]).total_ms == pytest.approx(index(1.2).total_ms)
+    assert drift.combined([index(1.0)]).variation is None
+    assert "'variation' must be 0 or more" == drift.check_index_field({**stored.to_json(), "variation": -0.1})
 
 
 def test_the_reference_workload_is_timed_for_real(monkeypatch):
@@ -386,6 +405,52 @@ def test_quick_adaptation_stops_at_its_budget(tmp_path, monkeypatch):
     candidates = adapt.informative_configs(("mcunet-5fps",), base, adapt.BATCHES, ("eager",))
     assert 0 < len(timed) < len(candidates) and result.record["configs"] == len(timed)
     assert result.record["elapsed_s"] <= 12.0
+
+
+def test_quick_adaptation_times_steps_and_layers_in_slices(tmp_path, monkeypatch):
+    from tlplan.predict import adapt, drift
+
+    root = tmp_path / "profiles"
+    _measured_base(root)
+    events = []
+    real_measure = drift.measure_index
+    monkeypatch.setattr(adapt, "measure_index", lambda threads, statistic: (events.append("index") or real_measure(
+        threads, statistic, timer=lambda op, config, stat: {"fwd": 1.0})))
+    monkeypatch.setattr(adapt, "_time_candidate", lambda c, *a, **k: (events.append("layer") or [
+        calibration.LayerRow(c.op, "fwd", c.config, c.origin, 0, 1.0, 0.0)], 0.1))
+    monkeypatch.setattr(adapt, "time_step", lambda *a, **k: (events.append("step") or (10.0, 0.0, 0.1)))
+    ticks = iter(range(10**6))  # one second a reading
+    result = adapt.quick(adapt.QuickSettings("fast", "base", budget_s=180.0, networks=("mcunet-5fps", "mbv2-w0.35"),
+                                             threshold=1.0), root=root, clock=lambda: float(next(ticks)))
+    # three slices of a minute: an index opening each and one closing the run
+    assert events.count("index") == 4 == result.record["speed_indices"] and events[0] == events[-1] == "index"
+    slices = "".join(e[0] for e in events).split("i")[1:-1]
+    assert len(slices) == 3
+    # each slice times whole steps, then layer configurations: the two phases share the machine's moods
+    assert [s.count("s") for s in slices] == [2, 1, 1]  # the four whole steps spread over them
+    assert all(s.index("l") > s.rindex("s") for s in slices)
+    assert result.record["elapsed_s"] <= 180.0
+
+
+def test_an_evaluation_says_whether_it_scaled_for_drift():
+    from rich.console import Console
+
+    from tlplan.predict.evaluate import Case, Evaluation
+    from tlplan.report.devices import render_evaluation
+
+    cases = (Case("net", "full", 1, 64, measured_ms=10.0, predicted_ms=9.0, runtime="eager", timings_ms=(10.0, 11.0)),)
+
+    def text(**drift) -> str:
+        console = Console(record=True, width=200)
+        render_evaluation(Evaluation("p", cases, 1.0, ("networks outside the fit",), **drift), console)
+        return console.export_text()
+
+    within = text(drift_ratios=(1.0, 1.0), drift_measured=(0.87, 0.9), drift_tolerance=0.26)
+    assert "took 0.87-0.90× its time at calibration; within ±26 %" in within and "not scaled" in within
+    assert "drift-corrected" not in within
+    scaled = text(drift_ratios=(1.18,), drift_measured=(1.18,), drift_tolerance=0.05)
+    assert "drift-corrected: predicted times scaled by 1.18" in scaled and "not scaled" not in scaled
+    assert "drift" not in text()
 
 
 def test_informative_configs_come_first(tmp_path):

@@ -492,6 +492,50 @@ def test_drift_ratio_is_applied_exactly(profiles, drift_state, monkeypatch):
     assert drift_state.Drift("x", 1.005, "", "").note.startswith("machine as fast as at calibration")
 
 
+def test_a_speed_change_within_the_index_noise_is_not_applied(profiles, drift_state, monkeypatch):
+    # GIVEN a profile of this machine whose reference workload now runs 3 % longer than at calibration
+    device = _with_index(write_profile(profiles))
+    monkeypatch.setattr(drift_state, "_time_one", _fake_timer(1.03))
+    graph, costs = mcu_costs("full")
+    measured = P.predict_latency(graph, costs, device)
+    drift_state.set_enabled(False)
+    plain = P.predict_latency(graph, costs, device)
+    # THEN nothing is scaled (two indices of an unchanged machine differ by that much), and it says so
+    assert measured.drift.measured_ratio == pytest.approx(1.03) and measured.drift.ratio == 1.0
+    assert measured.step_ms == plain.step_ms
+    assert measured.drift.note == ("machine 3 % slower than at calibration, within the speed index's own noise (5 %); "
+                                   "times not scaled")
+    assert measured.drift.to_json()["measured_ratio"] == pytest.approx(1.03)
+    # just past the noise, the whole ratio applies
+    assert drift_state.Drift("x", 1.0 + drift_state.NOISE, "", "").ratio == pytest.approx(1.0 + drift_state.NOISE)
+    assert drift_state.Drift("x", 0.94, "", "").ratio == 0.94
+
+
+def test_a_speed_change_within_the_machines_own_variation_is_not_applied(profiles, drift_state, monkeypatch):
+    # GIVEN a profile whose calibration run saw the machine's speed stray 20 % from its median
+    device = _with_index(write_profile(profiles))
+    data = json.loads((device.folder / "device.json").read_text())
+    data["speed_index"]["variation"] = 0.2
+    (device.folder / "device.json").write_text(json.dumps(data))
+    device = load_device(device.folder / "device.json")
+    graph, costs = mcu_costs("full")
+    drift_state.set_enabled(False)
+    plain = P.predict_latency(graph, costs, device).step_ms
+    drift_state.set_enabled(None)
+    # WHEN the machine now runs the index 15 % faster: no evidence of a change, nothing scaled
+    monkeypatch.setattr(drift_state, "_time_one", _fake_timer(1 / 1.15))
+    within = P.predict_latency(graph, costs, device)
+    assert within.drift.ratio == 1.0 and within.step_ms == plain and within.drift.tolerance == pytest.approx(0.2)
+    assert within.drift.note == ("machine 13 % faster than at calibration, within its own variation during calibration "
+                                 "(20 %); times not scaled")
+    # WHEN it runs 30 % slower: beyond it, scaled by the whole ratio
+    drift_state.clear_cache()
+    monkeypatch.setattr(drift_state, "_from_disk", lambda key, now_s: None)  # as if ten minutes had passed
+    monkeypatch.setattr(drift_state, "_time_one", _fake_timer(1.3))
+    beyond = P.predict_latency(graph, costs, device)
+    assert beyond.drift.ratio == pytest.approx(1.3) and beyond.step_ms == pytest.approx(1.3 * plain)
+
+
 def test_drift_uses_the_median_pass_ratio(drift_state):
     # one pass hit by a neighbour does not move the ratio
     then = drift_state.measure_index(1, "min", timer=_fake_timer(1.0))

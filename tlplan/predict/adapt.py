@@ -46,7 +46,7 @@ from ..measure.load import LoadWindow, quiet, wait_until_quiet
 from ..measure.microbench import CALIBRATION_OPS, Config
 from .calibration import Progress, ProgressFn, case_label, check_name, framework_versions, step_resolution, time_step
 from .devices import Device, cpu_name, load_device, profiles_dir, resolve_device
-from .drift import combined, measure_index
+from .drift import INDEX_STATISTIC, SpeedIndex, combined, measure_index
 from .store import LAYER_COLUMNS, STEP_COLUMNS, LayerRow, StepRow, read_layer_rows, render
 
 ADAPTATION = "adaptation.csv"
@@ -71,6 +71,12 @@ OVERHEAD_TERMS = ("per_step", "per_layer", "per_backward_layer", "per_runtime_la
 OVERHEAD_RIDGE = 0.1
 #: the layers' step factor is kept within these bounds (a handful of odd steps must not run away)
 STEP_SCALE_BOUNDS = (0.5, 2.0)
+#: the run is cut in slices of about this many seconds, each with its speed index, steps and layers
+SLICE_S = 60.0
+#: seconds of the budget kept for fitting the correction and writing the profile (about 4 s for
+#: 4,000 rows on a 2-core x86) and for starting the process before the clock starts (about 3 s);
+#: a tenth of a smaller budget, which times fewer rows
+FINISH_RESERVE_S = 12.0
 
 
 @dataclass(frozen=True)
@@ -298,10 +304,10 @@ def quick(settings: QuickSettings, *, root: Path | None = None, progress: Progre
           clock: Callable[[], float] = time.monotonic) -> QuickResult:
     """Adapt profile ``settings.base`` to this machine into ``<root>/<name>/`` (module docstring).
 
-    The budget bounds the run's wall-clock time from the first timing on: measuring stops when it
-    is spent (whole steps at ``step_share`` of it), leaving time for the closing speed index.
-    Before it, BASE's models are loaded (fitted once where the cache has no fit of them) and the
-    networks traced: ``prepare_s`` in the record."""
+    The budget bounds the run's wall-clock time, all but loading BASE's models (from the cache, or
+    fitted once where it has no fit of them): tracing the networks, measuring (in slices of about
+    ``SLICE_S``, whole steps at ``step_share`` of each), the closing speed index, fitting and
+    writing (``FINISH_RESERVE_S``). ``prepare_s`` in the record: loading and tracing."""
     from .calibration import _check_networks
     from .predictor import Pricer, StepCases, load_fitted, plan_items
     from .sampling import CALIBRATION_NETWORKS
@@ -326,6 +332,7 @@ def quick(settings: QuickSettings, *, root: Path | None = None, progress: Progre
     # so not in the budget, but reported)
     report(Progress("fitting", 0, 1, f"{base.name}'s models (once; cached after)"))
     fitted = load_fitted(base)
+    fit_s = clock() - prepare_start
     report(Progress("fitting", 1, 1))
     base_pricer = Pricer(base, fitted)  # BASE as it was: no drift correction (another machine's index)
     from ..measure.runtime_ops import RUNTIME_OPS
@@ -336,66 +343,77 @@ def quick(settings: QuickSettings, *, root: Path | None = None, progress: Progre
     report(Progress("choosing", 0, len(networks), "tracing the networks"))
     candidates = informative_configs(networks, base_pricer, settings.batches, runtimes, cases)
     report(Progress("choosing", len(networks), len(networks)))
-    start = clock()  # the budget: everything from here on, measuring and waiting for a quiet CPU
-    prepare_s = start - prepare_start
-    deadline = start + settings.budget_s
+    prepare_s = clock() - prepare_start
+    # the budget: everything from the command's start but loading BASE's models (seconds from the
+    # cache; minutes the first time), fitting and writing included
+    deadline = prepare_start + fit_s + settings.budget_s - min(FINISH_RESERVE_S, 0.1 * settings.budget_s)
+    start = clock()
 
+    def index(label: str) -> None:
+        report(Progress("speed index", len(indices), slices + 1, f"reference workload, {label}"))
+        indices.append(measure_index(base.threads, INDEX_STATISTIC))
+
+    # the run in slices, each timing the speed index, then whole steps, then layer configurations:
+    # a machine whose speed moves within minutes then moves steps and layers alike (at a run's
+    # start the steps alone, as before, once fitted a step factor of 0.81 to a slow spell)
+    slices = max(1, round(settings.budget_s / SLICE_S))
+    indices: list[SpeedIndex] = []
+    step_rows: list[StepRow] = []
+    step_plans: list[tuple[object, float]] = []
+    layer_rows: list[LayerRow] = []
+    configs = 0
+    step_queue = [(n, s, b, step_resolution(n), r) for s, b, r in STEP_CASES for n in networks if r in runtimes]
+    step_total = len(step_queue)
+    queue = list(candidates)
     with framework_threads(base.threads):
-        report(Progress("speed index", 0, 2, "reference workload, at the start"))
-        index_start = measure_index(base.threads, base.statistic)
+        index("at the start")
         # reserved for the closing index: as long as the opening one took
         reserve_s = clock() - start
-        report(Progress("speed index", 1, 2))
-
-        step_rows: list[StepRow] = []
-        step_plans: list[tuple[object, float]] = []
-        step_deadline = start + settings.step_share * settings.budget_s
-        step_list = [(n, s, b, step_resolution(n), r) for s, b, r in STEP_CASES for n in networks if r in runtimes]
-        for done, case in enumerate(step_list):
-            if clock() >= step_deadline or clock() >= deadline - reserve_s:
-                break
-            report(Progress("steps", done, len(step_list), case_label(case)))
-            costs = cases.costs(*case)
-            ms, share, _ = time_step(*case[:4], threshold=settings.threshold, costs=costs, statistic=base.statistic,
-                                     retries=2, max_wait_s=max(min(step_deadline - clock(), 30.0), 0.0))
-            step_rows.append(StepRow(*case[:4], ms, share, case[4]))
-            step_plans.append((plan_items(costs.graph, costs), ms))
-        report(Progress("steps", len(step_rows), len(step_list)))
-
-        layer_rows: list[LayerRow] = []
-        configs = 0
-        budget_layers = max(deadline - reserve_s - clock(), 0.0)
-        for candidate in candidates:
-            left = deadline - reserve_s - clock()
-            if left <= 0:
-                break
-            report(Progress("layers", int(budget_layers - left), int(budget_layers),
-                            f"{configs} configurations, {candidate.op} of {candidate.origin}"))
-            rows, _ = _time_candidate(candidate, base.statistic, settings.threshold, max_wait_s=min(left, 30.0))
-            layer_rows += rows
-            configs += 1
-        report(Progress("layers", int(budget_layers), int(budget_layers), f"{configs} configurations"))
-
-        report(Progress("speed index", 1, 2, "reference workload, at the end"))
-        index_end = measure_index(base.threads, base.statistic)
+        end = deadline - reserve_s
+        for k in range(slices):
+            slice_end = start + (k + 1) * (end - start) / slices
+            if k:
+                index(f"slice {k + 1} of {slices}")
+            step_end = clock() + settings.step_share * max(slice_end - clock(), 0.0)
+            # the steps spread over the slices: each takes its share of those left
+            for _ in range(math.ceil(len(step_queue) / (slices - k))):
+                if clock() >= step_end:
+                    break
+                case = step_queue.pop(0)
+                report(Progress("steps", len(step_rows), step_total, case_label(case)))
+                costs = cases.costs(*case)
+                ms, share, _ = time_step(*case[:4], threshold=settings.threshold, costs=costs,
+                                         statistic=base.statistic, retries=2,
+                                         max_wait_s=max(min(step_end - clock(), 30.0), 0.0))
+                step_rows.append(StepRow(*case[:4], ms, share, case[4]))
+                step_plans.append((plan_items(costs.graph, costs), ms))
+            while queue and clock() < slice_end:
+                candidate = queue.pop(0)
+                report(Progress("layers", configs, configs + len(queue),
+                                f"{configs} configurations, {candidate.op} of {candidate.origin}"))
+                rows, _ = _time_candidate(candidate, base.statistic, settings.threshold,
+                                          max_wait_s=min(max(slice_end - clock(), 0.0), 30.0))
+                layer_rows += rows
+                configs += 1
+        index("at the end")
         elapsed_s = clock() - start
-        report(Progress("speed index", 2, 2))
+        report(Progress("speed index", len(indices), len(indices)))
     if not layer_rows:
         raise BadInputError(f"the budget of {settings.budget_s:g} s ran out before any layer was timed; give a larger "
                             "--budget-s")
     report(Progress("fitting", 0, 1))
     correction = fit_correction(fitted, layer_rows, step_plans)
     report(Progress("fitting", 1, 1))
-    change = index_end.ratio_to(index_start)
+    change = indices[-1].ratio_to(indices[0])
     record = {
         "from": base.name, "base_date": base.date or "", "method": METHOD, "networks": ",".join(networks),
         "configs": configs, "rows": len(layer_rows), "steps": len(step_rows),
         "budget_s": round(settings.budget_s, 1), "elapsed_s": round(elapsed_s, 1),
-        "prepare_s": round(prepare_s, 1),
+        "prepare_s": round(prepare_s, 1), "speed_indices": len(indices),
         "date": _dt.date.today().isoformat(), **correction.to_json(),
     }
     report(Progress("writing", 0, 1))
-    device = _write(root, name, base, record, layer_rows, step_rows, combined(index_start, index_end))
+    device = _write(root, name, base, record, layer_rows, step_rows, combined(indices))
     report(Progress("writing", 1, 1))
     return QuickResult(device, record, change)
 

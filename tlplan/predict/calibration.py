@@ -528,8 +528,17 @@ def _calibrate(settings: Settings, root: Path, name: str, ops: Sequence[str], ne
     # profile has none (its predictions are not drift-corrected)
     if "speed_start" not in state and accelerator.kind == "cpu":
         report(Progress("speed index", 0, 2, "reference workload, at the start"))
-        state["speed_start"] = drift.measure_index(state["threads"], state["statistic"]).to_json()
+        state["speed_start"] = drift.measure_index(state["threads"], drift.INDEX_STATISTIC).to_json()
         partial.save_state(state)
+
+    def index_again() -> None:
+        """The reference workload timed again between phases: the profile keeps the median of the
+        run's indices, not a moment's (``drift.combined``)."""
+        if accelerator.kind == "cpu":
+            state.setdefault("speed_mid", []).append(
+                drift.measure_index(state["threads"], drift.INDEX_STATISTIC).to_json())
+            partial.save_state(state)
+
     # --budget-minutes bounds this run: whole steps get at most half of what is left, layer
     # configurations the rest. Past it, only what any profile needs is still timed: one whole step,
     # and every op once (seconds, not the minutes the whole step list would take)
@@ -551,12 +560,13 @@ def _calibrate(settings: Settings, root: Path, name: str, ops: Sequence[str], ne
         state["measured_s"] += spent
         partial.save_state(state)
     report(Progress("steps", total, total))
+    index_again()
 
     # layer configurations, in adaptive rounds, until the budget is spent
     prior = sampling.priors_by_op(ops, sampling.shape_prior(networks))
     steps_s = state["measured_s"] - state.get("layers_s", 0.0)
     configs = _measure_layers(settings, tuple(ops), prior, partial, state, max(settings.budget_s - steps_s, 0.0), report,
-                              deadline, accelerator)
+                              deadline, accelerator, on_round=index_again)
     _enough(partial, ops, settings)
 
     report(Progress("writing", 0, 1))
@@ -579,10 +589,11 @@ def _enough(partial: "_Partial", ops: Sequence[str], settings: Settings) -> None
 
 def _measure_layers(settings: Settings, ops: tuple[str, ...], prior: dict[str, list[sampling.Sample]], partial: "_Partial",
                     state: dict, layer_budget: float, report: ProgressFn, deadline: float = math.inf,
-                    accelerator: Accelerator = CPU) -> int:
+                    accelerator: Accelerator = CPU, on_round: Callable[[], None] | None = None) -> int:
     """Time layer configurations of ``ops`` in adaptive rounds until ``layer_budget`` seconds of
     measuring are spent, or the ``deadline`` (``time.monotonic()``) passes, appending them to the
-    partial folder; returns how many configurations it holds."""
+    partial folder; returns how many configurations it holds. ``on_round()`` is called as each
+    round after the first begins."""
     rows = partial.layer_rows()
     sampler = _Sampler(tuple(ops), prior, random.Random(state["seed"] * 1_000_003 + len(rows)))
     current_round = -1
@@ -598,6 +609,8 @@ def _measure_layers(settings: Settings, ops: tuple[str, ...], prior: dict[str, l
             if rnd > 0 and rows:
                 report(Progress("fitting", rnd, len(ROUND_STARTS) - 1, f"round {rnd}: finding the worst-predicted shapes"))
                 sampler.adapt(rows, state["seed"] + rnd)
+                if on_round is not None:
+                    on_round()
             current_round = rnd
         chunk: list[sampling.Sample] = []
         chunk_rows: list[LayerRow] = []
@@ -737,13 +750,16 @@ def _torch_cuda_version() -> str | None:
 
 def closing_index(state: dict) -> tuple[drift.SpeedIndex, float | None]:
     """The reference workload timed again at the end of a run: the profile's speed index (each
-    pass's geometric mean of start and end, what the rows between were timed at) and the end's
-    ratio to the start (a machine that changed speed mid-run)."""
-    end = drift.measure_index(state["threads"], state["statistic"])
+    pass's median over the indices timed through the run, what the rows between were timed at)
+    and the end's ratio to the start (a machine that changed speed mid-run)."""
+    end = drift.measure_index(state["threads"], drift.INDEX_STATISTIC)
     if "speed_start" not in state:
         return end, None
     start = drift.SpeedIndex.from_json(state["speed_start"])
-    return drift.combined(start, end), end.ratio_to(start)
+    # a run resumed across a change of the index's statistic: only indices timed like the last count
+    run = [i for i in (start, *map(drift.SpeedIndex.from_json, state.get("speed_mid", ())), end)
+           if i.statistic == end.statistic]
+    return drift.combined(run), end.ratio_to(start) if start.statistic == end.statistic else None
 
 
 #: a speed change within this share between a run's start and end is the index's own noise

@@ -68,7 +68,7 @@ _NESTED = {
 _ACCURACY_NUMBERS = {"mape", "within_10", "cases", "networks_evaluated", "seconds", "noise_mape", "noise_within_10"}
 _ACCURACY_TEXT = {"date", "method", "networks"}
 _ADAPTED_TEXT = {"from", "method", "networks", "date", "base_date"}
-_ADAPTED_NUMBERS = {"configs", "rows", "steps", "budget_s", "elapsed_s", "default_scale", "prepare_s",
+_ADAPTED_NUMBERS = {"configs", "rows", "steps", "budget_s", "elapsed_s", "default_scale", "prepare_s", "speed_indices",
                     "step_scale"}
 _ANCHOR_KEYS = {"model": str, "published_ms": _NUMBER, "predicted_ms": _NUMBER, "role": str, "assumption": str}
 _ADDITION_KEYS = {"ops": str, "date": str, "budget_s": _NUMBER, "elapsed_s": _NUMBER, "configs": _NUMBER,

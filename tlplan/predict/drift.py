@@ -42,7 +42,13 @@ REFERENCE: tuple[tuple[str, Config], ...] = (
     ("relu6", Config(4, 64, 28, 28, 64, 28, 28)),
 )
 #: each configuration timed this many times, in interleaved rounds (its statistic over the rounds)
-ROUNDS = 3
+ROUNDS = 5
+#: how indices are timed: the fastest run repeats best (see the module docstring); indices stored
+#: before this carry the profile's statistic and are timed again with it
+INDEX_STATISTIC = "min"
+#: a speed ratio within this of 1 is the index's own noise (two indices of an unchanged machine)
+#: and is not applied
+NOISE = 0.05
 #: how long a measurement of this machine's speed stays valid in the disk cache
 CACHE_TTL_S = 600.0
 #: a ratio within this of 1 reads "as fast as at calibration" (the workload's own repeatability)
@@ -74,6 +80,9 @@ class SpeedIndex:
     threads: int | None
     statistic: str
     seconds: float  # wall-clock time the measurement took
+    #: how far the indices timed through the run strayed from their median (the largest ratio,
+    #: above 1, less 1): the machine's own short-term speed variation. None: one index
+    variation: float | None = None
 
     @property
     def total_ms(self) -> float:
@@ -90,6 +99,7 @@ class SpeedIndex:
         return {
             "date": self.date, "total_ms": round(self.total_ms, 4), "threads": self.threads, "statistic": self.statistic,
             "seconds": round(self.seconds, 2),
+            **({} if self.variation is None else {"variation": round(self.variation, 4)}),
             "entries": [{"op": e.op, "pass": e.pass_, **e.config.as_dict(), "ms": round(e.ms, 5)} for e in self.entries],
         }
 
@@ -101,13 +111,15 @@ class SpeedIndex:
             for e in data.get("entries", ())
         )
         threads = data.get("threads")
+        variation = data.get("variation")
         return cls(entries, str(data.get("date", "")), int(threads) if threads else None,
-                   str(data.get("statistic", "median")), float(data.get("seconds", 0.0)))
+                   str(data.get("statistic", "median")), float(data.get("seconds", 0.0)),
+                   None if variation is None else float(variation))
 
 
 def check_index_field(value: Mapping[str, Any]) -> str | None:
     """What is wrong with a ``speed_index`` object of ``device.json`` (None: nothing)."""
-    known = {"date", "total_ms", "threads", "statistic", "seconds", "entries"}
+    known = {"date", "total_ms", "threads", "statistic", "seconds", "entries", "variation"}
     unknown = set(value) - known
     if unknown:
         return f"unknown key {sorted(unknown)[0]!r}"
@@ -127,10 +139,12 @@ def check_index_field(value: Mapping[str, Any]) -> str | None:
         for k in fields & set(entry):
             if isinstance(entry[k], bool) or not isinstance(entry[k], int) or not 0 <= entry[k] < 1 << 31:
                 return f"an entry's {k} must be a whole number"
-    for k in ("total_ms", "seconds"):
+    for k in ("total_ms", "seconds", "variation"):
         v = value.get(k, 0.0)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             return f"{k!r} must be a finite number"
+    if value.get("variation", 0.0) < 0:
+        return "'variation' must be 0 or more"
     if value.get("statistic", "median") not in ("median", "min"):
         return "'statistic' must be median or min"
     return None
@@ -162,12 +176,21 @@ def measure_index(threads: int | None, statistic: str, *, timer: Timer | None = 
     return SpeedIndex(entries, now, threads if threads is not None else used, statistic, time.perf_counter() - t0)
 
 
-def combined(start: SpeedIndex, end: SpeedIndex) -> SpeedIndex:
-    """The index a run's rows are compared with later: each pass's geometric mean of the run's
-    start and end (what the timings between were taken at, as near as two points say)."""
-    ends = {e.key: e.ms for e in end.entries}
-    entries = tuple(replace(e, ms=math.sqrt(e.ms * ends[e.key]) if e.key in ends else e.ms) for e in start.entries)
-    return replace(start, entries=entries)
+def combined(indices: Sequence[SpeedIndex]) -> SpeedIndex:
+    """The index a run's rows are compared with later: each pass's median over the indices timed
+    through the run (in logs, so two give their geometric mean), dated and timed as the first,
+    with the run's ``variation``: how far its indices strayed from that median."""
+    first = indices[0]
+    values: dict[tuple[str, str, Config], list[float]] = {}
+    for index in indices:
+        for e in index.entries:
+            values.setdefault(e.key, []).append(math.log(e.ms))
+    entries = tuple(replace(e, ms=math.exp(statistics.median(values[e.key]))) for e in first.entries)
+    stored = replace(first, entries=entries)
+    if len(indices) < 2:
+        return stored
+    ratios = [r for r in (i.ratio_to(stored) for i in indices) if r is not None]
+    return replace(stored, variation=max(max(r, 1 / r) for r in ratios) - 1 if ratios else None)
 
 
 # ---- what a prediction is scaled by --------------------------------------------------------------------
@@ -178,21 +201,43 @@ class Drift:
     """The correction applied to predictions made with ``device`` on this machine."""
 
     device: str
-    ratio: float  # times are multiplied by this: ms of the reference workload now / at calibration
+    measured_ratio: float  # ms of the reference workload now / at calibration
     reference_date: str  # when the profile's index was timed
     measured_at: str  # when it was timed again (ISO, UTC)
+    #: the machine's own speed variation during calibration (the profile index's ``variation``)
+    variation: float | None = None
+
+    @property
+    def tolerance(self) -> float:
+        """A ratio this close to 1 is no evidence that the machine changed speed: the index's own
+        noise, or the variation the machine showed within its calibration run, the larger."""
+        return max(NOISE, self.variation or 0.0)
+
+    @property
+    def within(self) -> bool:
+        return max(self.measured_ratio, 1 / self.measured_ratio) - 1 < self.tolerance
+
+    @property
+    def ratio(self) -> float:
+        """What predicted times are multiplied by: the measured ratio, or 1 within ``tolerance``."""
+        return 1.0 if self.within else self.measured_ratio
 
     @property
     def note(self) -> str:
-        change = self.ratio - 1
+        change = self.measured_ratio - 1
         if abs(change) < SAME_SPEED:
-            speed = "machine as fast as at calibration"
-        else:
-            speed = f"machine {100 * abs(change):.0f} % {'slower' if change > 0 else 'faster'} than at calibration"
-        return f"{speed}; times scaled by {self.ratio:.2f}"
+            return "machine as fast as at calibration; times not scaled"
+        speed = f"machine {100 * abs(change):.0f} % {'slower' if change > 0 else 'faster'} than at calibration"
+        if not self.within:
+            return f"{speed}; times scaled by {self.ratio:.2f}"
+        if self.tolerance > NOISE:
+            return (f"{speed}, within its own variation during calibration ({100 * self.tolerance:.0f} %); "
+                    "times not scaled")
+        return f"{speed}, within the speed index's own noise ({100 * NOISE:.0f} %); times not scaled"
 
     def to_json(self) -> dict[str, Any]:
-        return {"ratio": round(self.ratio, 4), "note": self.note, "reference_date": self.reference_date,
+        return {"ratio": round(self.ratio, 4), "measured_ratio": round(self.measured_ratio, 4),
+                "tolerance": round(self.tolerance, 4), "note": self.note, "reference_date": self.reference_date,
                 "measured_at": self.measured_at}
 
 
@@ -300,7 +345,7 @@ def drift_for(device: "Device", *, timer: Timer | None = None, fresh: bool = Fal
     ratio = now.ratio_to(then)
     if ratio is None:
         return None
-    return Drift(device.name, ratio, then.date, now.date)
+    return Drift(device.name, ratio, then.date, now.date, then.variation)
 
 
 def clear_cache() -> None:

@@ -81,8 +81,12 @@ class Evaluation:
     #: how the profile was held out: "leave-one-network-out" (networks in its fit) and/or
     #: "networks outside the fit" (predicted by the whole profile)
     held_out: tuple[str, ...] = ("leave-one-network-out",)
-    #: the drift correction's ratio at each moment it was measured (empty: none applied)
+    #: the drift correction's ratio at each moment it was measured (empty: none applied; 1 where
+    #: the measured ratio was within the correction's tolerance)
     drift_ratios: tuple[float, ...] = ()
+    #: the reference workload's ms / at calibration, each time measured, and what counted as no change
+    drift_measured: tuple[float, ...] = ()
+    drift_tolerance: float | None = None
     #: the reference workload's ms at the end of the evaluation / at its start (None: not timed)
     speed_change: float | None = None
     #: cases left out because their scheme does not apply to the network (``blocks:3`` of a net without blocks)
@@ -129,7 +133,7 @@ class Evaluation:
         how = {"leave-one-network-out": "predicted without the held-out network's samples and steps",
                "networks outside the fit": "networks outside the profile's fit predicted by the whole profile"}
         drift = (f"; predictions drift-corrected (times scaled by {min(self.drift_ratios):.2f}-{max(self.drift_ratios):.2f})"
-                 if self.drift_ratios else "")
+                 if any(r != 1.0 for r in self.drift_ratios) else "")
         field = {
             "method": f"{' and '.join(self.held_out)}: whole training step (forward, cross-entropy, backward) "
                       f"under {'; '.join(described(r) for r in self.per_runtime)}, "
@@ -272,7 +276,7 @@ def evaluate(device: Device, *, networks: Sequence[str] | None = None, schemes: 
         return fits[network]
 
     correcting = speed_index and drift_mod.enabled() and bool(device.speed_index) and drift_mod.same_machine(device)
-    state: dict = {"drift": None, "at": -math.inf, "ratios": []}
+    state: dict = {"drift": None, "at": -math.inf, "ratios": [], "measured": [], "tolerance": None}
 
     def refresh() -> None:
         if correcting and clock() - state["at"] >= DRIFT_REFRESH_S:
@@ -280,6 +284,8 @@ def evaluate(device: Device, *, networks: Sequence[str] | None = None, schemes: 
             state["at"] = clock()
             if state["drift"] is not None:
                 state["ratios"].append(state["drift"].ratio)
+                state["measured"].append(state["drift"].measured_ratio)
+                state["tolerance"] = state["drift"].tolerance
 
     predicted: dict[CaseKey, float] = {}
 
@@ -291,7 +297,7 @@ def evaluate(device: Device, *, networks: Sequence[str] | None = None, schemes: 
 
     start_index = None
     if speed_index and measured is None:
-        start_index = drift_mod.measure_index(device.threads, device.statistic)
+        start_index = drift_mod.measure_index(device.threads, drift_mod.INDEX_STATISTIC)
     if measured is None:
         with framework_threads(device.threads):
             timings = measure_cases(cases, rounds=rounds, threshold=threshold, progress=progress, traced=traced,
@@ -306,7 +312,7 @@ def evaluate(device: Device, *, networks: Sequence[str] | None = None, schemes: 
             predict(case)
     change = None
     if start_index is not None:
-        change = drift_mod.measure_index(device.threads, device.statistic).ratio_to(start_index)
+        change = drift_mod.measure_index(device.threads, drift_mod.INDEX_STATISTIC).ratio_to(start_index)
     results = [Case(*case[:4], measured_ms=values[case], predicted_ms=predicted[case], runtime=case[4],
                     timings_ms=tuple(timings.get(case, ()))) for case in cases]
     if progress:
@@ -314,7 +320,8 @@ def evaluate(device: Device, *, networks: Sequence[str] | None = None, schemes: 
     held_out = tuple(how for how, any_ in (("leave-one-network-out", any(n in in_fit for n in networks)),
                                            ("networks outside the fit", any(n not in in_fit for n in networks))) if any_)
     return Evaluation(device.name, tuple(results), time.perf_counter() - t_start, held_out,
-                      tuple(state["ratios"]), change, tuple(skipped))
+                      drift_ratios=tuple(state["ratios"]), speed_change=change, skipped=tuple(skipped),
+                      drift_measured=tuple(state["measured"]), drift_tolerance=state["tolerance"])
 
 
 def write_accuracy(device: Device, evaluation: Evaluation) -> Device:

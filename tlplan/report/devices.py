@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ..predict.drift import NOISE
 from . import units
 from .rows import Rows
 
@@ -80,8 +81,11 @@ def render_quick(result, console: Console) -> None:
                 f"{1000 * overhead['per_layer']:+.0f} µs a layer" if overhead else "per-step overhead scaled alike")
     console.print(f"correction (fitted, adapted from {escape(r['from'])}): residual models where 8 rows or more, "
                   f"else layer times × {r['default_scale']:.2f} (median{spread}); {refitted}", highlight=False)
-    console.print(f"speed index stored: predictions with {escape(d.name)} on this machine are scaled by its speed then "
-                  "(drift correction)", highlight=False)
+    variation = (d.speed_index or {}).get("variation")
+    varied = f"; the machine's speed strayed ±{100 * variation:.0f} % meanwhile" if variation is not None else ""
+    console.print(f"speed index stored (the median of {r.get('speed_indices', 2)} timed through the run{varied}): "
+                  f"predictions with {escape(d.name)} on this machine are scaled by its speed then, where it changed by "
+                  f"more than {100 * max(variation or 0.0, NOISE):.0f} % (drift correction)", highlight=False)
     _speed_change(result.speed_change, console)
     if r["configs"] < FEW_CONFIGS:
         console.print(f"[bold]note[/bold]: only {r['configs']} layer configurations and {r['steps']} whole steps were "
@@ -150,10 +154,15 @@ def render_evaluation(evaluation, console: Console) -> None:
         console.print(f"noise floor: two measurements of the same step, minutes apart, agree to MAPE {noise['mape']:.1f}%, "
                       f"{noise['within_10']:.0f}% within ±10% (measured here, {noise['cases']} steps)", highlight=False)
     if evaluation.drift_ratios:
-        low, high = min(evaluation.drift_ratios), max(evaluation.drift_ratios)
-        scaled = f"{low:.2f}" if high - low < 0.005 else f"{low:.2f}-{high:.2f}"
-        console.print(f"drift-corrected: predicted times scaled by {scaled} (the machine's speed now against at "
-                      "calibration)", highlight=False)
+        applied = [r for r in evaluation.drift_ratios if r != 1.0]
+        if applied:
+            console.print(f"drift-corrected: predicted times scaled by {_span(applied)} (the machine's speed now against "
+                          "at calibration)", highlight=False)
+        if len(applied) < len(evaluation.drift_ratios) and evaluation.drift_measured:
+            tolerance = evaluation.drift_tolerance or 0.0
+            console.print(f"drift: the reference workload took {_span(evaluation.drift_measured)}× its time at calibration; "
+                          f"within ±{100 * tolerance:.0f} % (its noise, or the machine's own variation during "
+                          "calibration), predicted times were not scaled", highlight=False)
     _speed_change(evaluation.speed_change, console)
     if evaluation.skipped:
         console.print(f"left out: {len(evaluation.skipped)} case(s) whose scheme does not apply, e.g. "
@@ -185,7 +194,13 @@ def evaluation_json(evaluation, device) -> str:
         "seconds": round(evaluation.seconds, 1), "accuracy": evaluation.accuracy_field(),
         "per_network": evaluation.per_network, "per_runtime": evaluation.per_runtime,
         "noise": evaluation.noise, "held_out": list(evaluation.held_out),
-        "drift_ratios": list(evaluation.drift_ratios), "speed_change": evaluation.speed_change,
+        "drift_ratios": list(evaluation.drift_ratios), "drift_measured": list(evaluation.drift_measured),
+        "drift_tolerance": evaluation.drift_tolerance, "speed_change": evaluation.speed_change,
         "skipped": list(evaluation.skipped),
         "cases": [{**asdict(c), "error": c.error} for c in evaluation.cases],
     }, "tlplan.evaluation/1")
+
+
+def _span(values) -> str:
+    low, high = min(values), max(values)
+    return f"{low:.2f}" if high - low < 0.005 else f"{low:.2f}-{high:.2f}"
