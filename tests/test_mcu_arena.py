@@ -118,6 +118,22 @@ def test_mbv2_forward_floor_is_above_the_measured_reordered_peak() -> None:
     assert plan.engine_peak_bytes == plan.arena_bytes + plan.scratch_bytes
 
 
+@pytest.mark.parametrize("name,config,measured_kb,fits", [
+    ("mbv2-w0.35", "mbv2-w0.35-99kb", 141, True), ("proxyless-w0.3", "proxyless-w0.3-98kb", 135, False),
+    ("mcunet-5fps", "mcunet-5fps-99kb", 173, False),
+])
+def test_only_mbv2_fits_its_measured_peak_with_the_first_two_blocks_in_pieces(name, config, measured_kb, fits) -> None:
+    """docs/mcu.md's reading of the mbv2-w0.35 residual: the step after blocks.1 holds 132.5 KB
+    (-6.0 % of 141); the same cut leaves the other two models far below their measured peaks
+    (-33 / -22 %), which whole tensors reproduce."""
+    graph = trace_model(tlplan.load_model(name, num_classes=10), (1, 3, 128, 128), name)
+    costs = annotate(graph, scheme_options(graph, parse_scheme(f"sparse:{CONFIGS / config}.yaml")), "mcu", "int8")
+    plan = plan_arena(costs)
+    cut = plan.steps.index("forward blocks.1.point_linear.conv")
+    rest = max(plan.live_bytes[cut + 1:]) + plan.scratch_bytes
+    assert (abs(rest / (measured_kb * 1024) - 1) <= 0.10) is fits, rest / 1024
+
+
 def test_solve_records_reordering_and_fits_the_budget(run, tmp_path) -> None:
     for flag, expected in (("--reorder", True), ("--no-reorder", False)):
         path = tmp_path / f"plan{flag}.yaml"
