@@ -294,6 +294,7 @@ def test_framework_overhead_is_measured_in_a_fresh_process(monkeypatch):
 
 
 def test_calibration_stores_a_speed_index_and_notes_a_speed_change(tmp_path, monkeypatch):
+    import math
     import statistics
 
     from tlplan.predict import drift
@@ -310,15 +311,18 @@ def test_calibration_stores_a_speed_index_and_notes_a_speed_change(tmp_path, mon
     device = calibrate(Settings("tiny", **TINY), root=tmp_path / "profiles")
     index = drift.SpeedIndex.from_json(device.speed_index)
     assert len(index.entries) == len(drift.REFERENCE) and index.statistic == drift.INDEX_STATISTIC == "min"
-    # the start, after the whole steps, at each later layer round, and the end: their median
+    # the start, after the whole steps, at each later layer round, and the end: their median (of the logs)
     assert len(factors) >= 3
-    assert index.total_ms == pytest.approx(len(drift.REFERENCE) * statistics.median(factors), rel=1e-4)
+    median = math.exp(statistics.median(math.log(f) for f in factors))
+    assert index.total_ms == pytest.approx(len(drift.REFERENCE) * median, rel=1e-4)
     assert device.calibration["speed_change"] == pytest.approx(factors[-1], rel=1e-4)
     assert "20 % slower at the end" in calibration.speed_change_note(1.2)
     assert calibration.speed_change_note(1.01) is None
 
 
 def test_a_profiles_index_is_the_median_of_its_runs_indices():
+    import math
+
     from tlplan.predict import drift
 
     def index(factor):
@@ -328,13 +332,34 @@ def test_a_profiles_index_is_the_median_of_its_runs_indices():
     stored = drift.combined(run)
     assert stored.date == run[0].date and stored.statistic == "min"
     assert {e.pass_: round(e.ms / 1.05, 9) for e in stored.entries if e.op == "linear"} == {"fwd": 1.0, "bwd_input": 2.0}
-    # the run's own variation: its farthest index from that median
-    assert stored.variation == pytest.approx(1.8 / 1.05 - 1)
+    # the run's own variation: two robust standard deviations of the indices around that median;
+    # the one index in a slow spell (1.8) does not set it
+    assert stored.variation == pytest.approx(math.expm1(2 * 1.4826 * math.log(1.05)), rel=1e-6)
+    assert stored.variation < 0.2
     assert drift.SpeedIndex.from_json(stored.to_json()).variation == pytest.approx(stored.variation, abs=1e-4)
     # two indices: their geometric mean
     assert drift.combined([index(1.0), index(1.44)]).total_ms == pytest.approx(index(1.2).total_ms)
     assert drift.combined([index(1.0)]).variation is None
     assert "'variation' must be 0 or more" == drift.check_index_field({**stored.to_json(), "variation": -0.1})
+    assert "must be a finite number" in drift.check_index_field({**stored.to_json(), "variation": float("nan")})
+    assert "must be a finite number" in drift.check_index_field({**stored.to_json(), "variation": True})
+
+
+def test_a_resumed_run_combines_only_indices_timed_like_its_last(monkeypatch):
+    from tlplan.predict import drift
+
+    real_measure = drift.measure_index
+
+    def index(factor, statistic):
+        return real_measure(1, statistic, timer=lambda op, config, stat: {"fwd": factor})
+
+    # a run begun before indices were timed by the fastest run: its opening index is a median's
+    state = {"threads": 1, "statistic": "median", "speed_start": index(3.0, "median").to_json(),
+             "speed_mid": [index(1.0, "min").to_json(), index(1.2, "min").to_json()]}
+    monkeypatch.setattr(drift, "measure_index", lambda threads, statistic: index(1.1, statistic))
+    stored, change = calibration.closing_index(state)
+    assert stored.statistic == "min" and stored.total_ms == pytest.approx(len(drift.REFERENCE) * 1.1)
+    assert change is None  # the start and the end were not timed alike
 
 
 def test_the_reference_workload_is_timed_for_real(monkeypatch):
@@ -430,6 +455,13 @@ def test_quick_adaptation_times_steps_and_layers_in_slices(tmp_path, monkeypatch
     assert [s.count("s") for s in slices] == [2, 1, 1]  # the four whole steps spread over them
     assert all(s.index("l") > s.rindex("s") for s in slices)
     assert result.record["elapsed_s"] <= 180.0
+    # a budget longer than the work: the slices stop with it, no indices back to back
+    events.clear()
+    long = adapt.quick(adapt.QuickSettings("slow", "base", budget_s=3600.0, networks=("mcunet-5fps",), threshold=1.0),
+                       root=root, clock=lambda: float(next(ticks)))
+    slices = "".join(e[0] for e in events).split("i")[1:-1]
+    assert long.record["speed_indices"] == events.count("index") == len(slices) + 1 < 60
+    assert all(slices)  # each slice timed something
 
 
 def test_an_evaluation_says_whether_it_scaled_for_drift():
@@ -445,6 +477,9 @@ def test_an_evaluation_says_whether_it_scaled_for_drift():
         render_evaluation(Evaluation("p", cases, 1.0, ("networks outside the fit",), **drift), console)
         return console.export_text()
 
+    mixed = text(drift_ratios=(1.0, 1.12), drift_measured=(1.02, 1.12), drift_tolerance=0.05)
+    assert "drift-corrected: predicted times scaled by 1.12" in mixed
+    assert "elsewhere, the reference workload took 1.02× its time" in mixed
     within = text(drift_ratios=(1.0, 1.0), drift_measured=(0.87, 0.9), drift_tolerance=0.26)
     assert "took 0.87-0.90× its time at calibration; within ±26 %" in within and "not scaled" in within
     assert "drift-corrected" not in within

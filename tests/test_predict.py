@@ -509,6 +509,10 @@ def test_a_speed_change_within_the_index_noise_is_not_applied(profiles, drift_st
     # just past the noise, the whole ratio applies
     assert drift_state.Drift("x", 1.0 + drift_state.NOISE, "", "").ratio == pytest.approx(1.0 + drift_state.NOISE)
     assert drift_state.Drift("x", 0.94, "", "").ratio == 0.94
+    # an index stored before the run's variation existed, timed by the median: that statistic's noise
+    legacy = drift_state.Drift("x", 1.10, "", "", None, "median")
+    assert legacy.ratio == 1.0 and legacy.note.endswith("within the speed index's own noise (15 %); times not scaled")
+    assert drift_state.Drift("x", 1.2, "", "", None, "median").ratio == 1.2
 
 
 def test_a_speed_change_within_the_machines_own_variation_is_not_applied(profiles, drift_state, monkeypatch):

@@ -251,7 +251,7 @@ def with_prediction(report: ProfileReport, device: Any) -> ProfileReport:
                  "stand_ins": list(p.stand_ins)}
     if device.accuracy:
         predicted["accuracy"] = {k: device.accuracy[k] for k in ("mape", "within_10") if k in device.accuracy}
-    if p.drift is not None:  # times scaled by the machine's speed now against at calibration
+    if p.drift is not None:  # the machine's speed measured again: what times were scaled by (1 within the tolerance)
         predicted["drift"] = p.drift.to_json()
     sources = {**report.sources, "latency_ms_predicted": str(p.on)}
     warnings = report.warnings

@@ -27,7 +27,7 @@ def _progress(quiet: bool) -> Iterator[Callable | None]:
         console=output.stderr_console(), transient=True,
     ) as bar:
         tasks: dict[str, int] = {}
-        labels = {"steps": "whole steps", "layers": "layers (s measured)", "fitting": "fitting",
+        labels = {"steps": "whole steps", "layers": "layers", "fitting": "fitting",
                   "measuring": "steps measured", "rechecking": "profile configs re-timed", "writing": "writing",
                   "speed index": "speed index", "choosing": "choosing layers"}
 
@@ -66,7 +66,7 @@ def calibrate(
     max_foreign_cpu: Annotated[float, typer.Option(help="Largest share of the CPUs other processes may use while timing (0-1); busier timings are redone.")] = 0.05,
     quick: Annotated[bool, typer.Option("--quick", help="Instead: adapt the measured profile --from BASE to this machine in minutes (a few hundred layer configurations of --networks and a few whole steps, within --budget-s), as profile NAME.")] = False,
     base: Annotated[Optional[str], typer.Option("--from", metavar="BASE", help="With --quick: the measured profile to adapt (e.g. host-x86-2c-1t).")] = None,
-    budget_s: Annotated[Optional[float], typer.Option("--budget-s", help="With --quick: seconds the run may take, all included.  [default: 300]", show_default=False)] = None,
+    budget_s: Annotated[Optional[float], typer.Option("--budget-s", help="With --quick: seconds the run may take, all but loading BASE's models (seconds from the cache; minutes the first time).  [default: 300]", show_default=False)] = None,
     no_drift_correction: Annotated[bool, typer.Option("--no-drift-correction", help="With --evaluate: predict without scaling by the machine's speed now against at calibration.")] = False,
     accelerator: Annotated[str, typer.Option("--accelerator", metavar="auto|cpu|cuda", help="Time on the CPU or on a CUDA GPU (CUDA events after synchronisation; the profile records accelerator cuda and the GPU). auto: cpu; --add and --evaluate time on the profile's own.")] = "auto",
     fmt: Annotated[TextFormat, typer.Option("--format", help="Output format: json for scripts.")] = TextFormat.table,

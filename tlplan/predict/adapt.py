@@ -322,8 +322,8 @@ def quick(settings: QuickSettings, *, root: Path | None = None, progress: Progre
         raise BadInputError(f"--from {base.name}: it is itself adapted from {base.adapted['from']}; adapt that one")
     if base.name == name and base.folder.parent == root:
         raise BadInputError(f"--name {name} would overwrite the profile it adapts; give another name")
-    if not settings.budget_s > 0:
-        raise BadInputError(f"--budget-s must be positive, not {settings.budget_s:g}")
+    if not (settings.budget_s > 0 and math.isfinite(settings.budget_s)):
+        raise BadInputError(f"--budget-s must be positive and finite, not {settings.budget_s:g}")
     networks = tuple(settings.networks or CALIBRATION_NETWORKS)
     _check_networks(networks)
     report = progress or (lambda p: None)
@@ -355,7 +355,7 @@ def quick(settings: QuickSettings, *, root: Path | None = None, progress: Progre
 
     # the run in slices, each timing the speed index, then whole steps, then layer configurations:
     # a machine whose speed moves within minutes then moves steps and layers alike (at a run's
-    # start the steps alone, as before, once fitted a step factor of 0.81 to a slow spell)
+    # start the steps alone, as before, once fitted a step factor of 0.81 to a fast spell)
     slices = max(1, round(settings.budget_s / SLICE_S))
     indices: list[SpeedIndex] = []
     step_rows: list[StepRow] = []
@@ -372,6 +372,8 @@ def quick(settings: QuickSettings, *, root: Path | None = None, progress: Progre
         end = deadline - reserve_s
         for k in range(slices):
             slice_end = start + (k + 1) * (end - start) / slices
+            if clock() >= end or not (queue or step_queue):
+                break  # the budget or the work ran out: no more indices back to back
             if k:
                 index(f"slice {k + 1} of {slices}")
             step_end = clock() + settings.step_share * max(slice_end - clock(), 0.0)

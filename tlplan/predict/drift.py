@@ -4,11 +4,21 @@ A machine's speed moves from day to day and hour to hour (thermal state, neighbo
 host, frequency governors): a profile measured on another day predicts every step too fast or too
 slow by the same few percent. So every profile calibrated here carries a **speed index**: a short,
 fixed reference workload (``REFERENCE``: a handful of layer configurations calibration already
-knows how to time, run with the profile's framework threads and statistic, a few seconds) and the
-ms each of its passes took at calibration. When a prediction is made with that profile on the
-machine it was measured on (same CPU and core count), the workload is timed again and every
-predicted time is multiplied by the ratio now / then (the median over the passes: one pass hit by
-a neighbour does not move it). Outputs say so (``Drift.note``).
+knows how to time, run with the profile's framework threads, about 2 s) and the ms each of its
+passes took at calibration. When a prediction is made with that profile on the machine it was
+measured on (same CPU and core count), the workload is timed again and every predicted time is
+multiplied by the ratio now / then (the median over the passes: one pass hit by a neighbour does
+not move it) where that ratio is beyond the correction's tolerance. Outputs say what was done
+(``Drift.note``).
+
+Three things make the index worth trusting on a shared machine, where speed flips within seconds:
+it is timed by the fastest run (``INDEX_STATISTIC``: on a 2-core VM, 30 back-to-back indices
+spread by 6.6 % timed so, 14.5 % by the median); a profile stores the median of several indices
+taken through its run (``combined``), not one taken at a moment that may have been slow or fast;
+and a ratio within the tolerance — the index's own noise (``NOISE``), or the machine's variation
+during its calibration run (``SpeedIndex.variation``), the larger — is not applied: the machine
+showed that much within minutes of its own calibration, so it is no evidence of a change, and
+scaling by it would add noise to every prediction.
 
 The measurement is cached for the process and, for ``CACHE_TTL_S``, on disk in the user cache
 folder: a command run twice in a minute times the workload once. Correction is switched off with
@@ -46,9 +56,15 @@ ROUNDS = 5
 #: how indices are timed: the fastest run repeats best (see the module docstring); indices stored
 #: before this carry the profile's statistic and are timed again with it
 INDEX_STATISTIC = "min"
-#: a speed ratio within this of 1 is the index's own noise (two indices of an unchanged machine)
-#: and is not applied
+#: a speed ratio r with max(r, 1/r) - 1 below this is the index's own noise (two indices of an
+#: unchanged machine) and is not applied
 NOISE = 0.05
+#: the same for an index stored without a ``variation`` (before it existed), by its statistic: a
+#: median-timed index spreads 14.5 % on a shared 2-core VM
+NOISE_WITHOUT_VARIATION = {"median": 0.15}
+#: the run's variation is this many robust standard deviations of its indices' log ratios to their
+#: median (1.4826 × the median absolute deviation): one index in a slow spell does not set it
+VARIATION_SDS = 2.0
 #: how long a measurement of this machine's speed stays valid in the disk cache
 CACHE_TTL_S = 600.0
 #: a ratio within this of 1 reads "as fast as at calibration" (the workload's own repeatability)
@@ -80,8 +96,9 @@ class SpeedIndex:
     threads: int | None
     statistic: str
     seconds: float  # wall-clock time the measurement took
-    #: how far the indices timed through the run strayed from their median (the largest ratio,
-    #: above 1, less 1): the machine's own short-term speed variation. None: one index
+    #: how far the indices timed through the run strayed from their median, as a share
+    #: (``VARIATION_SDS`` robust standard deviations): the machine's own short-term speed
+    #: variation. None: one index, or stored before it existed
     variation: float | None = None
 
     @property
@@ -189,8 +206,11 @@ def combined(indices: Sequence[SpeedIndex]) -> SpeedIndex:
     stored = replace(first, entries=entries)
     if len(indices) < 2:
         return stored
-    ratios = [r for r in (i.ratio_to(stored) for i in indices) if r is not None]
-    return replace(stored, variation=max(max(r, 1 / r) for r in ratios) - 1 if ratios else None)
+    logs = [math.log(r) for r in (i.ratio_to(stored) for i in indices) if r is not None and r > 0]
+    if not logs:
+        return stored
+    mad = statistics.median(abs(v - statistics.median(logs)) for v in logs)
+    return replace(stored, variation=math.expm1(VARIATION_SDS * 1.4826 * mad))
 
 
 # ---- what a prediction is scaled by --------------------------------------------------------------------
@@ -206,16 +226,22 @@ class Drift:
     measured_at: str  # when it was timed again (ISO, UTC)
     #: the machine's own speed variation during calibration (the profile index's ``variation``)
     variation: float | None = None
+    #: how the profile's index was timed (an index without ``variation`` takes that statistic's noise)
+    statistic: str = INDEX_STATISTIC
 
     @property
     def tolerance(self) -> float:
         """A ratio this close to 1 is no evidence that the machine changed speed: the index's own
         noise, or the variation the machine showed within its calibration run, the larger."""
-        return max(NOISE, self.variation or 0.0)
+        if self.variation is None:
+            return NOISE_WITHOUT_VARIATION.get(self.statistic, NOISE)
+        return max(NOISE, self.variation)
 
     @property
     def within(self) -> bool:
-        return max(self.measured_ratio, 1 / self.measured_ratio) - 1 < self.tolerance
+        """Whether max(r, 1/r) - 1 is below the tolerance (a change as large either way; the
+        boundary itself is a change)."""
+        return abs(math.log(self.measured_ratio)) < math.log1p(self.tolerance) - 1e-9
 
     @property
     def ratio(self) -> float:
@@ -230,10 +256,10 @@ class Drift:
         speed = f"machine {100 * abs(change):.0f} % {'slower' if change > 0 else 'faster'} than at calibration"
         if not self.within:
             return f"{speed}; times scaled by {self.ratio:.2f}"
-        if self.tolerance > NOISE:
+        if self.variation is not None and self.variation > NOISE:
             return (f"{speed}, within its own variation during calibration ({100 * self.tolerance:.0f} %); "
                     "times not scaled")
-        return f"{speed}, within the speed index's own noise ({100 * NOISE:.0f} %); times not scaled"
+        return f"{speed}, within the speed index's own noise ({100 * self.tolerance:.0f} %); times not scaled"
 
     def to_json(self) -> dict[str, Any]:
         return {"ratio": round(self.ratio, 4), "measured_ratio": round(self.measured_ratio, 4),
@@ -345,7 +371,7 @@ def drift_for(device: "Device", *, timer: Timer | None = None, fresh: bool = Fal
     ratio = now.ratio_to(then)
     if ratio is None:
         return None
-    return Drift(device.name, ratio, then.date, now.date, then.variation)
+    return Drift(device.name, ratio, then.date, now.date, then.variation, then.statistic)
 
 
 def clear_cache() -> None:

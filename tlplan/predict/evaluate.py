@@ -132,8 +132,10 @@ class Evaluation:
 
         how = {"leave-one-network-out": "predicted without the held-out network's samples and steps",
                "networks outside the fit": "networks outside the profile's fit predicted by the whole profile"}
-        drift = (f"; predictions drift-corrected (times scaled by {min(self.drift_ratios):.2f}-{max(self.drift_ratios):.2f})"
-                 if any(r != 1.0 for r in self.drift_ratios) else "")
+        applied = [r for r in self.drift_ratios if r != 1.0]
+        drift = (f"; predictions drift-corrected (times scaled by {min(applied):.2f}-{max(applied):.2f}"
+                 f"{', elsewhere not: within the tolerance' if len(applied) < len(self.drift_ratios) else ''})"
+                 if applied else "")
         field = {
             "method": f"{' and '.join(self.held_out)}: whole training step (forward, cross-entropy, backward) "
                       f"under {'; '.join(described(r) for r in self.per_runtime)}, "

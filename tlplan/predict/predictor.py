@@ -83,7 +83,8 @@ class Prediction:
     #: layers the tlplan runtime runs with its own kernels, priced with the plain PyTorch op's
     #: model because the profile has no measurements of the runtime's (calibrated before them)
     stand_ins: tuple[str, ...] = ()
-    #: the drift correction every time above was multiplied by (None: none applied)
+    #: the drift correction: the speed measured again, and what every time above was multiplied by
+    #: (its ``ratio``, 1 within the tolerance); None: not measured (correction off, or not this machine)
     drift: Drift | None = None
 
     @property

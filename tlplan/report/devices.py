@@ -158,9 +158,11 @@ def render_evaluation(evaluation, console: Console) -> None:
         if applied:
             console.print(f"drift-corrected: predicted times scaled by {_span(applied)} (the machine's speed now against "
                           "at calibration)", highlight=False)
-        if len(applied) < len(evaluation.drift_ratios) and evaluation.drift_measured:
+        unapplied = [m for r, m in zip(evaluation.drift_ratios, evaluation.drift_measured) if r == 1.0]
+        if unapplied:
             tolerance = evaluation.drift_tolerance or 0.0
-            console.print(f"drift: the reference workload took {_span(evaluation.drift_measured)}× its time at calibration; "
+            console.print(f"drift: {'elsewhere, ' if applied else ''}the reference workload took {_span(unapplied)}× its "
+                          f"time at calibration; "
                           f"within ±{100 * tolerance:.0f} % (its noise, or the machine's own variation during "
                           "calibration), predicted times were not scaled", highlight=False)
     _speed_change(evaluation.speed_change, console)
