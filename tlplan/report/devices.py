@@ -89,8 +89,9 @@ def render_quick(result, console: Console) -> None:
     _speed_change(result.speed_change, console)
     if r["configs"] < FEW_CONFIGS:
         console.print(f"[bold]note[/bold]: only {r['configs']} layer configurations and {r['steps']} whole steps were "
-                      "timed: the budget went on waiting for a quiet CPU; run it again when the machine is quieter, or "
-                      "with a larger --budget-s", highlight=False)
+                      f"timed in {r['elapsed_s']:.0f} s (a short budget, or one spent waiting for a quiet CPU): too few "
+                      "for the correction to hold on other networks; give a larger --budget-s (300 s times about 600), "
+                      "when the machine is quiet", highlight=False)
     console.print(f"next: tlplan calibrate --evaluate {escape(d.name)} --networks YOUR_NETWORKS  (networks outside "
                   "the adaptation set)", highlight=False)
 
