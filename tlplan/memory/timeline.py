@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 from .. import ops
 from ..costs.annotate import ELEMENT_BYTES, CostTable
-from ..ops.conv import is_depthwise
 from ..plan.plan import Optimizer
 from ..trace.graph import INPUT
 from .tinytl import tinytl_activation
@@ -61,11 +60,9 @@ def simulate_peak(costs: CostTable, optimizer: Optimizer = Optimizer(), *, detai
     """The step's memory under ``costs``. ``detail=False``: the same totals and peak without the
     timeline (what a solver checking hundreds of plans needs; the timeline is most of the work)."""
     graph = costs.graph
-    runtime = costs.runtime
-    mcu = runtime == "mcu"
-    if mcu:  # the int8 engine plans one static arena: its own planner (operator reordering included)
+    if costs.runtime == "mcu":  # the int8 engine plans one static arena: its own planner (reordering included)
         return _arena_breakdown(costs, optimizer, detail)
-    value_bytes = (lambda name: graph.value_bytes(name, 1)) if mcu else graph.value_bytes
+    value_bytes = graph.value_bytes
 
     walk = _walk(graph)
     all_params = walk.param_bytes
@@ -76,18 +73,17 @@ def simulate_peak(costs: CostTable, optimizer: Optimizer = Optimizer(), *, detai
     # 32: each frozen tensor as it is stored (fp32); 8: one byte an element (TinyTL's k-means
     # quantised frozen weights, the MCU engine's int8 ones)
     frozen_bytes = all_params - trained_full if costs.frozen_bits == 32 else frozen_elements * costs.frozen_bits // 8
-    param_bytes = trainable_bytes if mcu else trained_full + frozen_bytes
-    buffers = 0 if mcu else walk.buffer_bytes
+    param_bytes = trained_full + frozen_bytes
+    buffers = walk.buffer_bytes
     # the runtime allocates a full-size gradient even for a partially trained weight
-    grad_total = 0 if mcu else trained_full
+    grad_total = trained_full
     # momentum buffers / Adam's two moments, plus Adam's step count (a float per parameter tensor)
-    optimizer_bytes = 0 if mcu else optimizer.state_slots * trained_full + (4 * len(trained) if optimizer.name == "adam" else 0)
+    optimizer_bytes = optimizer.state_slots * trained_full + (4 * len(trained) if optimizer.name == "adam" else 0)
     input_bytes = value_bytes(INPUT)
-    # PyTorch: the caller holds the input batch through the step. The MCU engine frees the image
-    # buffer once nothing needs it, so there it is a live value like any other.
-    resident = param_bytes + buffers + optimizer_bytes + (0 if mcu else input_bytes)
+    # the caller holds the input batch through the step
+    resident = param_bytes + buffers + optimizer_bytes + input_bytes
 
-    last_use, release_after, roots = walk.last_use, walk.release_after, walk.roots
+    release_after, roots = walk.release_after, walk.roots
     kept_until: dict[str, int] = {}  # storage root -> earliest layer keeping it (its backward frees it)
     private: dict[int, int] = {}
     for i, cost in enumerate(costs.layers):
@@ -113,12 +109,12 @@ def simulate_peak(costs: CostTable, optimizer: Optimizer = Optimizer(), *, detai
             peak, peak_at = now, (moment, layer)  # named at the end: most moments are no peak
 
     # ---- forward (``live`` and its running total ``live_bytes``: values alive now)
-    live: dict[str, int] = {INPUT: input_bytes} if mcu else {}
-    live_bytes = sum(live.values())
+    live: dict[str, int] = {}
+    live_bytes = 0
     private_live = 0
     out_root = walk.out_root
     start = 0
-    if not detail:  # (the mcu engine's arena returned above)
+    if not detail:
         # up to the first recorded layer nothing is kept, so the forward there is the same in
         # every plan whose kept values all live past it: taken from the last check that ran it
         start, live, live_bytes, most, most_at, activation_peak = _forward_prefix(graph, costs, walk, kept_until)
@@ -128,22 +124,16 @@ def simulate_peak(costs: CostTable, optimizer: Optimizer = Optimizer(), *, detai
     for i in range(start, len(graph.layers)):
         layer, cost = graph.layers[i], costs.layers[i]
         root = roots[i]
-        if mcu and _in_place_depthwise(layer, i, last_use, kept_until, graph):
-            # the MCU engine runs depthwise convs in place: the output takes over the input's buffer
-            src = graph.storage_root(layer.inputs[0])
-            taken = live.pop(src, 0)
-            live[root] = max(taken, value_bytes(layer.name))
-            live_bytes += live[root] - taken
-        elif root != INPUT and root not in live:
+        if root != INPUT and root not in live:
             live[root] = value_bytes(layer.name)
             live_bytes += live[root]
         private_live += private.get(i, 0)
         ws = cost.workspace_fwd_bytes
-        activations = live_bytes + private_live + (0 if mcu else ws + input_bytes)
+        activations = live_bytes + private_live + ws + input_bytes
         activation_peak = max(activation_peak, activations)
-        check(resident + live_bytes + private_live + (0 if mcu else ws), "forward", layer.name)
+        check(resident + live_bytes + private_live + ws, "forward", layer.name)
         for r in release_after.get(i, ()):
-            if r not in kept_until and r != out_root and (mcu or r != INPUT):
+            if r not in kept_until and r != out_root and r != INPUT:
                 live_bytes -= live.pop(r, 0)
 
     # ---- backward, in reverse; only recorded layers run (``grads_bytes``: the running total of ``grads``)
@@ -163,22 +153,18 @@ def simulate_peak(costs: CostTable, optimizer: Optimizer = Optimizer(), *, detai
                 grads[src] = value_bytes(src)
                 grads_bytes += grads[src]
         ws = cost.workspace_bwd_bytes
-        # the MCU engine applies each gradient at once, in the precision of what it trains
-        held_param_grads = cost.trainable_param_bytes if mcu else param_grads
-        check(resident + held_param_grads + live_bytes + private_live + grads_bytes + (0 if mcu else ws),
-              "backward", layer.name)
+        check(resident + param_grads + live_bytes + private_live + grads_bytes + ws, "backward", layer.name)
         grads_bytes -= grads.pop(layer.name, 0)
         private_live -= private.get(i, 0)
         for r in freed_by.get(i, ()):
             live_bytes -= live.pop(r, 0)
 
     # ---- optimizer step: gradients still held, plus the optimizer's temporaries (Adam's update)
-    if not mcu:
-        # on CPU the optimizers update one parameter at a time: Adam's temporaries are about two
-        # copies of the largest trained parameter; SGD (with momentum too) works in place
-        largest = max((p.numel * p.dtype_bytes for p in trained), default=0)
-        step_temp = 2 * largest if optimizer.name == "adam" else 0
-        check(resident + grad_total + step_temp, "optimizer step")
+    # on CPU the optimizers update one parameter at a time: Adam's temporaries are about two
+    # copies of the largest trained parameter; SGD (with momentum too) works in place
+    largest = max((p.numel * p.dtype_bytes for p in trained), default=0)
+    step_temp = 2 * largest if optimizer.name == "adam" else 0
+    check(resident + grad_total + step_temp, "optimizer step")
 
     saved_total = costs.totals["saved_bytes"]
     tinytl = tinytl_activation(costs) if detail else None  # TinyTL's own arithmetic (tlplan.memory.tinytl)
@@ -286,13 +272,6 @@ def _walk(graph) -> _Walk:
     )
     graph.memo["timeline"] = walk
     return walk
-
-
-def _in_place_depthwise(layer, i: int, last_use: dict, kept_until: dict, graph) -> bool:
-    if not is_depthwise(layer) or not layer.inputs:
-        return False
-    src = graph.storage_root(layer.inputs[0])
-    return last_use.get(src) == i and src not in kept_until
 
 
 def _arena_breakdown(costs: CostTable, optimizer: Optimizer, detail: bool = True) -> MemoryBreakdown:
