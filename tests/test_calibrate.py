@@ -467,23 +467,25 @@ def test_quick_adaptation_times_steps_and_layers_in_slices(tmp_path, monkeypatch
 def test_an_evaluation_says_whether_it_scaled_for_drift():
     from rich.console import Console
 
+    from tlplan.predict.drift import Drift
     from tlplan.predict.evaluate import Case, Evaluation
     from tlplan.report.devices import render_evaluation
 
     cases = (Case("net", "full", 1, 64, measured_ms=10.0, predicted_ms=9.0, runtime="eager", timings_ms=(10.0, 11.0)),)
 
-    def text(**drift) -> str:
+    def text(*measured: float, variation: float | None = None) -> str:
+        drifts = tuple(Drift("p", m, "", "", variation) for m in measured)
         console = Console(record=True, width=200)
-        render_evaluation(Evaluation("p", cases, 1.0, ("networks outside the fit",), **drift), console)
+        render_evaluation(Evaluation("p", cases, 1.0, ("networks outside the fit",), drifts=drifts), console)
         return console.export_text()
 
-    mixed = text(drift_ratios=(1.0, 1.12), drift_measured=(1.02, 1.12), drift_tolerance=0.05)
+    mixed = text(1.02, 1.12)
     assert "drift-corrected: predicted times scaled by 1.12" in mixed
     assert "elsewhere, the reference workload took 1.02× its time" in mixed
-    within = text(drift_ratios=(1.0, 1.0), drift_measured=(0.87, 0.9), drift_tolerance=0.26)
+    within = text(0.87, 0.9, variation=0.26)
     assert "took 0.87-0.90× its time at calibration; within ±26 %" in within and "not scaled" in within
     assert "drift-corrected" not in within
-    scaled = text(drift_ratios=(1.18,), drift_measured=(1.18,), drift_tolerance=0.05)
+    scaled = text(1.18)
     assert "drift-corrected: predicted times scaled by 1.18" in scaled and "not scaled" not in scaled
     assert "drift" not in text()
 

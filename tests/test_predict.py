@@ -442,8 +442,9 @@ def _fake_timer(factor: float, calls: list | None = None):
     return timer
 
 
-def _with_index(folder, *, cpu: str | None = None, factor: float = 1.0):
-    """``folder``'s profile as measured on this machine (or ``cpu``) with a speed index taken at ``factor``."""
+def _with_index(folder, *, cpu: str | None = None, factor: float = 1.0, variation: float | None = None):
+    """``folder``'s profile as measured on this machine (or ``cpu``) with a speed index taken at
+    ``factor`` (and the calibration run's ``variation``)."""
     import os
 
     from tlplan.predict import drift
@@ -451,7 +452,7 @@ def _with_index(folder, *, cpu: str | None = None, factor: float = 1.0):
 
     path = folder / "device.json"
     data = json.loads(path.read_text())
-    index = drift.measure_index(1, "min", timer=_fake_timer(factor))
+    index = dataclasses_replace(drift.measure_index(1, "min", timer=_fake_timer(factor)), variation=variation)
     data.update(cpu=cpu or cpu_name(), cores=os.cpu_count() or 1, threads=1, statistic="min",
                 speed_index=index.to_json())
     path.write_text(json.dumps(data))
@@ -470,14 +471,21 @@ def drift_state(monkeypatch):
     drift.set_enabled(None)
 
 
-def test_drift_ratio_is_applied_exactly(profiles, drift_state, monkeypatch):
-    # GIVEN a profile of this machine whose reference workload now runs 1.18× as long as at calibration
-    device = _with_index(write_profile(profiles))
-    monkeypatch.setattr(drift_state, "_time_one", _fake_timer(1.18))
+def _with_and_without_drift(device, drift_state):
+    """``device``'s prediction of mcunet's full step with drift correction, and without it."""
     graph, costs = mcu_costs("full")
     corrected = P.predict_latency(graph, costs, device)
     drift_state.set_enabled(False)
     plain = P.predict_latency(graph, costs, device)
+    drift_state.set_enabled(None)
+    return corrected, plain
+
+
+def test_drift_ratio_is_applied_exactly(profiles, drift_state, monkeypatch):
+    # GIVEN a profile of this machine whose reference workload now runs 1.18× as long as at calibration
+    device = _with_index(write_profile(profiles))
+    monkeypatch.setattr(drift_state, "_time_one", _fake_timer(1.18))
+    corrected, plain = _with_and_without_drift(device, drift_state)
     # THEN every time is scaled by exactly that ratio, and the prediction says so
     assert corrected.drift is not None and corrected.drift.ratio == pytest.approx(1.18, rel=1e-12)
     assert plain.drift is None and plain.on.drift is None
@@ -496,10 +504,7 @@ def test_a_speed_change_within_the_index_noise_is_not_applied(profiles, drift_st
     # GIVEN a profile of this machine whose reference workload now runs 3 % longer than at calibration
     device = _with_index(write_profile(profiles))
     monkeypatch.setattr(drift_state, "_time_one", _fake_timer(1.03))
-    graph, costs = mcu_costs("full")
-    measured = P.predict_latency(graph, costs, device)
-    drift_state.set_enabled(False)
-    plain = P.predict_latency(graph, costs, device)
+    measured, plain = _with_and_without_drift(device, drift_state)
     # THEN nothing is scaled (two indices of an unchanged machine differ by that much), and it says so
     assert measured.drift.measured_ratio == pytest.approx(1.03) and measured.drift.ratio == 1.0
     assert measured.step_ms == plain.step_ms
@@ -517,18 +522,11 @@ def test_a_speed_change_within_the_index_noise_is_not_applied(profiles, drift_st
 
 def test_a_speed_change_within_the_machines_own_variation_is_not_applied(profiles, drift_state, monkeypatch):
     # GIVEN a profile whose calibration run saw the machine's speed stray 20 % from its median
-    device = _with_index(write_profile(profiles))
-    data = json.loads((device.folder / "device.json").read_text())
-    data["speed_index"]["variation"] = 0.2
-    (device.folder / "device.json").write_text(json.dumps(data))
-    device = load_device(device.folder / "device.json")
-    graph, costs = mcu_costs("full")
-    drift_state.set_enabled(False)
-    plain = P.predict_latency(graph, costs, device).step_ms
-    drift_state.set_enabled(None)
+    device = _with_index(write_profile(profiles), variation=0.2)
     # WHEN the machine now runs the index 15 % faster: no evidence of a change, nothing scaled
     monkeypatch.setattr(drift_state, "_time_one", _fake_timer(1 / 1.15))
-    within = P.predict_latency(graph, costs, device)
+    within, plain_prediction = _with_and_without_drift(device, drift_state)
+    plain = plain_prediction.step_ms
     assert within.drift.ratio == 1.0 and within.step_ms == plain and within.drift.tolerance == pytest.approx(0.2)
     assert within.drift.note == ("machine 13 % faster than at calibration, within its own variation during calibration "
                                  "(20 %); times not scaled")
@@ -536,7 +534,7 @@ def test_a_speed_change_within_the_machines_own_variation_is_not_applied(profile
     drift_state.clear_cache()
     monkeypatch.setattr(drift_state, "_from_disk", lambda key, now_s: None)  # as if ten minutes had passed
     monkeypatch.setattr(drift_state, "_time_one", _fake_timer(1.3))
-    beyond = P.predict_latency(graph, costs, device)
+    beyond, _ = _with_and_without_drift(device, drift_state)
     assert beyond.drift.ratio == pytest.approx(1.3) and beyond.step_ms == pytest.approx(1.3 * plain)
 
 

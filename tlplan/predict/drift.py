@@ -102,6 +102,12 @@ class SpeedIndex:
     variation: float | None = None
 
     @property
+    def tolerance(self) -> float:
+        """A speed ratio this close to 1, measured against this index, is no evidence of a change
+        (see ``Drift.within``): the index's own noise, or the run's variation, the larger."""
+        return tolerance(self.variation, self.statistic)
+
+    @property
     def total_ms(self) -> float:
         return float(sum(e.ms for e in self.entries))
 
@@ -193,6 +199,14 @@ def measure_index(threads: int | None, statistic: str, *, timer: Timer | None = 
     return SpeedIndex(entries, now, threads if threads is not None else used, statistic, time.perf_counter() - t0)
 
 
+def tolerance(variation: float | None, statistic: str) -> float:
+    """The index's own noise, or the run's ``variation``, the larger (an index stored without a
+    variation: its statistic's noise)."""
+    if variation is None:
+        return NOISE_WITHOUT_VARIATION.get(statistic, NOISE)
+    return max(NOISE, variation)
+
+
 def combined(indices: Sequence[SpeedIndex]) -> SpeedIndex:
     """The index a run's rows are compared with later: each pass's median over the indices timed
     through the run (in logs, so two give their geometric mean), dated and timed as the first,
@@ -206,9 +220,7 @@ def combined(indices: Sequence[SpeedIndex]) -> SpeedIndex:
     stored = replace(first, entries=entries)
     if len(indices) < 2:
         return stored
-    logs = [math.log(r) for r in (i.ratio_to(stored) for i in indices) if r is not None and r > 0]
-    if not logs:
-        return stored
+    logs = [math.log(i.ratio_to(stored) or 1.0) for i in indices]
     mad = statistics.median(abs(v - statistics.median(logs)) for v in logs)
     return replace(stored, variation=math.expm1(VARIATION_SDS * 1.4826 * mad))
 
@@ -233,9 +245,7 @@ class Drift:
     def tolerance(self) -> float:
         """A ratio this close to 1 is no evidence that the machine changed speed: the index's own
         noise, or the variation the machine showed within its calibration run, the larger."""
-        if self.variation is None:
-            return NOISE_WITHOUT_VARIATION.get(self.statistic, NOISE)
-        return max(NOISE, self.variation)
+        return tolerance(self.variation, self.statistic)
 
     @property
     def within(self) -> bool:

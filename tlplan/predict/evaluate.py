@@ -40,6 +40,7 @@ from .calibration import (
     interleaved_rounds, step_cases, time_step,
 )
 from .devices import Device, load_device
+from .drift import Drift
 from .predictor import StepCases, fit_profile, predict_latency
 from .store import LayerRow, StepRow, read_layer_rows, read_step_rows
 
@@ -81,16 +82,27 @@ class Evaluation:
     #: how the profile was held out: "leave-one-network-out" (networks in its fit) and/or
     #: "networks outside the fit" (predicted by the whole profile)
     held_out: tuple[str, ...] = ("leave-one-network-out",)
-    #: the drift correction's ratio at each moment it was measured (empty: none applied; 1 where
-    #: the measured ratio was within the correction's tolerance)
-    drift_ratios: tuple[float, ...] = ()
-    #: the reference workload's ms / at calibration, each time measured, and what counted as no change
-    drift_measured: tuple[float, ...] = ()
-    drift_tolerance: float | None = None
+    #: the drift correction each time the machine's speed was measured (empty: none measured)
+    drifts: tuple[Drift, ...] = ()
     #: the reference workload's ms at the end of the evaluation / at its start (None: not timed)
     speed_change: float | None = None
     #: cases left out because their scheme does not apply to the network (``blocks:3`` of a net without blocks)
     skipped: tuple[str, ...] = ()
+
+    @property
+    def drift_ratios(self) -> tuple[float, ...]:
+        """What predictions were scaled by each time (1 where the measured ratio was within the tolerance)."""
+        return tuple(d.ratio for d in self.drifts)
+
+    @property
+    def drift_measured(self) -> tuple[float, ...]:
+        """The reference workload's ms now / at calibration, each time measured."""
+        return tuple(d.measured_ratio for d in self.drifts)
+
+    @property
+    def drift_tolerance(self) -> float | None:
+        """What counted as no change (the profile's; the same every time)."""
+        return self.drifts[-1].tolerance if self.drifts else None
 
     @staticmethod
     def figures(cases: Sequence[Case]) -> dict[str, float]:
@@ -278,16 +290,14 @@ def evaluate(device: Device, *, networks: Sequence[str] | None = None, schemes: 
         return fits[network]
 
     correcting = speed_index and drift_mod.enabled() and bool(device.speed_index) and drift_mod.same_machine(device)
-    state: dict = {"drift": None, "at": -math.inf, "ratios": [], "measured": [], "tolerance": None}
+    state: dict = {"drift": None, "at": -math.inf, "drifts": []}
 
     def refresh() -> None:
         if correcting and clock() - state["at"] >= DRIFT_REFRESH_S:
             state["drift"] = drift_mod.drift_for(device, fresh=True)
             state["at"] = clock()
             if state["drift"] is not None:
-                state["ratios"].append(state["drift"].ratio)
-                state["measured"].append(state["drift"].measured_ratio)
-                state["tolerance"] = state["drift"].tolerance
+                state["drifts"].append(state["drift"])
 
     predicted: dict[CaseKey, float] = {}
 
@@ -322,8 +332,7 @@ def evaluate(device: Device, *, networks: Sequence[str] | None = None, schemes: 
     held_out = tuple(how for how, any_ in (("leave-one-network-out", any(n in in_fit for n in networks)),
                                            ("networks outside the fit", any(n not in in_fit for n in networks))) if any_)
     return Evaluation(device.name, tuple(results), time.perf_counter() - t_start, held_out,
-                      drift_ratios=tuple(state["ratios"]), speed_change=change, skipped=tuple(skipped),
-                      drift_measured=tuple(state["measured"]), drift_tolerance=state["tolerance"])
+                      drifts=tuple(state["drifts"]), speed_change=change, skipped=tuple(skipped))
 
 
 def write_accuracy(device: Device, evaluation: Evaluation) -> Device:

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..predict.drift import NOISE
+from ..predict.drift import SpeedIndex
 from . import units
 from .rows import Rows
 
@@ -81,11 +81,11 @@ def render_quick(result, console: Console) -> None:
                 f"{1000 * overhead['per_layer']:+.0f} µs a layer" if overhead else "per-step overhead scaled alike")
     console.print(f"correction (fitted, adapted from {escape(r['from'])}): residual models where 8 rows or more, "
                   f"else layer times × {r['default_scale']:.2f} (median{spread}); {refitted}", highlight=False)
-    variation = (d.speed_index or {}).get("variation")
-    varied = f"; the machine's speed strayed ±{100 * variation:.0f} % meanwhile" if variation is not None else ""
+    index = SpeedIndex.from_json(d.speed_index or {})
+    varied = f"; the machine's speed strayed ±{100 * index.variation:.0f} % meanwhile" if index.variation is not None else ""
     console.print(f"speed index stored (the median of {r.get('speed_indices', 2)} timed through the run{varied}): "
                   f"predictions with {escape(d.name)} on this machine are scaled by its speed then, where it changed by "
-                  f"more than {100 * max(variation or 0.0, NOISE):.0f} % (drift correction)", highlight=False)
+                  f"more than {100 * index.tolerance:.0f} % (drift correction)", highlight=False)
     _speed_change(result.speed_change, console)
     if r["configs"] < FEW_CONFIGS:
         console.print(f"[bold]note[/bold]: only {r['configs']} layer configurations and {r['steps']} whole steps were "
@@ -154,18 +154,15 @@ def render_evaluation(evaluation, console: Console) -> None:
     if noise is not None:
         console.print(f"noise floor: two measurements of the same step, minutes apart, agree to MAPE {noise['mape']:.1f}%, "
                       f"{noise['within_10']:.0f}% within ±10% (measured here, {noise['cases']} steps)", highlight=False)
-    if evaluation.drift_ratios:
-        applied = [r for r in evaluation.drift_ratios if r != 1.0]
-        if applied:
-            console.print(f"drift-corrected: predicted times scaled by {_span(applied)} (the machine's speed now against "
-                          "at calibration)", highlight=False)
-        unapplied = [m for r, m in zip(evaluation.drift_ratios, evaluation.drift_measured) if r == 1.0]
-        if unapplied:
-            tolerance = evaluation.drift_tolerance or 0.0
-            console.print(f"drift: {'elsewhere, ' if applied else ''}the reference workload took {_span(unapplied)}× its "
-                          f"time at calibration; "
-                          f"within ±{100 * tolerance:.0f} % (its noise, or the machine's own variation during "
-                          "calibration), predicted times were not scaled", highlight=False)
+    applied = [d.ratio for d in evaluation.drifts if not d.within]
+    if applied:
+        console.print(f"drift-corrected: predicted times scaled by {_span(applied)} (the machine's speed now against "
+                      "at calibration)", highlight=False)
+    unapplied = [d.measured_ratio for d in evaluation.drifts if d.within]
+    if unapplied:
+        console.print(f"drift: {'elsewhere, ' if applied else ''}the reference workload took {_span(unapplied)}× its "
+                      f"time at calibration; within ±{100 * (evaluation.drift_tolerance or 0.0):.0f} % (its noise, or "
+                      "the machine's own variation during calibration), predicted times were not scaled", highlight=False)
     _speed_change(evaluation.speed_change, console)
     if evaluation.skipped:
         console.print(f"left out: {len(evaluation.skipped)} case(s) whose scheme does not apply, e.g. "
