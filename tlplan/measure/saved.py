@@ -63,13 +63,15 @@ def graph_saved_bytes(output: torch.Tensor, model: nn.Module) -> SavedMeasuremen
     ``measure_saved_bytes``, which sees the tensors as they are packed."""
     resident = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
     storages: dict[int, int] = {}
-    seen: set[int] = set()
+    # nodes by id, kept alive: some PyTorch releases hand out a new Python object for a node each
+    # time it is reached, and a freed one's id can come back for another node
+    seen: dict[int, object] = {}
     stack = [output.grad_fn]
     while stack:
         node = stack.pop()
         if node is None or id(node) in seen:
             continue
-        seen.add(id(node))
+        seen[id(node)] = node
         values: list[object] = []
         names = [n for n in dir(node) if n.startswith("_saved_")]
         if hasattr(node, "saved_tensors"):
