@@ -30,7 +30,7 @@ SOURCES = {
 }
 #: the peak's source where the step is predicted for a GPU (``accelerator`` cuda)
 CUDA_PEAK_SOURCE = ("predicted by a simulated forward+backward timeline, counted as the CUDA caching allocator's blocks "
-                    "(512-byte rounding), with cuDNN workspace per convolution (cuda)")
+                    "(512-byte rounding), with cuDNN workspace per convolution and cuBLAS's workspaces (cuda)")
 
 
 @dataclass(frozen=True)
@@ -190,7 +190,8 @@ def profile(
     chosen = select_accelerator(accelerator, model=model, device=found) if measure and runtime != "mcu" else None
     # the mcu engine's arena is its own accounting: never counted as a GPU allocator would
     kind = "cpu" if runtime == "mcu" else (chosen.kind if chosen is not None else accelerator_kind(accelerator, model=model, device=found))
-    if model_on_cuda(model) is not None:  # traced and costed on the CPU; timed on the GPU from a copy
+    model_on_gpu = model if model_on_cuda(model) is not None else None  # its GPU sizes cuBLAS's workspaces
+    if model_on_gpu is not None:  # traced and costed on the CPU; timed on the GPU from a copy
         import copy
 
         model = copy.deepcopy(model).to("cpu")
@@ -206,10 +207,14 @@ def profile(
 
         reorder = load_plan(parsed.path).optimizer.reorders("mcu")
     memory = simulate_peak(costs, Optimizer(reorder=reorder))
+    cuda_source = ""
     if kind == "cuda":  # as the CUDA caching allocator counts it (tlplan.memory.cuda)
+        from .measure.accelerator import gpu_capability
         from .memory.cuda import cuda_breakdown
 
-        memory = cuda_breakdown(costs, memory)
+        capability, where = gpu_capability(found, chosen, model_on_gpu)
+        memory = cuda_breakdown(costs, memory, capability=capability)
+        cuda_source = f"{CUDA_PEAK_SOURCE}; cuBLAS workspaces for {where}"
     timings = None
     if measure and runtime == "mcu":
         raise BadInputError(f"the mcu runtime is an int8 engine's accounting and cannot be timed here; give {arg('measure=False')}")
@@ -221,7 +226,7 @@ def profile(
     if kind == "cuda":
         from dataclasses import replace
 
-        report = replace(report, sources={**report.sources, "peak_bytes": CUDA_PEAK_SOURCE})
+        report = replace(report, sources={**report.sources, "peak_bytes": cuda_source})
     if notes:
         from dataclasses import replace
 

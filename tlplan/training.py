@@ -293,6 +293,11 @@ def _train(prepared: tuple, here, data: Data, *, out_dir: Path, weights: dict | 
         })
     measured = {}
     if measure:
+        # what the loop still holds (the last batch and its logits, the trained weights and their
+        # optimizer) leaves the accelerator first: on a GPU the allocator's peak counts every tensor in
+        # the process, and the step measured below is a copy's, as a fresh process would run it
+        x = y = out = loss = opt = None
+        model.to("cpu")
         shape = plan.input_shape
         measured["saved_bytes"] = measure_saved_bytes(model, shape, None, copy_model=True).saved_bytes
         measured["peak_bytes"] = measure_peak(copy.deepcopy(model), shape, plan.optimizer, accelerator).peak_bytes
@@ -304,7 +309,8 @@ def _train(prepared: tuple, here, data: Data, *, out_dir: Path, weights: dict | 
         from .memory.cuda import cuda_breakdown
         from .memory.timeline import simulate_peak
 
-        predicted["peak_bytes"] = cuda_breakdown(costs, simulate_peak(costs, plan.optimizer), plan.optimizer).peak_bytes
+        predicted["peak_bytes"] = cuda_breakdown(costs, simulate_peak(costs, plan.optimizer), plan.optimizer,
+                                                 capability=getattr(accelerator, "capability", None)).peak_bytes
     result = TrainResult(plan, tuple(history), resumed, predicted, measured,
                          _predicted_here(graph, costs, here) if measure else {}, environment)
     write_atomic(out_dir / RUN_RECORD, json.dumps({"schema": RUN_SCHEMA, **result.to_dict()}, indent=2) + "\n")

@@ -160,6 +160,12 @@ class Cuda:
     def device(self) -> torch.device:
         return torch.device("cuda", self.index)
 
+    @property
+    def capability(self) -> tuple[int, int]:
+        """The GPU's compute capability (major, minor): 9.0 for Hopper, 8.7 for a Jetson Orin."""
+        major, minor = torch.cuda.get_device_capability(self.index)
+        return int(major), int(minor)
+
     def synchronize(self) -> None:
         torch.cuda.synchronize(self.index)
 
@@ -262,6 +268,27 @@ def accelerator_kind(requested: "str | Accelerator | None" = "auto", *, model: A
     if model_on_cuda(model) is not None or getattr(device, "accelerator", "cpu") == "cuda":
         return "cuda"
     return "cpu"
+
+
+def gpu_capability(device: Any = None, accelerator: "Accelerator | None" = None,
+                   model: Any = None) -> tuple[tuple[int, int] | None, str]:
+    """The compute capability a GPU peak is predicted for, and where it comes from: the device
+    profile's ``compute_capability`` (a Jetson's datasheet, a calibrated GPU's), else the GPU that
+    is measured on (``accelerator``) or holds ``model``, else this machine's GPU; None where there is
+    none of these (counted as a GPU other than Hopper, as edge GPUs are)."""
+    from ..memory.cuda import parse_capability
+
+    named = getattr(device, "compute_capability", None)
+    if named:
+        return parse_capability(named), f"compute capability {named}, from device profile {getattr(device, 'name', '?')}"
+    index = accelerator.index if isinstance(accelerator, Cuda) else model_on_cuda(model)
+    if index is None and cuda_usable():
+        index = torch.cuda.current_device()
+    if index is None:
+        return None, "no GPU here and none named by a device profile: counted as a GPU other than Hopper"
+    gpu = Cuda(index)
+    major, minor = gpu.capability
+    return (major, minor), f"compute capability {major}.{minor}, from this machine's {gpu.name}"
 
 
 def placed(accelerator: Accelerator):

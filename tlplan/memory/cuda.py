@@ -15,6 +15,15 @@ into a block, in our words:
 * a freed block stays in its pool (cached) for the next request of the same stream; reserved
   memory (``memory_reserved``) is the segments, which never shrink within a step.
 
+cuBLAS's workspaces come from the same allocator and stay allocated once made
+(aten/src/ATen/cuda/CublasHandlePool.cpp): one per cuBLAS handle and stream, and a handle per
+thread. A training step runs its forward on the caller's thread and its backward on autograd's
+own thread for the GPU, so a network with a linear layer holds two: 32 MiB each on compute
+capability 9.0 (Hopper), 8 MiB + 128 KiB on any other GPU (``CUBLAS_WORKSPACE_CONFIG`` sets
+them), plus cuBLASLt's 1 MiB (``CUBLASLT_WORKSPACE_SIZE``) for a linear layer with a bias, whose
+forward PyTorch runs through cuBLASLt. ``blas_workspace_bytes`` counts them; they are resident
+from the first step on.
+
 ``block_bytes`` is that rule for a request served from a fresh segment (what a first step does;
 later steps reuse the same blocks); ``segment_bytes`` is the segment a request would open.
 
@@ -29,8 +38,10 @@ bytes already (at most 511 bytes off each).
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import replace
-from typing import Callable
+from typing import Callable, Mapping
 
 from .. import ops
 from ..costs.annotate import ELEMENT_BYTES, CostTable
@@ -88,6 +99,67 @@ def rounding_bytes(sizes) -> int:
     return sum(block_bytes(n) - n for n in sizes)
 
 
+# ---- cuBLAS workspaces --------------------------------------------------------------------------
+
+#: compute capability whose default cuBLAS workspace is 32 MiB (PyTorch's choice for Hopper)
+HOPPER = (9, 0)
+CUBLAS_HOPPER_BYTES = 4096 * KIB * 8  # ":4096:8"
+CUBLAS_OTHER_BYTES = 4096 * KIB * 2 + 16 * KIB * 8  # ":4096:2:16:8"
+CUBLASLT_DEFAULT_BYTES = 1024 * KIB
+
+
+def parse_capability(text: "str | tuple[int, int] | None") -> tuple[int, int] | None:
+    """``"8.7"`` (or ``(8, 7)``) as a tuple; None stays None. A malformed text is a ValueError."""
+    if text is None or isinstance(text, tuple):
+        return text
+    match = re.fullmatch(r"\s*(\d+)\.(\d+)\s*", str(text))
+    if not match:
+        raise ValueError(f"compute capability {text!r} is not MAJOR.MINOR (e.g. 8.7)")
+    return int(match.group(1)), int(match.group(2))
+
+
+def cublas_workspace_bytes(capability: tuple[int, int] | None, environ: Mapping[str, str] | None = None) -> int:
+    """Bytes of one cuBLAS workspace (one per handle and stream) as PyTorch sizes it: the sum of
+    SIZE KiB × COUNT over ``CUBLAS_WORKSPACE_CONFIG``'s ``:SIZE:COUNT`` pairs where set, else 32 MiB on
+    compute capability 9.0 and 8 MiB + 128 KiB on any other (None: not Hopper, as edge GPUs are)."""
+    env = os.environ if environ is None else environ
+    pairs = re.findall(r":([0-9]+):([0-9]+)", env.get("CUBLAS_WORKSPACE_CONFIG", "") or "")
+    if pairs:
+        return sum(int(size) * KIB * int(count) for size, count in pairs)
+    return CUBLAS_HOPPER_BYTES if capability == HOPPER else CUBLAS_OTHER_BYTES
+
+
+def cublaslt_workspace_bytes(capability: tuple[int, int] | None, environ: Mapping[str, str] | None = None) -> int:
+    """Bytes of cuBLASLt's own workspace: ``CUBLASLT_WORKSPACE_SIZE`` KiB (default 1 MiB), at most a
+    cuBLAS workspace; none with ``TORCH_CUBLASLT_UNIFIED_WORKSPACE=1`` (it then shares cuBLAS's)."""
+    env = os.environ if environ is None else environ
+    if (env.get("TORCH_CUBLASLT_UNIFIED_WORKSPACE", "") or "").strip().lower() in ("1", "true", "yes", "on"):
+        return 0
+    size = CUBLASLT_DEFAULT_BYTES
+    text = (env.get("CUBLASLT_WORKSPACE_SIZE", "") or "").strip()
+    if text.isdigit():
+        size = int(text) * KIB
+    return min(size, cublas_workspace_bytes(capability, env))
+
+
+def blas_workspace_bytes(costs: CostTable, capability: tuple[int, int] | None,
+                         environ: Mapping[str, str] | None = None) -> int:
+    """The cuBLAS(Lt) workspaces a training step of ``costs`` holds, as allocator blocks (see the
+    module docstring): the forward thread's when any linear layer runs, cuBLASLt's when one has a
+    bias, autograd's thread's when any linear layer has backward work (its input's gradient or a
+    trained parameter). Convolutions run on cuDNN and take none."""
+    linear = [(layer, cost) for layer, cost in zip(costs.graph.layers, costs.layers) if ops.spec_of(layer).family == "linear"]
+    if not linear:
+        return 0
+    one = block_bytes(cublas_workspace_bytes(capability, environ))
+    total = one
+    if any(p.role == "bias" for layer, _ in linear for p in layer.all_params):
+        total += block_bytes(cublaslt_workspace_bytes(capability, environ))
+    if any(cost.state.recorded for _, cost in linear):
+        total += one
+    return total
+
+
 # ---- cuDNN workspace ------------------------------------------------------------------------------
 
 
@@ -140,10 +212,11 @@ def _plain_conv(cost, runtime: str, precision: str) -> bool:
 
 
 def cuda_breakdown(costs: CostTable, memory: MemoryBreakdown, optimizer: Optimizer = Optimizer(),
-                   workspace: Workspace | None = None) -> MemoryBreakdown:
+                   workspace: Workspace | None = None, capability: tuple[int, int] | None = None) -> MemoryBreakdown:
     """``memory`` (``simulate_peak(costs, optimizer)``) as the CUDA caching allocator would count it
     (see the module docstring); ``workspace(layer, direction)``: the cuDNN term (default
-    ``cudnn_workspace_bytes``). The mcu runtime's breakdown is returned as it is."""
+    ``cudnn_workspace_bytes``); ``capability``: the GPU's compute capability, which sizes cuBLAS's
+    workspaces (None: not Hopper). The mcu runtime's breakdown is returned as it is."""
     if costs.runtime == "mcu" or not memory.timeline:
         return memory
     graph = costs.graph
@@ -153,12 +226,13 @@ def cuda_breakdown(costs: CostTable, memory: MemoryBreakdown, optimizer: Optimiz
     trained = costs.trainable
     params = [(layer.name, p.numel * p.dtype_bytes, p.name in trained) for layer in graph.layers for p in layer.params]
     trained_sizes = [n for _, n, t in params if t]
-    resident_round = rounding_bytes(n for _, n, _ in params)
-    resident_round += rounding_bytes(n for layer in graph.layers for n in _buffer_sizes(layer))
-    resident_round += rounding_bytes([memory.input_bytes]) + block_bytes(8 * graph.input_shape[0])  # the int64 labels
-    resident_round += optimizer.state_slots * rounding_bytes(trained_sizes)
+    resident_extra = rounding_bytes(n for _, n, _ in params)
+    resident_extra += rounding_bytes(n for layer in graph.layers for n in _buffer_sizes(layer))
+    resident_extra += rounding_bytes([memory.input_bytes]) + block_bytes(8 * graph.input_shape[0])  # the int64 labels
+    resident_extra += optimizer.state_slots * rounding_bytes(trained_sizes)
+    resident_extra += blas_workspace_bytes(costs, capability)  # made in the first step, kept after it
     if optimizer.name == "adam":  # its step count: a float tensor per parameter
-        resident_round += len(trained_sizes) * (block_bytes(4) - 4)
+        resident_extra += len(trained_sizes) * (block_bytes(4) - 4)
     grad_round = {name: 0 for name, _, _ in params}
     for name, n, t in params:
         if t:
@@ -171,7 +245,7 @@ def cuda_breakdown(costs: CostTable, memory: MemoryBreakdown, optimizer: Optimiz
     held_grad_round = 0
     for where, now in memory.timeline:
         moment, _, name = where.partition(" ")
-        extra = resident_round
+        extra = resident_extra
         if moment in ("forward", "backward") and name in by_name:
             layer, cost = by_name[name]
             spec = ops.spec_of(layer)
@@ -190,7 +264,7 @@ def cuda_breakdown(costs: CostTable, memory: MemoryBreakdown, optimizer: Optimiz
             extra += _foreach_temporaries(optimizer, trained_blocks) - cpu_temp
         timeline.append((where, now + extra))
     peak_at, peak = max(timeline, key=lambda moment: moment[1])
-    start = memory.resident_bytes + resident_round
+    start = memory.resident_bytes + resident_extra
     if start >= peak:
         peak_at, peak = "start", start
     return replace(memory, resident_bytes=start, peak_bytes=peak, peak_at=peak_at, timeline=tuple(timeline))

@@ -725,6 +725,9 @@ def _finish(root: Path, name: str, partial: _Partial, state: dict, settings: Set
     }
     if on_gpu:
         data["gpu"] = accelerator.name
+        capability = getattr(accelerator, "capability", None)  # sizes cuBLAS's workspaces in predicted peaks
+        if capability is not None:
+            data["compute_capability"] = f"{capability[0]}.{capability[1]}"
         data["framework"]["cuda"] = str(_torch_cuda_version())
         data["notes"] = (f"Layer configurations and whole training steps timed on the GPU {accelerator.name} with CUDA "
                          f"events after synchronisation ({state['statistic']} of runs, fp32); ram_bytes is the GPU's "

@@ -32,6 +32,7 @@ _OPTIONAL = {
     # where a measured profile was timed: "cpu" (absent: cpu) or "cuda", and the GPU's name
     "accelerator": str,
     "gpu": str,
+    "compute_capability": str,  # the GPU's, "MAJOR.MINOR" (e.g. "8.7"): sizes cuBLAS's workspaces
     "statistic": str,  # how a timing's runs were summed up: "min" or "median" (absent: median)
     "framework": dict,  # {"python": "3.11.9", "torch": "2.13.0", ...}
     "allocator": dict,  # how malloc was set while timing (tlplan.measure.allocator)
@@ -96,6 +97,7 @@ class Device:
     statistic: str = "median"  # of a timing's runs (tlplan.measure.latency.STATISTICS)
     accelerator: str = "cpu"  # where a measured profile was timed: "cpu" or "cuda" (tlplan.measure.accelerator)
     gpu: str | None = None  # the GPU it was timed on (accelerator cuda)
+    compute_capability: str | None = None  # the GPU's (a Jetson's, a calibrated GPU's), e.g. "8.7"
     framework: Mapping[str, str] | None = None
     allocator: Mapping[str, Any] | None = None
     measurements: str | None = None  # file name of the layer measurements CSV, in ``folder``
@@ -183,6 +185,14 @@ def load_device(path: Path) -> Device:
     if fields.get("accelerator", "cpu") not in ACCELERATORS:
         raise BadInputError(f"device profile {path}: accelerator must be one of {', '.join(ACCELERATORS)}, "
                             f"not {fields['accelerator']!r}")
+    if "compute_capability" in fields:
+        from ..memory.cuda import parse_capability
+
+        try:
+            parse_capability(fields["compute_capability"])
+        except ValueError:
+            raise BadInputError(f"device profile {path}: compute_capability must be MAJOR.MINOR (e.g. \"8.7\"), "
+                                f"not {fields['compute_capability']!r}") from None
     if fields.get("threads", 1) < 1:
         raise BadInputError(f"device profile {path}: threads must be at least 1")
     for key in ("peak_flops_fp32", "peak_flops_fp16", "memory_bandwidth_bytes_per_s", "bytes_per_element", "cores"):
