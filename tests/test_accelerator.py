@@ -222,6 +222,15 @@ def test_a_device_profiles_compute_capability_sizes_the_workspaces(tmp_path, mon
         load_device(_write_profile(tmp_path / "bad", accelerator="cuda", compute_capability="sm_90"))
 
 
+def test_cli_profile_says_which_capability_sized_the_workspaces(run, monkeypatch):
+    monkeypatch.setattr(acc, "cuda_usable", lambda: False)
+    code, out, err = run("profile", "mcunet-5fps", "--scheme", "bias", "--resolution", "64", "--accelerator", "cuda",
+                         "--device", "jetson-nano", "--no-measure")
+    assert code == 0, err
+    assert "cuDNN and cuBLAS workspaces included (cuda; cuBLAS's for compute capability 5.3, from device profile " \
+           "jetson-nano)" in " ".join(out.split())
+
+
 def test_profile_predicts_for_cuda_without_a_gpu():
     model = tlplan.load_model("mcunet-5fps")
     cpu = tlplan.profile(model, (1, 3, 64, 64), scheme="bias")

@@ -147,8 +147,7 @@ def summary_lines(report: ProfileReport) -> list[tuple[str, str, str]]:
          f"buffers {units.human_bytes(m.buffer_bytes)}, input {units.human_bytes(m.input_bytes)}",
          "counted"),
         ("peak memory", f"{units.human_bytes(m.peak_bytes)} at {m.peak_at}",
-         "predicted by a simulated timeline" + (", as the CUDA caching allocator counts it, cuDNN workspace included (cuda)"
-                                                if "CUDA" in report.sources.get("peak_bytes", "") else "")),
+         "predicted by a simulated timeline" + _cuda_peak_note(report.sources.get("peak_bytes", ""))),
         ("TinyTL's convention", f"{units.human_bytes(m.tinytl_bytes)} = model {units.human_bytes(m.tinytl_bytes - m.tinytl_activation_bytes)} "
          f"(frozen weights 8-bit, trained 32-bit) + peak activation {units.human_bytes(m.tinytl_activation_bytes)}"
          + (f" at {m.tinytl_peak_at}" if m.tinytl_peak_at else ""),
@@ -210,3 +209,13 @@ def as_records(report: ProfileReport) -> list[dict[str, Any]]:
         d["note"] = "no cost rule: counted as zero" if row.op == UNSUPPORTED else ""
         records.append(d)
     return records
+
+
+def _cuda_peak_note(source: str) -> str:
+    """How a GPU peak was counted, for the table's footnote (empty for the CPU's): the allocator's
+    blocks, cuDNN's and cuBLAS's workspaces, and the compute capability cuBLAS's were sized for."""
+    if "CUDA" not in source:
+        return ""
+    where = source.partition("; cuBLAS workspaces for ")[2]
+    return (", as the CUDA caching allocator counts it, cuDNN and cuBLAS workspaces included (cuda"
+            + (f"; cuBLAS's for {where}" if where else "") + ")")
