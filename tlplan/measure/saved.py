@@ -41,18 +41,24 @@ def measure_saved_bytes(
     state_ptrs = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
     storages: dict[int, int] = {}
 
-    def pack(t: torch.Tensor) -> torch.Tensor:
+    kept: list[torch.Tensor] = []  # alive until the forward ends, so no address is reused meanwhile
+
+    def pack(t: torch.Tensor) -> int:
         storage = t.untyped_storage()
         ptr = storage.data_ptr()
         if ptr and ptr not in state_ptrs:
             storages[ptr] = storage.nbytes()
-        return t
+        kept.append(t)
+        # the node gets the size, not the tensor: no backward runs, and a node holding its own output
+        # would hold itself (output -> grad_fn -> output), a cycle that outlives the call
+        return storage.nbytes()
 
     first = next(iter([*model.parameters(), *model.buffers()]), None)
     x = torch.randn(input_shape, device=first.device if first is not None else "cpu")  # where the model is (a GPU too)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda packed: packed):
         out = model(x)
     del out
+    kept.clear()
     return SavedMeasurement(saved_bytes=sum(storages.values()), tensors=len(storages))
 
 
