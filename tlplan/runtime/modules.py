@@ -24,12 +24,21 @@ class PlannedModule(LeafModule):
     store_dtype: torch.dtype | None
 
 
+def _index_on(module: nn.Module, device: torch.device) -> torch.Tensor | None:
+    """The module's trained channels (None: all), on ``device``: the index is a plain attribute, which
+    ``module.to(...)`` leaves where it was made, so it follows the weight here (once)."""
+    index = module.channel_index if module.options.weight > 0 else None
+    if index is not None and index.device != device:
+        index = module.channel_index = index.to(device)
+    return index
+
+
 class PlannedConv2dModule(nn.Conv2d, PlannedModule):
     #: the padding as symmetric numbers ("same" and "valid" resolved when the module is swapped)
     numeric_padding: tuple[int, int]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        index = self.channel_index if self.options.weight > 0 else None
+        index = _index_on(self, self.weight.device)
         return PlannedConv2d.apply(
             x, self.weight, self.bias, self.stride, self.numeric_padding, self.dilation, self.groups,
             index, self.options.grad_filter, self.store_dtype,
@@ -38,7 +47,7 @@ class PlannedConv2dModule(nn.Conv2d, PlannedModule):
 
 class PlannedLinearModule(nn.Linear, PlannedModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        index = self.channel_index if self.options.weight > 0 else None
+        index = _index_on(self, self.weight.device)
         return PlannedLinear.apply(x, self.weight, self.bias, index, self.store_dtype)
 
 
