@@ -22,7 +22,10 @@ def plain_environment(monkeypatch):
     """Same output whatever the shell (or pytest-xdist's worker) sets: no forced colour, tables at
     the default width of a log, the shipped and user profiles only."""
     for var in ("COLUMNS", "LINES", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "TLPLAN_PROFILES",
-                "GITHUB_STEP_SUMMARY"):
+                "GITHUB_STEP_SUMMARY",
+                # PyTorch's cuBLAS settings, which size the workspaces a GPU peak counts
+                "CUBLAS_WORKSPACE_CONFIG", "CUBLASLT_WORKSPACE_SIZE", "TORCH_CUBLASLT_UNIFIED_WORKSPACE",
+                "DISABLE_ADDMM_CUDA_LT"):
         monkeypatch.delenv(var, raising=False)
 
 

@@ -209,11 +209,11 @@ def profile(
     memory = simulate_peak(costs, Optimizer(reorder=reorder))
     cuda_source = ""
     if kind == "cuda":  # as the CUDA caching allocator counts it (tlplan.memory.cuda)
-        from .measure.accelerator import gpu_capability
+        from .measure.accelerator import gpu_target
         from .memory.cuda import cuda_breakdown
 
-        capability, where = gpu_capability(found, chosen, model_on_gpu)
-        memory = cuda_breakdown(costs, memory, capability=capability)
+        capability, torch_version, where = gpu_target(found, chosen, model_on_gpu)
+        memory = cuda_breakdown(costs, memory, capability=capability, torch_version=torch_version)
         cuda_source = f"{CUDA_PEAK_SOURCE}; cuBLAS workspaces for {where}"
     timings = None
     if measure and runtime == "mcu":

@@ -10,6 +10,7 @@ bytes kept for backward, peak memory and ms per step are measured and set beside
 from __future__ import annotations
 
 import copy
+import gc
 import hashlib
 import json
 import os
@@ -293,13 +294,14 @@ def _train(prepared: tuple, here, data: Data, *, out_dir: Path, weights: dict | 
         })
     measured = {}
     if measure:
+        shape = plan.input_shape
+        measured["saved_bytes"] = measure_saved_bytes(model, shape, None, copy_model=True).saved_bytes
         # what the loop still holds (the last batch and its logits, the trained weights and their
         # optimizer) leaves the accelerator first: on a GPU the allocator's peak counts every tensor in
         # the process, and the step measured below is a copy's, as a fresh process would run it
         x = y = out = loss = opt = None
         model.to("cpu")
-        shape = plan.input_shape
-        measured["saved_bytes"] = measure_saved_bytes(model, shape, None, copy_model=True).saved_bytes
+        gc.collect()
         measured["peak_bytes"] = measure_peak(copy.deepcopy(model), shape, plan.optimizer, accelerator).peak_bytes
         if step_times:
             measured["step_ms"] = round(statistics.median(step_times), 3)

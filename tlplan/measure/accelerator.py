@@ -270,25 +270,37 @@ def accelerator_kind(requested: "str | Accelerator | None" = "auto", *, model: A
     return "cpu"
 
 
-def gpu_capability(device: Any = None, accelerator: "Accelerator | None" = None,
-                   model: Any = None) -> tuple[tuple[int, int] | None, str]:
-    """The compute capability a GPU peak is predicted for, and where it comes from: the device
-    profile's ``compute_capability`` (a Jetson's datasheet, a calibrated GPU's), else the GPU that
-    is measured on (``accelerator``) or holds ``model``, else this machine's GPU; None where there is
-    none of these (counted as a GPU other than Hopper, as edge GPUs are)."""
+def gpu_target(device: Any = None, accelerator: "Accelerator | None" = None,
+               model: Any = None) -> tuple[tuple[int, int] | None, str | None, str]:
+    """What a GPU peak is predicted for: the compute capability and the PyTorch version that size
+    cuBLAS's workspaces, and where they come from, in words. The capability: the device profile's
+    ``compute_capability`` (a Jetson's datasheet, a calibrated GPU's), else the GPU measured on
+    (``accelerator``) or holding ``model``, else this machine's GPU, else None (a GPU without
+    PyTorch's larger default, as edge GPUs are). The version: the PyTorch a calibrated profile was
+    measured with (``framework.torch``), else this one (None)."""
     from ..memory.cuda import parse_capability
 
+    framework = getattr(device, "framework", None) or {}
+    torch_version = framework.get("torch") if isinstance(framework, dict) or hasattr(framework, "get") else None
+    with_torch = f"PyTorch {torch_version or torch.__version__}"
     named = getattr(device, "compute_capability", None)
     if named:
-        return parse_capability(named), f"compute capability {named}, from device profile {getattr(device, 'name', '?')}"
-    index = accelerator.index if isinstance(accelerator, Cuda) else model_on_cuda(model)
+        try:
+            capability = parse_capability(named)
+        except ValueError:
+            raise BadInputError(f"device profile {getattr(device, 'name', '?')}: compute_capability must be MAJOR.MINOR "
+                                f"(e.g. \"8.7\"), not {named!r}") from None
+        return capability, torch_version, (f"compute capability {capability[0]}.{capability[1]}, from device profile "
+                                           f"{getattr(device, 'name', '?')}; {with_torch}")
+    index = getattr(accelerator, "index", None) if getattr(accelerator, "kind", "cpu") == "cuda" else model_on_cuda(model)
     if index is None and cuda_usable():
         index = torch.cuda.current_device()
     if index is None:
-        return None, "no GPU here and none named by a device profile: counted as a GPU other than Hopper"
+        return None, torch_version, (f"no GPU here and none named by a device profile: counted as a GPU without "
+                                     f"PyTorch's larger default; {with_torch}")
     gpu = Cuda(index)
-    major, minor = gpu.capability
-    return (major, minor), f"compute capability {major}.{minor}, from this machine's {gpu.name}"
+    major, minor = getattr(accelerator, "capability", None) or gpu.capability
+    return (major, minor), torch_version, f"compute capability {major}.{minor}, from this machine's {gpu.name}; {with_torch}"
 
 
 def placed(accelerator: Accelerator):

@@ -18,11 +18,11 @@ into a block, in our words:
 cuBLAS's workspaces come from the same allocator and stay allocated once made
 (aten/src/ATen/cuda/CublasHandlePool.cpp): one per cuBLAS handle and stream, and a handle per
 thread. A training step runs its forward on the caller's thread and its backward on autograd's
-own thread for the GPU, so a network with a linear layer holds two: 32 MiB each on compute
-capability 9.0 (Hopper), 8 MiB + 128 KiB on any other GPU (``CUBLAS_WORKSPACE_CONFIG`` sets
-them), plus cuBLASLt's 1 MiB (``CUBLASLT_WORKSPACE_SIZE``) for a linear layer with a bias, whose
-forward PyTorch runs through cuBLASLt. ``blas_workspace_bytes`` counts them; they are resident
-from the first step on.
+own thread for the GPU, so a network whose forward and backward both multiply matrices holds two:
+32 MiB each on Hopper and later GPUs, 8 MiB + 128 KiB on others (``CUBLAS_WORKSPACE_CONFIG`` sets
+them). Up to PyTorch 2.11, cuBLASLt, which runs a linear layer's forward with its bias, keeps
+1 MiB of its own beside them; later releases share cuBLAS's. ``blas_workspace_bytes`` counts them
+by those rules; they are resident from the first step on.
 
 ``block_bytes`` is that rule for a request served from a fresh segment (what a first step does;
 later steps reuse the same blocks); ``segment_bytes`` is the segment a request would open.
@@ -101,11 +101,13 @@ def rounding_bytes(sizes) -> int:
 
 # ---- cuBLAS workspaces --------------------------------------------------------------------------
 
-#: compute capability whose default cuBLAS workspace is 32 MiB (PyTorch's choice for Hopper)
-HOPPER = (9, 0)
-CUBLAS_HOPPER_BYTES = 4096 * KIB * 8  # ":4096:8"
+CUBLAS_LARGE_BYTES = 4096 * KIB * 8  # ":4096:8", PyTorch's default on Hopper and later
 CUBLAS_OTHER_BYTES = 4096 * KIB * 2 + 16 * KIB * 8  # ":4096:2:16:8"
 CUBLASLT_DEFAULT_BYTES = 1024 * KIB
+#: the first PyTorch release whose defaults changed (PyTorch's CublasHandlePool.cpp, spring 2026):
+#: 32 MiB on compute capability 9.x-12.x, not 9.0 alone; cuBLASLt reusing cuBLAS's workspace
+#: (TORCH_CUBLASLT_UNIFIED_WORKSPACE on by default) instead of keeping 1 MiB of its own
+NEWER_BLAS = (2, 12)
 
 
 def parse_capability(text: "str | tuple[int, int] | None") -> tuple[int, int] | None:
@@ -118,44 +120,96 @@ def parse_capability(text: "str | tuple[int, int] | None") -> tuple[int, int] | 
     return int(match.group(1)), int(match.group(2))
 
 
-def cublas_workspace_bytes(capability: tuple[int, int] | None, environ: Mapping[str, str] | None = None) -> int:
+def torch_release(version: str | None = None) -> tuple[int, int]:
+    """(major, minor) of a PyTorch version string (``"2.11.0+cu130"``); None: this PyTorch's."""
+    if version is None:
+        import torch
+
+        version = torch.__version__
+    match = re.match(r"\s*(\d+)\.(\d+)", str(version))
+    return (int(match.group(1)), int(match.group(2))) if match else NEWER_BLAS
+
+
+def _leading_int(text: str) -> int | None:
+    """The digits a value starts with, as C++'s ``stoi`` reads them (``"2048KB"`` is 2048)."""
+    match = re.match(r"\s*(\d+)", text or "")
+    return int(match.group(1)) if match else None
+
+
+def cublas_workspace_bytes(capability: tuple[int, int] | None, environ: Mapping[str, str] | None = None,
+                           torch_version: str | None = None) -> int:
     """Bytes of one cuBLAS workspace (one per handle and stream) as PyTorch sizes it: the sum of
-    SIZE KiB × COUNT over ``CUBLAS_WORKSPACE_CONFIG``'s ``:SIZE:COUNT`` pairs where set, else 32 MiB on
-    compute capability 9.0 and 8 MiB + 128 KiB on any other (None: not Hopper, as edge GPUs are)."""
+    SIZE KiB × COUNT over ``CUBLAS_WORKSPACE_CONFIG``'s ``:SIZE:COUNT`` pairs where set, else 32 MiB
+    on compute capability 9.0 (PyTorch up to 2.11) or 9.x to 12.x (later releases), and 8 MiB +
+    128 KiB on any other (None: such an other GPU, as the Jetsons up to Orin are)."""
     env = os.environ if environ is None else environ
     pairs = re.findall(r":([0-9]+):([0-9]+)", env.get("CUBLAS_WORKSPACE_CONFIG", "") or "")
     if pairs:
         return sum(int(size) * KIB * int(count) for size, count in pairs)
-    return CUBLAS_HOPPER_BYTES if capability == HOPPER else CUBLAS_OTHER_BYTES
+    if capability is None:
+        return CUBLAS_OTHER_BYTES
+    large = capability[0] in (9, 10, 11, 12) if torch_release(torch_version) >= NEWER_BLAS else capability == (9, 0)
+    return CUBLAS_LARGE_BYTES if large else CUBLAS_OTHER_BYTES
 
 
-def cublaslt_workspace_bytes(capability: tuple[int, int] | None, environ: Mapping[str, str] | None = None) -> int:
-    """Bytes of cuBLASLt's own workspace: ``CUBLASLT_WORKSPACE_SIZE`` KiB (default 1 MiB), at most a
-    cuBLAS workspace; none with ``TORCH_CUBLASLT_UNIFIED_WORKSPACE=1`` (it then shares cuBLAS's)."""
+def cublaslt_workspace_bytes(capability: tuple[int, int] | None, environ: Mapping[str, str] | None = None,
+                             torch_version: str | None = None) -> int:
+    """Bytes cuBLASLt keeps beside cuBLAS's workspace: up to PyTorch 2.11 a workspace of its own,
+    ``CUBLASLT_WORKSPACE_SIZE`` KiB (default 1 MiB) capped at cuBLAS's size, unless
+    ``TORCH_CUBLASLT_UNIFIED_WORKSPACE=1`` has it share cuBLAS's; in later releases sharing is the
+    default, and ``TORCH_CUBLASLT_UNIFIED_WORKSPACE=0`` gives it one of its own again."""
     env = os.environ if environ is None else environ
-    if (env.get("TORCH_CUBLASLT_UNIFIED_WORKSPACE", "") or "").strip().lower() in ("1", "true", "yes", "on"):
+    unified = (env.get("TORCH_CUBLASLT_UNIFIED_WORKSPACE", "") or "").strip()  # PyTorch reads "1" or "0"
+    newer = torch_release(torch_version) >= NEWER_BLAS
+    if unified == "1" or (newer and unified != "0"):
         return 0
-    size = CUBLASLT_DEFAULT_BYTES
-    text = (env.get("CUBLASLT_WORKSPACE_SIZE", "") or "").strip()
-    if text.isdigit():
-        size = int(text) * KIB
-    return min(size, cublas_workspace_bytes(capability, env))
+    size = _leading_int(env.get("CUBLASLT_WORKSPACE_SIZE", "") or "")
+    size = CUBLASLT_DEFAULT_BYTES if size is None else size * KIB
+    if unified == "0":  # not capped at cuBLAS's size
+        return size
+    return min(size, cublas_workspace_bytes(capability, env, torch_version))
+
+
+def _matmul_backward(layer: Layer, cost) -> bool:
+    """Whether the layer's backward runs a matrix multiply (on cuBLAS): a linear layer computing its
+    weight's or its input's gradient (a bias alone is a sum), or the tlplan runtime's gradient-filtered
+    dense convolution (its patch products are ``einsum``s)."""
+    state = cost.state
+    work = "weight" in state.trained or state.needs_input_grad
+    if ops.spec_of(layer).family == "linear":
+        return work
+    grouped = int(layer.attrs.get("groups", 1) or 1) != 1
+    return ops.is_conv(layer) and not grouped and bool(getattr(state.options, "grad_filter", 0)) and work
+
+
+def _uses_cublaslt(layer: Layer, environ: Mapping[str, str]) -> bool:
+    """Whether PyTorch runs the linear layer's forward through cuBLASLt: ``addmm`` with a bias, more
+    than one row, more than one input and output feature, and the path not turned off
+    (``DISABLE_ADDMM_CUDA_LT=1``)."""
+    if (environ.get("DISABLE_ADDMM_CUDA_LT", "") or "").strip() == "1":
+        return False
+    if not any(p.role == "bias" for p in layer.all_params) or not layer.input_shapes:
+        return False
+    shape = layer.input_shapes[0]
+    rows = 1
+    for n in shape[:-1]:
+        rows *= n
+    return rows > 1 and shape[-1] > 1 and layer.output_shape[-1] > 1
 
 
 def blas_workspace_bytes(costs: CostTable, capability: tuple[int, int] | None,
-                         environ: Mapping[str, str] | None = None) -> int:
+                         environ: Mapping[str, str] | None = None, torch_version: str | None = None) -> int:
     """The cuBLAS(Lt) workspaces a training step of ``costs`` holds, as allocator blocks (see the
-    module docstring): the forward thread's when any linear layer runs, cuBLASLt's when one has a
-    bias, autograd's thread's when any linear layer has backward work (its input's gradient or a
-    trained parameter). Convolutions run on cuDNN and take none."""
-    linear = [(layer, cost) for layer, cost in zip(costs.graph.layers, costs.layers) if ops.spec_of(layer).family == "linear"]
-    if not linear:
-        return 0
-    one = block_bytes(cublas_workspace_bytes(capability, environ))
-    total = one
-    if any(p.role == "bias" for layer, _ in linear for p in layer.all_params):
-        total += block_bytes(cublaslt_workspace_bytes(capability, environ))
-    if any(cost.state.recorded for _, cost in linear):
+    module docstring): the forward thread's when any linear layer runs, cuBLASLt's when one runs
+    through it, autograd's thread's when any layer's backward multiplies matrices."""
+    env = os.environ if environ is None else environ
+    pairs = list(zip(costs.graph.layers, costs.layers))
+    linear = [layer for layer, _ in pairs if ops.spec_of(layer).family == "linear"]
+    one = block_bytes(cublas_workspace_bytes(capability, env, torch_version))
+    total = one if linear else 0
+    if any(_uses_cublaslt(layer, env) for layer in linear):
+        total += block_bytes(cublaslt_workspace_bytes(capability, env, torch_version))
+    if any(_matmul_backward(layer, cost) for layer, cost in pairs):
         total += one
     return total
 
@@ -212,11 +266,13 @@ def _plain_conv(cost, runtime: str, precision: str) -> bool:
 
 
 def cuda_breakdown(costs: CostTable, memory: MemoryBreakdown, optimizer: Optimizer = Optimizer(),
-                   workspace: Workspace | None = None, capability: tuple[int, int] | None = None) -> MemoryBreakdown:
+                   workspace: Workspace | None = None, capability: tuple[int, int] | None = None,
+                   torch_version: str | None = None) -> MemoryBreakdown:
     """``memory`` (``simulate_peak(costs, optimizer)``) as the CUDA caching allocator would count it
     (see the module docstring); ``workspace(layer, direction)``: the cuDNN term (default
-    ``cudnn_workspace_bytes``); ``capability``: the GPU's compute capability, which sizes cuBLAS's
-    workspaces (None: not Hopper). The mcu runtime's breakdown is returned as it is."""
+    ``cudnn_workspace_bytes``); ``capability`` (the GPU's compute capability; None: one without
+    PyTorch's larger default) and ``torch_version`` (None: this PyTorch's) size cuBLAS's workspaces.
+    The mcu runtime's breakdown is returned as it is."""
     if costs.runtime == "mcu" or not memory.timeline:
         return memory
     graph = costs.graph
@@ -230,7 +286,7 @@ def cuda_breakdown(costs: CostTable, memory: MemoryBreakdown, optimizer: Optimiz
     resident_extra += rounding_bytes(n for layer in graph.layers for n in _buffer_sizes(layer))
     resident_extra += rounding_bytes([memory.input_bytes]) + block_bytes(8 * graph.input_shape[0])  # the int64 labels
     resident_extra += optimizer.state_slots * rounding_bytes(trained_sizes)
-    resident_extra += blas_workspace_bytes(costs, capability)  # made in the first step, kept after it
+    resident_extra += blas_workspace_bytes(costs, capability, torch_version=torch_version)  # kept from the first step
     if optimizer.name == "adam":  # its step count: a float tensor per parameter
         resident_extra += len(trained_sizes) * (block_bytes(4) - 4)
     grad_round = {name: 0 for name, _, _ in params}
