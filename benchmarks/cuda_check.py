@@ -1,4 +1,4 @@
-"""Check tlplan's CUDA path on a GPU: measured against predicted, printed as ratios (under 5 minutes).
+"""Check tlplan's CUDA path on a GPU: measured against predicted, printed as ratios (10 s on an H200 with --quick).
 
 Run on a machine with an NVIDIA GPU and a CUDA build of PyTorch:
 
@@ -9,10 +9,10 @@ What it does, and what each line compares:
 1. **Peaks, whole step.** For mcunet-5fps (batch 8, 128×128) and resnet18 (batch 8, 224×224), each
    under ``full`` and ``bias`` with the ``eager`` and ``tlplan`` runtimes: the predicted peak for
    cuda (``tlplan.profile(..., accelerator="cuda")``: the simulated timeline counted as the caching
-   allocator counts blocks, with the cuDNN workspace term) against ``measure_peak`` on the GPU
-   (``torch.cuda.max_memory_allocated`` over the second step). Ratios of the whole peak and of the
-   step's part above what is resident (the resident part measured includes cuBLAS's workspace,
-   which tlplan does not predict).
+   allocator counts blocks, with the cuDNN and cuBLAS workspace terms) against ``measure_peak`` on
+   the GPU (``torch.cuda.max_memory_allocated`` over the second step). Ratios of the whole peak and
+   of the step's part above what is resident (resident: parameters, buffers, the batch, cuBLAS's
+   workspaces; the step's part: activations, gradients, cuDNN's workspaces).
 2. **Peaks, layer by layer** (the same models, ``full``, eager): the allocator's peak while each
    module runs its forward (module hooks, ``reset_peak_memory_stats`` before each), and in the
    backward between the gradients of consecutive layers' outputs arriving (tensor hooks; the
