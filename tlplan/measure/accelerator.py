@@ -280,8 +280,7 @@ def gpu_target(device: Any = None, accelerator: "Accelerator | None" = None,
     measured with (``framework.torch``), else this one (None)."""
     from ..memory.cuda import parse_capability
 
-    framework = getattr(device, "framework", None) or {}
-    torch_version = framework.get("torch") if isinstance(framework, dict) or hasattr(framework, "get") else None
+    torch_version = (getattr(device, "framework", None) or {}).get("torch")
     with_torch = f"PyTorch {torch_version or torch.__version__}"
     named = getattr(device, "compute_capability", None)
     if named:

@@ -38,6 +38,7 @@ bytes already (at most 511 bytes off each).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import replace
@@ -191,10 +192,7 @@ def _uses_cublaslt(layer: Layer, environ: Mapping[str, str]) -> bool:
     if not any(p.role == "bias" for p in layer.all_params) or not layer.input_shapes:
         return False
     shape = layer.input_shapes[0]
-    rows = 1
-    for n in shape[:-1]:
-        rows *= n
-    return rows > 1 and shape[-1] > 1 and layer.output_shape[-1] > 1
+    return math.prod(shape[:-1]) > 1 and shape[-1] > 1 and layer.output_shape[-1] > 1
 
 
 def blas_workspace_bytes(costs: CostTable, capability: tuple[int, int] | None,
